@@ -1,0 +1,195 @@
+//! Keys derived from the device seed, and the public addresses they control.
+
+use core::fmt;
+use core::str::FromStr;
+
+use alloy_primitives::{keccak256, Address as EvmAddress};
+use bitcoin::bip32::{DerivationPath, Xpriv};
+use bitcoin::key::{Keypair, TapTweak};
+use bitcoin::secp256k1::{All, PublicKey, Secp256k1, SecretKey, XOnlyPublicKey};
+use bitcoin::{Address as BtcAddress, Network};
+use serde::Serialize;
+
+use crate::error::SeedError;
+use crate::seed::DeviceSeed;
+
+/// BIP-44 path of the Ethereum account key (`m/44'/60'/0'/0/0`), as MetaMask and most wallets use.
+pub const EVM_PATH: &str = "m/44'/60'/0'/0/0";
+
+/// BIP-86 path of the first Taproot receive key: coin type 0 on mainnet, 1 on test networks.
+pub fn taproot_path(network: Network) -> String {
+    let coin = if network == Network::Bitcoin { 0 } else { 1 };
+    format!("m/86'/{coin}'/0'/0/0")
+}
+
+/// The device's secret keys. Wiped from memory on drop; `Debug` shows only public data.
+pub struct DeviceKeys {
+    secp: Secp256k1<All>,
+    network: Network,
+    /// BIP-86 key, untweaked: the internal key, and the key of our script-path leaves.
+    taproot: Keypair,
+    /// The same key tweaked per BIP-86 (no script tree): the key that spends the key path.
+    taproot_tweaked: Keypair,
+    evm: SecretKey,
+    evm_address: EvmAddress,
+}
+
+/// The public side of [`DeviceKeys`]: what a user may see and share.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Addresses {
+    /// Bitcoin network the Taproot address is for.
+    #[serde(serialize_with = "serialize_display")]
+    pub network: Network,
+    /// BIP-86 Taproot address (`bc1p…` / `bcrt1p…`).
+    pub bitcoin: String,
+    /// The Taproot internal (untweaked) x-only key, hex.
+    pub taproot_internal_key: String,
+    /// EIP-55 checksummed Ethereum address.
+    pub ethereum: String,
+}
+
+impl DeviceKeys {
+    /// Derives the device keys from a seed for a Bitcoin network.
+    pub fn derive(seed: &DeviceSeed, network: Network) -> Result<Self, SeedError> {
+        let secp = Secp256k1::new();
+        let bip32_seed = seed.bip32_seed();
+        let mut master = Xpriv::new_master(network, &bip32_seed[..]).map_err(SeedError::Derivation)?;
+        let taproot_secret = derive_secret(&secp, &master, &taproot_path(network))?;
+        let evm = derive_secret(&secp, &master, EVM_PATH)?;
+        master.private_key.non_secure_erase();
+
+        let taproot = Keypair::from_secret_key(&secp, &taproot_secret);
+        let taproot_tweaked = taproot.tap_tweak(&secp, None).to_keypair();
+        let evm_address = evm_address_of(&PublicKey::from_secret_key(&secp, &evm));
+        Ok(Self { secp, network, taproot, taproot_tweaked, evm, evm_address })
+    }
+
+    /// The public addresses these keys control.
+    pub fn addresses(&self) -> Addresses {
+        let internal = self.taproot_internal_key();
+        Addresses {
+            network: self.network,
+            bitcoin: self.bitcoin_address().to_string(),
+            taproot_internal_key: internal.to_string(),
+            ethereum: self.evm_address.to_checksum(None),
+        }
+    }
+
+    /// The BIP-86 Taproot address.
+    pub fn bitcoin_address(&self) -> BtcAddress {
+        BtcAddress::p2tr(&self.secp, self.taproot_internal_key(), None, self.network)
+    }
+
+    /// The Bitcoin network these keys were derived for.
+    pub fn network(&self) -> Network {
+        self.network
+    }
+
+    pub(crate) fn taproot_internal_key(&self) -> XOnlyPublicKey {
+        self.taproot.x_only_public_key().0
+    }
+
+    pub(crate) fn evm_address(&self) -> EvmAddress {
+        self.evm_address
+    }
+
+    pub(crate) fn secp(&self) -> &Secp256k1<All> {
+        &self.secp
+    }
+
+    pub(crate) fn evm_secret(&self) -> &SecretKey {
+        &self.evm
+    }
+
+    pub(crate) fn taproot_keypair(&self, tweaked: bool) -> &Keypair {
+        if tweaked { &self.taproot_tweaked } else { &self.taproot }
+    }
+}
+
+/// The Ethereum address of a public key: the last 20 bytes of keccak256 of its uncompressed
+/// coordinates (without the 0x04 prefix).
+pub(crate) fn evm_address_of(public_key: &PublicKey) -> EvmAddress {
+    let uncompressed = public_key.serialize_uncompressed();
+    EvmAddress::from_slice(&keccak256(&uncompressed[1..])[12..])
+}
+
+fn serialize_display<S: serde::Serializer>(value: &Network, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.collect_str(value)
+}
+
+fn derive_secret(secp: &Secp256k1<All>, master: &Xpriv, path: &str) -> Result<SecretKey, SeedError> {
+    let path = DerivationPath::from_str(path).map_err(SeedError::Derivation)?;
+    let mut child = master.derive_priv(secp, &path).map_err(SeedError::Derivation)?;
+    let secret = child.private_key;
+    child.private_key.non_secure_erase();
+    Ok(secret)
+}
+
+impl Drop for DeviceKeys {
+    fn drop(&mut self) {
+        self.taproot.non_secure_erase();
+        self.taproot_tweaked.non_secure_erase();
+        self.evm.non_secure_erase();
+    }
+}
+
+impl fmt::Debug for DeviceKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DeviceKeys")
+            .field("network", &self.network)
+            .field("evm_address", &self.evm_address)
+            .field("secrets", &"redacted")
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ABANDON_ABOUT: &str =
+        "abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon about";
+
+    fn keys(network: Network) -> DeviceKeys {
+        DeviceKeys::derive(&DeviceSeed::from_phrase(ABANDON_ABOUT).unwrap(), network).unwrap()
+    }
+
+    /// BIP-86 test vector: first receiving address of account 0 for the "abandon … about" seed.
+    #[test]
+    fn bip86_vector_mainnet() {
+        let keys = keys(Network::Bitcoin);
+        assert_eq!(
+            keys.bitcoin_address().to_string(),
+            "bc1p5cyxnuxmeuwuvkwfem96lqzszd02n6xdcjrs20cac6yqjjwudpxqkedrcr"
+        );
+        assert_eq!(
+            keys.taproot_internal_key().to_string(),
+            "cc8a4bc64d897bddc5fbc2f670f7a8ba0b386779106cf1223c6fc5d7cd6fc115"
+        );
+    }
+
+    /// The well-known Ethereum address of the "abandon … about" seed at m/44'/60'/0'/0/0
+    /// (MetaMask, Ledger, ethers all agree on it).
+    #[test]
+    fn ethereum_vector() {
+        assert_eq!(keys(Network::Bitcoin).addresses().ethereum, "0x9858EfFD232B4033E47d90003D41EC34EcaEda94");
+        // The EVM key does not depend on the Bitcoin network.
+        assert_eq!(keys(Network::Regtest).addresses().ethereum, "0x9858EfFD232B4033E47d90003D41EC34EcaEda94");
+    }
+
+    #[test]
+    fn regtest_uses_test_coin_type_and_bcrt_prefix() {
+        let regtest = keys(Network::Regtest).addresses();
+        assert!(regtest.bitcoin.starts_with("bcrt1p"), "{}", regtest.bitcoin);
+        assert_ne!(regtest.taproot_internal_key, keys(Network::Bitcoin).addresses().taproot_internal_key);
+    }
+
+    #[test]
+    fn debug_shows_no_secret() {
+        let keys = keys(Network::Bitcoin);
+        let shown = format!("{keys:?}");
+        let secret_hex = keys.evm_secret().display_secret().to_string();
+        assert!(!shown.contains(&secret_hex));
+        assert!(shown.contains("redacted"));
+    }
+}

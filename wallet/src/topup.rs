@@ -1,0 +1,147 @@
+//! Top-up requests: payment URIs a user's wallet understands, for funding the device.
+//!
+//! - Bitcoin: BIP-21 (`bitcoin:<address>?amount=<btc>&label=…`), built with the `bip21` crate.
+//! - Ethereum: EIP-681, native value (`ethereum:<address>@<chainId>?value=<wei>`) or an ERC-20
+//!   transfer (`ethereum:<token>@<chainId>/transfer?address=<to>&uint256=<base units>`).
+//!   Written by hand: no maintained Rust crate builds EIP-681 URIs, and the format is two lines.
+
+use core::fmt;
+
+use alloy_primitives::utils::{parse_units, ParseUnits};
+use alloy_primitives::{Address as EvmAddress, U256};
+use bitcoin::{Address as BtcAddress, Amount, Denomination};
+
+/// An amount the user typed could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum AmountError {
+    /// Not a decimal number in the expected unit, negative, or too precise.
+    #[error("invalid amount {input:?}: {reason}")]
+    Invalid {
+        /// What was given.
+        input: String,
+        /// Why it was refused.
+        reason: String,
+    },
+}
+
+/// Parses a decimal bitcoin amount (`"0.001"`) into an [`Amount`]; refuses zero and sub-satoshi.
+pub fn parse_btc_amount(input: &str) -> Result<Amount, AmountError> {
+    let amount = Amount::from_str_in(input.trim(), Denomination::Bitcoin)
+        .map_err(|e| AmountError::Invalid { input: input.into(), reason: e.to_string() })?;
+    if amount == Amount::ZERO {
+        return Err(AmountError::Invalid { input: input.into(), reason: "amount must be above zero".into() });
+    }
+    Ok(amount)
+}
+
+/// Parses a decimal amount of a token with `decimals` decimals (18 for ether) into base units.
+pub fn parse_evm_amount(input: &str, decimals: u8) -> Result<U256, AmountError> {
+    let invalid = |reason: String| AmountError::Invalid { input: input.into(), reason };
+    match parse_units(input.trim(), decimals).map_err(|e| invalid(e.to_string()))? {
+        ParseUnits::U256(value) if !value.is_zero() => Ok(value),
+        ParseUnits::U256(_) => Err(invalid("amount must be above zero".into())),
+        ParseUnits::I256(_) => Err(invalid("amount must not be negative".into())),
+    }
+}
+
+/// A BIP-21 request to pay `address`, optionally a fixed `amount`, with a label for the wallet.
+pub fn bitcoin_uri(address: &BtcAddress, amount: Option<Amount>, label: Option<&str>) -> String {
+    let mut uri: bip21::Uri<'_> = bip21::Uri::new(address.clone());
+    uri.amount = amount;
+    uri.label = label.map(Into::into);
+    uri.to_string()
+}
+
+/// What an EIP-681 request asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EvmAsset {
+    /// The chain's native coin (ether on anvil).
+    Native,
+    /// An ERC-20 token at `token`.
+    Erc20 {
+        /// The token contract.
+        token: EvmAddress,
+    },
+}
+
+/// An EIP-681 payment request; `Display` renders the URI.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EvmTopUp {
+    /// The device's address (the payee).
+    pub to: EvmAddress,
+    /// EIP-155 chain id (31337 for anvil).
+    pub chain_id: u64,
+    /// Native coin or token.
+    pub asset: EvmAsset,
+    /// Requested amount in base units (wei, or the token's smallest unit); `None` lets the payer choose.
+    pub amount: Option<U256>,
+}
+
+impl fmt::Display for EvmTopUp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let to = self.to.to_checksum(None);
+        match self.asset {
+            EvmAsset::Native => {
+                write!(f, "ethereum:{to}@{}", self.chain_id)?;
+                if let Some(value) = self.amount {
+                    write!(f, "?value={value}")?;
+                }
+            }
+            EvmAsset::Erc20 { token } => {
+                write!(f, "ethereum:{}@{}/transfer?address={to}", token.to_checksum(None), self.chain_id)?;
+                if let Some(value) = self.amount {
+                    write!(f, "&uint256={value}")?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::str::FromStr;
+
+    use super::*;
+
+    #[test]
+    fn bip21_uri_has_amount_in_btc_and_encoded_label() {
+        let address = BtcAddress::from_str("bc1p5cyxnuxmeuwuvkwfem96lqzszd02n6xdcjrs20cac6yqjjwudpxqkedrcr")
+            .unwrap()
+            .assume_checked();
+        let amount = parse_btc_amount("0.0015").unwrap();
+        assert_eq!(amount.to_sat(), 150_000);
+        assert_eq!(
+            bitcoin_uri(&address, Some(amount), Some("m2m device")),
+            "bitcoin:bc1p5cyxnuxmeuwuvkwfem96lqzszd02n6xdcjrs20cac6yqjjwudpxqkedrcr?amount=0.0015&label=m2m%20device"
+        );
+        assert_eq!(bitcoin_uri(&address, None, None), "bitcoin:bc1p5cyxnuxmeuwuvkwfem96lqzszd02n6xdcjrs20cac6yqjjwudpxqkedrcr");
+    }
+
+    #[test]
+    fn amounts_are_checked() {
+        assert!(parse_btc_amount("0").is_err());
+        assert!(parse_btc_amount("0.000000001").is_err(), "sub-satoshi");
+        assert!(parse_btc_amount("-1").is_err());
+        assert!(parse_btc_amount("lots").is_err());
+        assert_eq!(parse_evm_amount("1.5", 18).unwrap(), U256::from(1_500_000_000_000_000_000u128));
+        assert_eq!(parse_evm_amount("2", 6).unwrap(), U256::from(2_000_000u64));
+        assert!(parse_evm_amount("-1", 18).is_err());
+        assert!(parse_evm_amount("0", 18).is_err());
+        assert!(parse_evm_amount("0.0000001", 6).is_err(), "more decimals than the token has");
+    }
+
+    #[test]
+    fn eip681_native_and_token() {
+        let to = EvmAddress::from_str("0x9858EfFD232B4033E47d90003D41EC34EcaEda94").unwrap();
+        let native = EvmTopUp { to, chain_id: 31337, asset: EvmAsset::Native, amount: Some(U256::from(10u64).pow(U256::from(16))) };
+        assert_eq!(native.to_string(), "ethereum:0x9858EfFD232B4033E47d90003D41EC34EcaEda94@31337?value=10000000000000000");
+        let token = EvmAddress::from_str("0x5FbDB2315678afecb367f032d93F642f64180aa3").unwrap();
+        let erc20 = EvmTopUp { to, chain_id: 1, asset: EvmAsset::Erc20 { token }, amount: Some(U256::from(2_000_000u64)) };
+        assert_eq!(
+            erc20.to_string(),
+            "ethereum:0x5FbDB2315678afecb367f032d93F642f64180aa3@1/transfer?address=0x9858EfFD232B4033E47d90003D41EC34EcaEda94&uint256=2000000"
+        );
+        assert_eq!(EvmTopUp { amount: None, ..native }.to_string(), "ethereum:0x9858EfFD232B4033E47d90003D41EC34EcaEda94@31337");
+    }
+}
