@@ -1,0 +1,12 @@
+//! `m2m-node`: the agent shell around the sans-IO core.
+//!
+//! - [`datadir`]: the device's data directory, held under an exclusive lock.
+//! - [`tools`]: locating and provisioning the local chains and compilers (anvil, forge, cast,
+//!   solc-js), pinned and cached per user.
+//! - [`cli`]: the `m2m` command line.
+//!
+//! This is the only crate with a runtime and IO; the channel logic lives in `m2m-core`.
+
+pub mod cli;
+pub mod datadir;
+pub mod tools;

@@ -5,5 +5,3 @@
 //! randomness — time and entropy come in as arguments, effects go out as values. It is `no_std`
 //! (with `alloc`) and CI builds it for `thumbv7em-none-eabihf` to keep that promise.
 #![no_std]
-
-extern crate alloc;

@@ -1,0 +1,153 @@
+//! The `m2m` command line: argument parsing, logging setup, dispatch and error reporting.
+//!
+//! Data goes to stdout (as JSON with `--json`); logs and progress go to stderr.
+
+mod output;
+mod secrets;
+mod tools_cmd;
+mod wallet_cmd;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::datadir::DataDirError;
+use crate::tools::ToolError;
+
+/// M2M micropayment node: a payment agent for autonomous devices.
+#[derive(Debug, Parser)]
+#[command(name = "m2m", version, about, long_about = None)]
+pub struct Cli {
+    #[command(flatten)]
+    global: GlobalArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Options every command takes.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Data directory of the device (keystore, channel store); locked while in use.
+    #[arg(long, global = true, env = "M2M_DATA_DIR", value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Print data as JSON on stdout.
+    #[arg(long, global = true)]
+    json: bool,
+    /// Read the keystore passphrase from this file (first line). Else `M2M_PASSPHRASE`, else a prompt.
+    #[arg(long, global = true, env = "M2M_PASSPHRASE_FILE", value_name = "FILE")]
+    passphrase_file: Option<PathBuf>,
+    /// More log output on stderr (-v info, -vv debug, -vvv trace). `RUST_LOG` overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create the device wallet (encrypted keystore) and print its addresses.
+    Init(wallet_cmd::InitArgs),
+    /// Print the device's addresses.
+    Address,
+    /// Print a top-up request (BIP-21 or EIP-681 URI) and its QR code.
+    Topup(wallet_cmd::TopupArgs),
+    /// Print the seed words for a paper backup (terminal only).
+    Backup(wallet_cmd::BackupArgs),
+    /// Provision and inspect the pinned local tools (anvil, forge, cast, solc).
+    Tools {
+        #[command(subcommand)]
+        action: tools_cmd::ToolsAction,
+    },
+}
+
+/// Which chain a top-up is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ChainKind {
+    /// An EVM chain (EIP-681).
+    Evm,
+    /// Bitcoin (BIP-21).
+    Btc,
+}
+
+/// Everything that can make a command fail, each keeping its cause.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// The keystore refused.
+    #[error(transparent)]
+    Keystore(#[from] m2m_wallet::KeystoreError),
+    /// Seed words were not accepted.
+    #[error(transparent)]
+    Seed(#[from] m2m_wallet::SeedError),
+    /// The data directory refused.
+    #[error(transparent)]
+    DataDir(#[from] DataDirError),
+    /// A local tool failed.
+    #[error(transparent)]
+    Tool(#[from] ToolError),
+    /// An amount was not accepted.
+    #[error(transparent)]
+    Amount(#[from] m2m_wallet::topup::AmountError),
+    /// The user's input was not usable.
+    #[error("{0}")]
+    Usage(String),
+    /// Talking to the terminal failed.
+    #[error("terminal: {0}")]
+    Terminal(#[source] std::io::Error),
+}
+
+/// Entry point of the `m2m` binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.global.verbose);
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {}", error_chain(&error));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> Result<(), CliError> {
+    let global = &cli.global;
+    match &cli.command {
+        Command::Init(args) => wallet_cmd::init(global, args),
+        Command::Address => wallet_cmd::address(global),
+        Command::Topup(args) => wallet_cmd::topup(global, args),
+        Command::Backup(args) => wallet_cmd::backup(global, args),
+        Command::Tools { action } => tools_cmd::run(global, action),
+    }
+}
+
+impl GlobalArgs {
+    fn data_dir(&self) -> PathBuf {
+        self.data_dir.clone().unwrap_or_else(crate::datadir::default_data_dir)
+    }
+}
+
+fn init_logging(verbose: u8) {
+    use tracing_subscriber::EnvFilter;
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
+}
+
+/// "outer: inner: innermost", skipping causes already quoted by their parent's message.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}

@@ -1,0 +1,52 @@
+//! `m2m tools …`: provision and show the pinned local tools.
+
+use clap::Subcommand;
+use serde::Serialize;
+
+use super::output::print_json;
+use super::{CliError, GlobalArgs};
+use crate::tools::{Foundry, FOUNDRY_VERSION, SOLC_VERSION};
+
+/// What to do with the local tools.
+#[derive(Debug, Subcommand)]
+pub enum ToolsAction {
+    /// Provision anvil/forge/cast and solc into the per-user cache (no-op when cached), verify them,
+    /// and print their paths.
+    Install,
+}
+
+#[derive(Serialize)]
+struct ToolPaths {
+    foundry_version: &'static str,
+    solc_version: &'static str,
+    anvil: String,
+    forge: String,
+    cast: String,
+    solc: String,
+}
+
+pub(super) fn run(global: &GlobalArgs, action: &ToolsAction) -> Result<(), CliError> {
+    match action {
+        ToolsAction::Install => {
+            let foundry = Foundry::ensure()?;
+            foundry.verify()?;
+            let paths = ToolPaths {
+                foundry_version: FOUNDRY_VERSION,
+                solc_version: SOLC_VERSION,
+                anvil: foundry.anvil.display().to_string(),
+                forge: foundry.forge.display().to_string(),
+                cast: foundry.cast.display().to_string(),
+                solc: foundry.solc.display().to_string(),
+            };
+            if global.json {
+                print_json(&paths);
+            } else {
+                println!("anvil  {}", paths.anvil);
+                println!("forge  {}", paths.forge);
+                println!("cast   {}", paths.cast);
+                println!("solc   {}  (solc-js {SOLC_VERSION}; use FOUNDRY_SOLC={} forge build)", paths.solc, paths.solc);
+            }
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,110 @@
+//! Local tools: the chains and compilers tests, the simulator and users run against.
+//!
+//! Everything is pinned by files in the repository (`tools/npm/package-lock.json`,
+//! `tools/solc-shim.js`), installed from the package registries only, cached per user under
+//! [`cache_dir`], and reused. A missing tool is provisioned, never skipped. Concurrent
+//! provisioning (parallel tests, CI) is serialised by a lock file.
+
+mod anvil;
+mod foundry;
+
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+
+pub use anvil::{start_anvil, AnvilHandle};
+pub use foundry::{Foundry, FOUNDRY_VERSION, SOLC_VERSION};
+
+/// A tool could not be located, provisioned or started.
+#[derive(Debug, thiserror::Error)]
+pub enum ToolError {
+    /// Filesystem work in the cache failed.
+    #[error("tool cache {path}: {source}")]
+    Io {
+        /// The path involved.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A required program (node, npm) is not installed.
+    #[error("`{program}` is needed to provision local tools but could not be run ({source}); {hint}")]
+    Missing {
+        /// The program.
+        program: &'static str,
+        /// How to get it.
+        hint: &'static str,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A provisioning or checking command ran but failed.
+    #[error("`{command}` failed: {detail}")]
+    CommandFailed {
+        /// What ran.
+        command: String,
+        /// Exit status and the tail of its output.
+        detail: String,
+    },
+    /// A tool answered with a version other than the pinned one.
+    #[error("{tool} at {path} reports {found:?}, expected version {expected}")]
+    WrongVersion {
+        /// The tool.
+        tool: &'static str,
+        /// Its path.
+        path: PathBuf,
+        /// What it printed.
+        found: String,
+        /// The pinned version.
+        expected: &'static str,
+    },
+    /// Starting a node failed.
+    #[error("starting {tool}: {detail}")]
+    Start {
+        /// The tool.
+        tool: &'static str,
+        /// What went wrong.
+        detail: String,
+    },
+}
+
+/// The per-user cache: `$M2M_CACHE_DIR`, else `$XDG_CACHE_HOME/m2m`, else `~/.cache/m2m`.
+pub fn cache_dir() -> PathBuf {
+    let from_env = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+    if let Some(dir) = from_env("M2M_CACHE_DIR") {
+        return dir;
+    }
+    if let Some(dir) = from_env("XDG_CACHE_HOME") {
+        return dir.join("m2m");
+    }
+    match from_env("HOME") {
+        Some(home) => home.join(".cache/m2m"),
+        None => std::env::temp_dir().join("m2m-cache"),
+    }
+}
+
+/// Holds an exclusive lock on `<dir>/.lock` while a tool is provisioned; other processes wait.
+pub(crate) struct ProvisionLock {
+    _file: File,
+}
+
+impl ProvisionLock {
+    pub(crate) fn acquire(dir: &Path) -> Result<Self, ToolError> {
+        let io = |source| ToolError::Io { path: dir.to_owned(), source };
+        fs::create_dir_all(dir).map_err(io)?;
+        let file = File::create(dir.join(".lock")).map_err(io)?;
+        file.lock().map_err(io)?;
+        Ok(Self { _file: file })
+    }
+}
+
+/// Runs a command to completion; on failure reports its status and the end of its output.
+pub(crate) fn run_checked(command: &mut std::process::Command) -> Result<String, ToolError> {
+    let shown = format!("{command:?}");
+    let output = command.output().map_err(|e| ToolError::CommandFailed { command: shown.clone(), detail: e.to_string() })?;
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let tail: String = stderr.lines().rev().take(15).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+        return Err(ToolError::CommandFailed { command: shown, detail: format!("{}\n{tail}", output.status) });
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
