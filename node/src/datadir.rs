@@ -46,7 +46,10 @@ pub struct DataDir {
 impl DataDir {
     /// Opens (creating with mode 0700 if needed) and locks the directory at `path`.
     pub fn open(path: &Path) -> Result<Self, DataDirError> {
-        let io = |source| DataDirError::Io { path: path.to_owned(), source };
+        let io = |source| DataDirError::Io {
+            path: path.to_owned(),
+            source,
+        };
         let mut builder = fs::DirBuilder::new();
         builder.recursive(true);
         #[cfg(unix)]
@@ -58,13 +61,22 @@ impl DataDir {
         }
 
         let lock_path = path.join(LOCK_FILE);
-        let mut lock = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&lock_path).map_err(io)?;
+        let mut lock = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&lock_path)
+            .map_err(io)?;
         match lock.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
                 let mut text = String::new();
                 let _ = lock.read_to_string(&mut text);
-                return Err(DataDirError::InUse { path: path.to_owned(), pid: text.trim().parse().ok() });
+                return Err(DataDirError::InUse {
+                    path: path.to_owned(),
+                    pid: text.trim().parse().ok(),
+                });
             }
             Err(TryLockError::Error(source)) => return Err(io(source)),
         }
@@ -72,7 +84,10 @@ impl DataDir {
         lock.set_len(0).map_err(io)?;
         lock.seek(SeekFrom::Start(0)).map_err(io)?;
         write!(lock, "{}", std::process::id()).map_err(io)?;
-        Ok(Self { path: path.to_owned(), _lock: lock })
+        Ok(Self {
+            path: path.to_owned(),
+            _lock: lock,
+        })
     }
 
     /// The directory.
@@ -106,9 +121,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("device");
         let first = DataDir::open(&path).unwrap();
-        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o700);
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
         let err = DataDir::open(&path).unwrap_err();
-        assert!(matches!(err, DataDirError::InUse { pid: Some(pid), .. } if pid == std::process::id()), "{err}");
+        assert!(
+            matches!(err, DataDirError::InUse { pid: Some(pid), .. } if pid == std::process::id()),
+            "{err}"
+        );
         assert!(err.to_string().contains("in use by another m2m process"));
         drop(first);
         DataDir::open(&path).unwrap();

@@ -1,1 +1,5 @@
-fn main(){}
+//! Integration tests of the whole node against real local tools (one test binary, as the
+//! architecture prescribes). Tools are provisioned on first use and cached per user.
+
+mod anvil;
+mod solc_shim;

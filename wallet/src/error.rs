@@ -59,7 +59,9 @@ pub enum KeystoreError {
         supported: u16,
     },
     /// The file is damaged: truncated, its checksum does not match, or its header is unreadable.
-    #[error("keystore {path} is corrupted ({reason}); restore it from a backup or from the seed words")]
+    #[error(
+        "keystore {path} is corrupted ({reason}); restore it from a backup or from the seed words"
+    )]
     Corrupted {
         /// The file.
         path: PathBuf,

@@ -3,7 +3,7 @@
 use core::fmt;
 use core::str::FromStr;
 
-use alloy_primitives::{keccak256, Address as EvmAddress};
+use alloy_primitives::{Address as EvmAddress, keccak256};
 use bitcoin::bip32::{DerivationPath, Xpriv};
 use bitcoin::key::{Keypair, TapTweak};
 use bitcoin::secp256k1::{All, PublicKey, Secp256k1, SecretKey, XOnlyPublicKey};
@@ -53,7 +53,8 @@ impl DeviceKeys {
     pub fn derive(seed: &DeviceSeed, network: Network) -> Result<Self, SeedError> {
         let secp = Secp256k1::new();
         let bip32_seed = seed.bip32_seed();
-        let mut master = Xpriv::new_master(network, &bip32_seed[..]).map_err(SeedError::Derivation)?;
+        let mut master =
+            Xpriv::new_master(network, &bip32_seed[..]).map_err(SeedError::Derivation)?;
         let taproot_secret = derive_secret(&secp, &master, &taproot_path(network))?;
         let evm = derive_secret(&secp, &master, EVM_PATH)?;
         master.private_key.non_secure_erase();
@@ -61,7 +62,14 @@ impl DeviceKeys {
         let taproot = Keypair::from_secret_key(&secp, &taproot_secret);
         let taproot_tweaked = taproot.tap_tweak(&secp, None).to_keypair();
         let evm_address = evm_address_of(&PublicKey::from_secret_key(&secp, &evm));
-        Ok(Self { secp, network, taproot, taproot_tweaked, evm, evm_address })
+        Ok(Self {
+            secp,
+            network,
+            taproot,
+            taproot_tweaked,
+            evm,
+            evm_address,
+        })
     }
 
     /// The public addresses these keys control.
@@ -102,7 +110,11 @@ impl DeviceKeys {
     }
 
     pub(crate) fn taproot_keypair(&self, tweaked: bool) -> &Keypair {
-        if tweaked { &self.taproot_tweaked } else { &self.taproot }
+        if tweaked {
+            &self.taproot_tweaked
+        } else {
+            &self.taproot
+        }
     }
 }
 
@@ -113,13 +125,22 @@ pub(crate) fn evm_address_of(public_key: &PublicKey) -> EvmAddress {
     EvmAddress::from_slice(&keccak256(&uncompressed[1..])[12..])
 }
 
-fn serialize_display<S: serde::Serializer>(value: &Network, serializer: S) -> Result<S::Ok, S::Error> {
+fn serialize_display<S: serde::Serializer>(
+    value: &Network,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
     serializer.collect_str(value)
 }
 
-fn derive_secret(secp: &Secp256k1<All>, master: &Xpriv, path: &str) -> Result<SecretKey, SeedError> {
+fn derive_secret(
+    secp: &Secp256k1<All>,
+    master: &Xpriv,
+    path: &str,
+) -> Result<SecretKey, SeedError> {
     let path = DerivationPath::from_str(path).map_err(SeedError::Derivation)?;
-    let mut child = master.derive_priv(secp, &path).map_err(SeedError::Derivation)?;
+    let mut child = master
+        .derive_priv(secp, &path)
+        .map_err(SeedError::Derivation)?;
     let secret = child.private_key;
     child.private_key.non_secure_erase();
     Ok(secret)
@@ -147,8 +168,7 @@ impl fmt::Debug for DeviceKeys {
 mod tests {
     use super::*;
 
-    const ABANDON_ABOUT: &str =
-        "abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon about";
+    const ABANDON_ABOUT: &str = "abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon about";
 
     fn keys(network: Network) -> DeviceKeys {
         DeviceKeys::derive(&DeviceSeed::from_phrase(ABANDON_ABOUT).unwrap(), network).unwrap()
@@ -172,16 +192,25 @@ mod tests {
     /// (MetaMask, Ledger, ethers all agree on it).
     #[test]
     fn ethereum_vector() {
-        assert_eq!(keys(Network::Bitcoin).addresses().ethereum, "0x9858EfFD232B4033E47d90003D41EC34EcaEda94");
+        assert_eq!(
+            keys(Network::Bitcoin).addresses().ethereum,
+            "0x9858EfFD232B4033E47d90003D41EC34EcaEda94"
+        );
         // The EVM key does not depend on the Bitcoin network.
-        assert_eq!(keys(Network::Regtest).addresses().ethereum, "0x9858EfFD232B4033E47d90003D41EC34EcaEda94");
+        assert_eq!(
+            keys(Network::Regtest).addresses().ethereum,
+            "0x9858EfFD232B4033E47d90003D41EC34EcaEda94"
+        );
     }
 
     #[test]
     fn regtest_uses_test_coin_type_and_bcrt_prefix() {
         let regtest = keys(Network::Regtest).addresses();
         assert!(regtest.bitcoin.starts_with("bcrt1p"), "{}", regtest.bitcoin);
-        assert_ne!(regtest.taproot_internal_key, keys(Network::Bitcoin).addresses().taproot_internal_key);
+        assert_ne!(
+            regtest.taproot_internal_key,
+            keys(Network::Bitcoin).addresses().taproot_internal_key
+        );
     }
 
     #[test]

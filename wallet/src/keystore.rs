@@ -23,11 +23,11 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use alloy_primitives::{hex, Address as EvmAddress, Signature as EvmSignature, B256};
+use alloy_primitives::{Address as EvmAddress, B256, Signature as EvmSignature, hex};
 use argon2::{Algorithm, Argon2, Params, Version};
-use bitcoin::hashes::{sha256, Hash};
-use bitcoin::secp256k1::{schnorr, XOnlyPublicKey};
 use bitcoin::Network;
+use bitcoin::hashes::{Hash, sha256};
+use bitcoin::secp256k1::{XOnlyPublicKey, schnorr};
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use serde::{Deserialize, Serialize};
@@ -65,9 +65,17 @@ pub struct KdfParams {
 
 impl KdfParams {
     /// The floor we accept: OWASP's Argon2id minimum (19 MiB, 2 passes, 1 lane).
-    pub const MINIMUM: KdfParams = KdfParams { memory_kib: 19 * 1024, iterations: 2, parallelism: 1 };
+    pub const MINIMUM: KdfParams = KdfParams {
+        memory_kib: 19 * 1024,
+        iterations: 2,
+        parallelism: 1,
+    };
     /// The ceiling we accept, so a tampered header cannot make a device allocate unbounded memory.
-    pub const MAXIMUM: KdfParams = KdfParams { memory_kib: 1024 * 1024, iterations: 64, parallelism: 16 };
+    pub const MAXIMUM: KdfParams = KdfParams {
+        memory_kib: 1024 * 1024,
+        iterations: 64,
+        parallelism: 16,
+    };
 
     /// Checks the parameters lie within [`Self::MINIMUM`] and [`Self::MAXIMUM`].
     pub fn validate(&self) -> Result<(), KeystoreError> {
@@ -79,8 +87,15 @@ impl KdfParams {
         {
             return Err(KeystoreError::WeakKdf(format!(
                 "memory {} KiB, {} passes, {} lanes; allowed: {}..={} KiB, {}..={} passes, {}..={} lanes",
-                self.memory_kib, self.iterations, self.parallelism, min.memory_kib, max.memory_kib,
-                min.iterations, max.iterations, min.parallelism, max.parallelism
+                self.memory_kib,
+                self.iterations,
+                self.parallelism,
+                min.memory_kib,
+                max.memory_kib,
+                min.iterations,
+                max.iterations,
+                min.parallelism,
+                max.parallelism
             )));
         }
         Ok(())
@@ -202,18 +217,26 @@ impl Keystore {
                 parallelism: kdf.parallelism,
                 salt: hex::encode(salt),
             },
-            cipher: CipherHeader { algorithm: "xchacha20poly1305".into(), nonce: hex::encode(nonce) },
+            cipher: CipherHeader {
+                algorithm: "xchacha20poly1305".into(),
+                nonce: hex::encode(nonce),
+            },
             device: DeviceHeader {
                 network: metadata.network.to_string(),
                 owner: metadata.owner.map(|owner| owner.to_checksum(None)),
                 created_at_unix: metadata.created_at_unix,
             },
         };
-        let header_json = serde_json::to_vec(&header).map_err(|e| KeystoreError::Crypto(e.to_string()))?;
+        let header_json =
+            serde_json::to_vec(&header).map_err(|e| KeystoreError::Crypto(e.to_string()))?;
         let mut file = Vec::with_capacity(PREFIX_LEN + header_json.len() + 64 + CHECKSUM_LEN);
         file.extend_from_slice(MAGIC);
         file.extend_from_slice(&KEYSTORE_FORMAT_VERSION.to_be_bytes());
-        file.extend_from_slice(&u32::try_from(header_json.len()).unwrap_or(u32::MAX).to_be_bytes());
+        file.extend_from_slice(
+            &u32::try_from(header_json.len())
+                .unwrap_or(u32::MAX)
+                .to_be_bytes(),
+        );
         file.extend_from_slice(&header_json);
 
         let entropy = seed.entropy();
@@ -222,24 +245,41 @@ impl Keystore {
         plaintext.extend_from_slice(&entropy);
         let cipher = cipher_for(passphrase, &salt, kdf)?;
         let ciphertext = cipher
-            .encrypt(XNonce::from_slice(&nonce), Payload { msg: &plaintext, aad: &file })
+            .encrypt(
+                XNonce::from_slice(&nonce),
+                Payload {
+                    msg: &plaintext,
+                    aad: &file,
+                },
+            )
             .map_err(|_| KeystoreError::Crypto("encryption failed".into()))?;
         file.extend_from_slice(&ciphertext);
         let checksum = sha256::Hash::hash(&file);
         file.extend_from_slice(checksum.as_byte_array());
 
         write_new_private_file(path, &file)?;
-        Ok(Self { path: path.to_owned(), metadata, seed, keys })
+        Ok(Self {
+            path: path.to_owned(),
+            metadata,
+            seed,
+            keys,
+        })
     }
 
     /// Opens and decrypts the keystore at `path`. Changes nothing on disk, whatever happens.
     pub fn open(path: &Path, passphrase: &Passphrase) -> Result<Self, KeystoreError> {
         let bytes = fs::read(path).map_err(|source| match source.kind() {
             std::io::ErrorKind::NotFound => KeystoreError::NotFound(path.to_owned()),
-            _ => KeystoreError::Io { path: path.to_owned(), source },
+            _ => KeystoreError::Io {
+                path: path.to_owned(),
+                source,
+            },
         })?;
         check_private_mode(path)?;
-        let corrupted = |reason: &str| KeystoreError::Corrupted { path: path.to_owned(), reason: reason.into() };
+        let corrupted = |reason: &str| KeystoreError::Corrupted {
+            path: path.to_owned(),
+            reason: reason.into(),
+        };
 
         if bytes.len() < MAGIC.len() || &bytes[..MAGIC.len()] != MAGIC {
             return Err(KeystoreError::NotAKeystore(path.to_owned()));
@@ -257,29 +297,43 @@ impl Keystore {
         }
         let (body, checksum) = bytes.split_at(bytes.len() - CHECKSUM_LEN);
         if sha256::Hash::hash(body).as_byte_array() != checksum {
-            return Err(corrupted("checksum mismatch: the file was truncated or altered"));
+            return Err(corrupted(
+                "checksum mismatch: the file was truncated or altered",
+            ));
         }
         let header_len = u32::from_be_bytes([bytes[10], bytes[11], bytes[12], bytes[13]]) as usize;
         if header_len > MAX_HEADER_LEN || PREFIX_LEN + header_len + TAG_LEN > body.len() {
             return Err(corrupted("header length out of range"));
         }
         let (aad, ciphertext) = body.split_at(PREFIX_LEN + header_len);
-        let header: Header =
-            serde_json::from_slice(&aad[PREFIX_LEN..]).map_err(|e| corrupted(&format!("unreadable header: {e}")))?;
-        let (kdf, salt, nonce, metadata) = parse_header(&header).map_err(|reason| corrupted(&reason))?;
+        let header: Header = serde_json::from_slice(&aad[PREFIX_LEN..])
+            .map_err(|e| corrupted(&format!("unreadable header: {e}")))?;
+        let (kdf, salt, nonce, metadata) =
+            parse_header(&header).map_err(|reason| corrupted(&reason))?;
         kdf.validate()?;
 
         let cipher = cipher_for(passphrase, &salt, kdf)?;
         let plaintext = Zeroizing::new(
             cipher
-                .decrypt(XNonce::from_slice(&nonce), Payload { msg: ciphertext, aad })
+                .decrypt(
+                    XNonce::from_slice(&nonce),
+                    Payload {
+                        msg: ciphertext,
+                        aad,
+                    },
+                )
                 .map_err(|_| KeystoreError::WrongPassphrase(path.to_owned()))?,
         );
         match plaintext.split_first() {
             Some((&PAYLOAD_VERSION, entropy)) => {
                 let seed = DeviceSeed::from_entropy(entropy)?;
                 let keys = DeviceKeys::derive(&seed, metadata.network)?;
-                Ok(Self { path: path.to_owned(), metadata, seed, keys })
+                Ok(Self {
+                    path: path.to_owned(),
+                    metadata,
+                    seed,
+                    keys,
+                })
             }
             _ => Err(corrupted("unknown payload version")),
         }
@@ -321,14 +375,21 @@ impl Signer for Keystore {
     fn taproot_internal_key(&self) -> XOnlyPublicKey {
         self.keys.taproot_internal_key()
     }
-    fn sign_schnorr(&self, message: &[u8; 32], key: SchnorrKey) -> Result<schnorr::Signature, SignerError> {
+    fn sign_schnorr(
+        &self,
+        message: &[u8; 32],
+        key: SchnorrKey,
+    ) -> Result<schnorr::Signature, SignerError> {
         self.keys.sign_schnorr(message, key)
     }
 }
 
 impl std::fmt::Debug for Keystore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Keystore").field("path", &self.path).field("metadata", &self.metadata).finish_non_exhaustive()
+        f.debug_struct("Keystore")
+            .field("path", &self.path)
+            .field("metadata", &self.metadata)
+            .finish_non_exhaustive()
     }
 }
 
@@ -336,7 +397,10 @@ type ParsedHeader = (KdfParams, [u8; SALT_LEN], [u8; NONCE_LEN], DeviceMetadata)
 
 fn parse_header(header: &Header) -> Result<ParsedHeader, String> {
     if header.kdf.algorithm != "argon2id" || header.cipher.algorithm != "xchacha20poly1305" {
-        return Err(format!("unknown algorithms {} / {}", header.kdf.algorithm, header.cipher.algorithm));
+        return Err(format!(
+            "unknown algorithms {} / {}",
+            header.kdf.algorithm, header.cipher.algorithm
+        ));
     }
     let kdf = KdfParams {
         memory_kib: header.kdf.memory_kib,
@@ -350,27 +414,47 @@ fn parse_header(header: &Header) -> Result<ParsedHeader, String> {
         Some(text) => Some(EvmAddress::from_str(text).map_err(|e| format!("owner address: {e}"))?),
         None => None,
     };
-    Ok((kdf, salt, nonce, DeviceMetadata { network, owner, created_at_unix: header.device.created_at_unix }))
+    Ok((
+        kdf,
+        salt,
+        nonce,
+        DeviceMetadata {
+            network,
+            owner,
+            created_at_unix: header.device.created_at_unix,
+        },
+    ))
 }
 
 fn decode_fixed<const N: usize>(text: &str, what: &str) -> Result<[u8; N], String> {
     let bytes = hex::decode(text).map_err(|e| format!("{what}: {e}"))?;
-    bytes.try_into().map_err(|_| format!("{what}: expected {N} bytes"))
+    bytes
+        .try_into()
+        .map_err(|_| format!("{what}: expected {N} bytes"))
 }
 
-fn cipher_for(passphrase: &Passphrase, salt: &[u8], kdf: KdfParams) -> Result<XChaCha20Poly1305, KeystoreError> {
+fn cipher_for(
+    passphrase: &Passphrase,
+    salt: &[u8],
+    kdf: KdfParams,
+) -> Result<XChaCha20Poly1305, KeystoreError> {
     let params = Params::new(kdf.memory_kib, kdf.iterations, kdf.parallelism, Some(32))
         .map_err(|e| KeystoreError::WeakKdf(e.to_string()))?;
     let mut key = Zeroizing::new([0u8; 32]);
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
         .hash_password_into(passphrase.bytes(), salt, &mut key[..])
         .map_err(|e| KeystoreError::Crypto(e.to_string()))?;
-    Ok(XChaCha20Poly1305::new(chacha20poly1305::Key::from_slice(&key[..])))
+    Ok(XChaCha20Poly1305::new(chacha20poly1305::Key::from_slice(
+        &key[..],
+    )))
 }
 
 /// Writes `bytes` to a new file at `path` with mode 0600, durably, never replacing a file.
 fn write_new_private_file(path: &Path, bytes: &[u8]) -> Result<(), KeystoreError> {
-    let io = |source| KeystoreError::Io { path: path.to_owned(), source };
+    let io = |source| KeystoreError::Io {
+        path: path.to_owned(),
+        source,
+    };
     let tmp = path.with_extension("tmp");
     let _ = fs::remove_file(&tmp); // a leftover from a crash mid-create holds no linked keystore
     let mut options = OpenOptions::new();
@@ -386,7 +470,9 @@ fn write_new_private_file(path: &Path, bytes: &[u8]) -> Result<(), KeystoreError
     })();
     let _ = fs::remove_file(&tmp);
     match result {
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(KeystoreError::AlreadyExists(path.to_owned())),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            Err(KeystoreError::AlreadyExists(path.to_owned()))
+        }
         Err(e) => Err(io(e)),
         Ok(()) => sync_parent_dir(path).map_err(io),
     }
@@ -403,13 +489,22 @@ fn sync_parent_dir(path: &Path) -> std::io::Result<()> {
 fn check_private_mode(path: &Path) -> Result<(), KeystoreError> {
     #[cfg(unix)]
     {
-        let mode = fs::metadata(path).map_err(|source| KeystoreError::Io { path: path.to_owned(), source })?.permissions().mode();
+        let mode = fs::metadata(path)
+            .map_err(|source| KeystoreError::Io {
+                path: path.to_owned(),
+                source,
+            })?
+            .permissions()
+            .mode();
         if mode & 0o077 != 0 {
             return Err(KeystoreError::Io {
                 path: path.to_owned(),
                 source: std::io::Error::new(
                     std::io::ErrorKind::PermissionDenied,
-                    format!("mode {:o} lets other users reach the keystore; run `chmod 600` on it", mode & 0o777),
+                    format!(
+                        "mode {:o} lets other users reach the keystore; run `chmod 600` on it",
+                        mode & 0o777
+                    ),
                 ),
             });
         }

@@ -20,10 +20,10 @@ pub mod topup;
 
 pub use error::{KeystoreError, SeedError, SignerError};
 pub use keys::{Addresses, DeviceKeys};
-pub use keystore::{DeviceMetadata, KdfParams, Keystore, Passphrase, KEYSTORE_FORMAT_VERSION};
+pub use keystore::{DeviceMetadata, KEYSTORE_FORMAT_VERSION, KdfParams, Keystore, Passphrase};
 pub use seed::{DeviceSeed, SeedLength};
 pub use signer::{SchnorrKey, Signer};
 
 /// Re-exported so callers name networks, addresses and signatures with the same types we use.
 pub use alloy_primitives::{Address as EvmAddress, B256, Signature as EvmSignature};
-pub use bitcoin::{secp256k1::XOnlyPublicKey, Network};
+pub use bitcoin::{Network, secp256k1::XOnlyPublicKey};

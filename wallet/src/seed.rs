@@ -43,7 +43,13 @@ impl DeviceSeed {
 
     /// Restores a seed from its English words (spacing and case are normalised).
     pub fn from_phrase(phrase: &str) -> Result<Self, SeedError> {
-        let normalised = Zeroizing::new(phrase.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase());
+        let normalised = Zeroizing::new(
+            phrase
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+                .to_lowercase(),
+        );
         let mnemonic = Mnemonic::parse_in_normalized(Language::English, &normalised)
             .map_err(SeedError::InvalidMnemonic)?;
         Ok(Self { mnemonic })
@@ -51,7 +57,8 @@ impl DeviceSeed {
 
     /// Rebuilds a seed from the raw BIP-39 entropy (what the keystore stores).
     pub(crate) fn from_entropy(entropy: &[u8]) -> Result<Self, SeedError> {
-        let mnemonic = Mnemonic::from_entropy_in(Language::English, entropy).map_err(SeedError::InvalidMnemonic)?;
+        let mnemonic = Mnemonic::from_entropy_in(Language::English, entropy)
+            .map_err(SeedError::InvalidMnemonic)?;
         Ok(Self { mnemonic })
     }
 
@@ -96,7 +103,12 @@ mod tests {
         assert_ne!(*a.words(), *b.words());
         let restored = DeviceSeed::from_entropy(&a.entropy()).unwrap();
         assert_eq!(*restored.words(), *a.words());
-        assert_eq!(DeviceSeed::generate(SeedLength::Words12).unwrap().word_count(), 12);
+        assert_eq!(
+            DeviceSeed::generate(SeedLength::Words12)
+                .unwrap()
+                .word_count(),
+            12
+        );
     }
 
     #[test]
@@ -105,8 +117,14 @@ mod tests {
         let messy = format!("  {}\n", words.to_uppercase().replace(' ', "   "));
         assert_eq!(*DeviceSeed::from_phrase(&messy).unwrap().words(), words);
         let bad_checksum = words.replace("about", "abandon");
-        assert!(matches!(DeviceSeed::from_phrase(&bad_checksum), Err(SeedError::InvalidMnemonic(_))));
-        assert!(matches!(DeviceSeed::from_phrase("not a mnemonic"), Err(SeedError::InvalidMnemonic(_))));
+        assert!(matches!(
+            DeviceSeed::from_phrase(&bad_checksum),
+            Err(SeedError::InvalidMnemonic(_))
+        ));
+        assert!(matches!(
+            DeviceSeed::from_phrase("not a mnemonic"),
+            Err(SeedError::InvalidMnemonic(_))
+        ));
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! domain by anything but its caller. Implementations must not log their input keys.
 
 use alloy_primitives::{Address as EvmAddress, B256, Signature as EvmSignature, U256};
-use bitcoin::secp256k1::{schnorr, Message, XOnlyPublicKey};
+use bitcoin::secp256k1::{Message, XOnlyPublicKey, schnorr};
 
 use crate::error::SignerError;
 use crate::keys::DeviceKeys;
@@ -34,7 +34,11 @@ pub trait Signer {
 
     /// Signs a 32-byte message (a BIP-341 sighash) with BIP-340 Schnorr, with fresh auxiliary
     /// randomness as BIP-340 recommends.
-    fn sign_schnorr(&self, message: &[u8; 32], key: SchnorrKey) -> Result<schnorr::Signature, SignerError>;
+    fn sign_schnorr(
+        &self,
+        message: &[u8; 32],
+        key: SchnorrKey,
+    ) -> Result<schnorr::Signature, SignerError>;
 }
 
 impl Signer for DeviceKeys {
@@ -44,7 +48,9 @@ impl Signer for DeviceKeys {
 
     fn sign_evm_digest(&self, digest: &B256) -> Result<EvmSignature, SignerError> {
         let message = Message::from_digest(digest.0);
-        let signature = self.secp().sign_ecdsa_recoverable(&message, self.evm_secret());
+        let signature = self
+            .secp()
+            .sign_ecdsa_recoverable(&message, self.evm_secret());
         let (recovery_id, compact) = signature.serialize_compact();
         let r = U256::from_be_slice(&compact[..32]);
         let s = U256::from_be_slice(&compact[32..]);
@@ -55,28 +61,38 @@ impl Signer for DeviceKeys {
         DeviceKeys::taproot_internal_key(self)
     }
 
-    fn sign_schnorr(&self, message: &[u8; 32], key: SchnorrKey) -> Result<schnorr::Signature, SignerError> {
+    fn sign_schnorr(
+        &self,
+        message: &[u8; 32],
+        key: SchnorrKey,
+    ) -> Result<schnorr::Signature, SignerError> {
         let mut aux = [0u8; 32];
         getrandom::getrandom(&mut aux).map_err(SignerError::Entropy)?;
         let keypair = self.taproot_keypair(key == SchnorrKey::KeyPath);
         let message = Message::from_digest(*message);
-        Ok(self.secp().sign_schnorr_with_aux_rand(&message, keypair, &aux))
+        Ok(self
+            .secp()
+            .sign_schnorr_with_aux_rand(&message, keypair, &aux))
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use bitcoin::key::TapTweak;
-    use bitcoin::secp256k1::ecdsa::{RecoverableSignature, RecoveryId};
-    use bitcoin::secp256k1::Secp256k1;
     use bitcoin::Network;
+    use bitcoin::key::TapTweak;
+    use bitcoin::secp256k1::Secp256k1;
+    use bitcoin::secp256k1::ecdsa::{RecoverableSignature, RecoveryId};
 
     use super::*;
     use crate::keys::evm_address_of;
     use crate::seed::{DeviceSeed, SeedLength};
 
     fn keys() -> DeviceKeys {
-        DeviceKeys::derive(&DeviceSeed::generate(SeedLength::Words12).unwrap(), Network::Regtest).unwrap()
+        DeviceKeys::derive(
+            &DeviceSeed::generate(SeedLength::Words12).unwrap(),
+            Network::Regtest,
+        )
+        .unwrap()
     }
 
     /// secp256k1 group order / 2: a low-s signature has s at or below it (EIP-2).
@@ -94,7 +110,9 @@ mod tests {
         let recovery_id = RecoveryId::from_i32(i32::from(bytes[64] - 27)).unwrap();
         let recoverable = RecoverableSignature::from_compact(&bytes[..64], recovery_id).unwrap();
         let secp = Secp256k1::new();
-        let public = secp.recover_ecdsa(&Message::from_digest(digest.0), &recoverable).unwrap();
+        let public = secp
+            .recover_ecdsa(&Message::from_digest(digest.0), &recoverable)
+            .unwrap();
         assert_eq!(evm_address_of(&public), keys.evm_address());
         // Deterministic: the same digest gives the same signature.
         assert_eq!(keys.sign_evm_digest(&digest).unwrap(), signature);
@@ -112,7 +130,11 @@ mod tests {
         let key_sig = keys.sign_schnorr(&message, SchnorrKey::KeyPath).unwrap();
         let msg = Message::from_digest(message);
         secp.verify_schnorr(&script_sig, &msg, &internal).unwrap();
-        secp.verify_schnorr(&key_sig, &msg, &output_key.to_x_only_public_key()).unwrap();
-        assert!(secp.verify_schnorr(&script_sig, &msg, &output_key.to_x_only_public_key()).is_err());
+        secp.verify_schnorr(&key_sig, &msg, &output_key.to_x_only_public_key())
+            .unwrap();
+        assert!(
+            secp.verify_schnorr(&script_sig, &msg, &output_key.to_x_only_public_key())
+                .is_err()
+        );
     }
 }

@@ -7,7 +7,7 @@
 
 use core::fmt;
 
-use alloy_primitives::utils::{parse_units, ParseUnits};
+use alloy_primitives::utils::{ParseUnits, parse_units};
 use alloy_primitives::{Address as EvmAddress, U256};
 use bitcoin::{Address as BtcAddress, Amount, Denomination};
 
@@ -26,17 +26,27 @@ pub enum AmountError {
 
 /// Parses a decimal bitcoin amount (`"0.001"`) into an [`Amount`]; refuses zero and sub-satoshi.
 pub fn parse_btc_amount(input: &str) -> Result<Amount, AmountError> {
-    let amount = Amount::from_str_in(input.trim(), Denomination::Bitcoin)
-        .map_err(|e| AmountError::Invalid { input: input.into(), reason: e.to_string() })?;
+    let amount = Amount::from_str_in(input.trim(), Denomination::Bitcoin).map_err(|e| {
+        AmountError::Invalid {
+            input: input.into(),
+            reason: e.to_string(),
+        }
+    })?;
     if amount == Amount::ZERO {
-        return Err(AmountError::Invalid { input: input.into(), reason: "amount must be above zero".into() });
+        return Err(AmountError::Invalid {
+            input: input.into(),
+            reason: "amount must be above zero".into(),
+        });
     }
     Ok(amount)
 }
 
 /// Parses a decimal amount of a token with `decimals` decimals (18 for ether) into base units.
 pub fn parse_evm_amount(input: &str, decimals: u8) -> Result<U256, AmountError> {
-    let invalid = |reason: String| AmountError::Invalid { input: input.into(), reason };
+    let invalid = |reason: String| AmountError::Invalid {
+        input: input.into(),
+        reason,
+    };
     match parse_units(input.trim(), decimals).map_err(|e| invalid(e.to_string()))? {
         ParseUnits::U256(value) if !value.is_zero() => Ok(value),
         ParseUnits::U256(_) => Err(invalid("amount must be above zero".into())),
@@ -88,7 +98,12 @@ impl fmt::Display for EvmTopUp {
                 }
             }
             EvmAsset::Erc20 { token } => {
-                write!(f, "ethereum:{}@{}/transfer?address={to}", token.to_checksum(None), self.chain_id)?;
+                write!(
+                    f,
+                    "ethereum:{}@{}/transfer?address={to}",
+                    token.to_checksum(None),
+                    self.chain_id
+                )?;
                 if let Some(value) = self.amount {
                     write!(f, "&uint256={value}")?;
                 }
@@ -106,16 +121,20 @@ mod tests {
 
     #[test]
     fn bip21_uri_has_amount_in_btc_and_encoded_label() {
-        let address = BtcAddress::from_str("bc1p5cyxnuxmeuwuvkwfem96lqzszd02n6xdcjrs20cac6yqjjwudpxqkedrcr")
-            .unwrap()
-            .assume_checked();
+        let address =
+            BtcAddress::from_str("bc1p5cyxnuxmeuwuvkwfem96lqzszd02n6xdcjrs20cac6yqjjwudpxqkedrcr")
+                .unwrap()
+                .assume_checked();
         let amount = parse_btc_amount("0.0015").unwrap();
         assert_eq!(amount.to_sat(), 150_000);
         assert_eq!(
             bitcoin_uri(&address, Some(amount), Some("m2m device")),
             "bitcoin:bc1p5cyxnuxmeuwuvkwfem96lqzszd02n6xdcjrs20cac6yqjjwudpxqkedrcr?amount=0.0015&label=m2m%20device"
         );
-        assert_eq!(bitcoin_uri(&address, None, None), "bitcoin:bc1p5cyxnuxmeuwuvkwfem96lqzszd02n6xdcjrs20cac6yqjjwudpxqkedrcr");
+        assert_eq!(
+            bitcoin_uri(&address, None, None),
+            "bitcoin:bc1p5cyxnuxmeuwuvkwfem96lqzszd02n6xdcjrs20cac6yqjjwudpxqkedrcr"
+        );
     }
 
     #[test]
@@ -124,24 +143,50 @@ mod tests {
         assert!(parse_btc_amount("0.000000001").is_err(), "sub-satoshi");
         assert!(parse_btc_amount("-1").is_err());
         assert!(parse_btc_amount("lots").is_err());
-        assert_eq!(parse_evm_amount("1.5", 18).unwrap(), U256::from(1_500_000_000_000_000_000u128));
+        assert_eq!(
+            parse_evm_amount("1.5", 18).unwrap(),
+            U256::from(1_500_000_000_000_000_000u128)
+        );
         assert_eq!(parse_evm_amount("2", 6).unwrap(), U256::from(2_000_000u64));
         assert!(parse_evm_amount("-1", 18).is_err());
         assert!(parse_evm_amount("0", 18).is_err());
-        assert!(parse_evm_amount("0.0000001", 6).is_err(), "more decimals than the token has");
+        assert!(
+            parse_evm_amount("0.0000001", 6).is_err(),
+            "more decimals than the token has"
+        );
     }
 
     #[test]
     fn eip681_native_and_token() {
         let to = EvmAddress::from_str("0x9858EfFD232B4033E47d90003D41EC34EcaEda94").unwrap();
-        let native = EvmTopUp { to, chain_id: 31337, asset: EvmAsset::Native, amount: Some(U256::from(10u64).pow(U256::from(16))) };
-        assert_eq!(native.to_string(), "ethereum:0x9858EfFD232B4033E47d90003D41EC34EcaEda94@31337?value=10000000000000000");
+        let native = EvmTopUp {
+            to,
+            chain_id: 31337,
+            asset: EvmAsset::Native,
+            amount: Some(U256::from(10u64).pow(U256::from(16))),
+        };
+        assert_eq!(
+            native.to_string(),
+            "ethereum:0x9858EfFD232B4033E47d90003D41EC34EcaEda94@31337?value=10000000000000000"
+        );
         let token = EvmAddress::from_str("0x5FbDB2315678afecb367f032d93F642f64180aa3").unwrap();
-        let erc20 = EvmTopUp { to, chain_id: 1, asset: EvmAsset::Erc20 { token }, amount: Some(U256::from(2_000_000u64)) };
+        let erc20 = EvmTopUp {
+            to,
+            chain_id: 1,
+            asset: EvmAsset::Erc20 { token },
+            amount: Some(U256::from(2_000_000u64)),
+        };
         assert_eq!(
             erc20.to_string(),
             "ethereum:0x5FbDB2315678afecb367f032d93F642f64180aa3@1/transfer?address=0x9858EfFD232B4033E47d90003D41EC34EcaEda94&uint256=2000000"
         );
-        assert_eq!(EvmTopUp { amount: None, ..native }.to_string(), "ethereum:0x9858EfFD232B4033E47d90003D41EC34EcaEda94@31337");
+        assert_eq!(
+            EvmTopUp {
+                amount: None,
+                ..native
+            }
+            .to_string(),
+            "ethereum:0x9858EfFD232B4033E47d90003D41EC34EcaEda94@31337"
+        );
     }
 }

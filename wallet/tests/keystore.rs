@@ -5,8 +5,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use m2m_wallet::{
-    DeviceMetadata, DeviceSeed, EvmAddress, KdfParams, Keystore, KeystoreError, Network, Passphrase, SchnorrKey,
-    SeedLength, Signer, B256,
+    B256, DeviceMetadata, DeviceSeed, EvmAddress, KdfParams, Keystore, KeystoreError, Network,
+    Passphrase, SchnorrKey, SeedLength, Signer,
 };
 
 fn passphrase(text: &str) -> Passphrase {
@@ -16,14 +16,25 @@ fn passphrase(text: &str) -> Passphrase {
 fn metadata() -> DeviceMetadata {
     DeviceMetadata {
         network: Network::Regtest,
-        owner: Some("0x9858EfFD232B4033E47d90003D41EC34EcaEda94".parse::<EvmAddress>().unwrap()),
+        owner: Some(
+            "0x9858EfFD232B4033E47d90003D41EC34EcaEda94"
+                .parse::<EvmAddress>()
+                .unwrap(),
+        ),
         created_at_unix: 1_790_000_000,
     }
 }
 
 fn create(path: &Path) -> Keystore {
     let seed = DeviceSeed::generate(SeedLength::Words24).unwrap();
-    Keystore::create(path, &passphrase("correct horse battery"), KdfParams::default(), metadata(), seed).unwrap()
+    Keystore::create(
+        path,
+        &passphrase("correct horse battery"),
+        KdfParams::default(),
+        metadata(),
+        seed,
+    )
+    .unwrap()
 }
 
 #[test]
@@ -36,9 +47,17 @@ fn round_trip_keeps_seed_keys_and_metadata() {
     assert_eq!(opened.addresses(), created.addresses());
     assert_eq!(opened.metadata(), &metadata());
     let digest = B256::repeat_byte(0x42);
-    assert_eq!(opened.sign_evm_digest(&digest).unwrap(), created.sign_evm_digest(&digest).unwrap());
-    assert_eq!(opened.taproot_internal_key(), created.taproot_internal_key());
-    opened.sign_schnorr(&[1; 32], SchnorrKey::ScriptPath).unwrap();
+    assert_eq!(
+        opened.sign_evm_digest(&digest).unwrap(),
+        created.sign_evm_digest(&digest).unwrap()
+    );
+    assert_eq!(
+        opened.taproot_internal_key(),
+        created.taproot_internal_key()
+    );
+    opened
+        .sign_schnorr(&[1; 32], SchnorrKey::ScriptPath)
+        .unwrap();
 }
 
 #[test]
@@ -49,12 +68,29 @@ fn restored_seed_gives_the_known_addresses() {
         "abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon about",
     )
     .unwrap();
-    let meta = DeviceMetadata { network: Network::Bitcoin, owner: None, created_at_unix: 0 };
-    Keystore::create(&path, &passphrase("correct horse battery"), KdfParams::default(), meta, seed).unwrap();
+    let meta = DeviceMetadata {
+        network: Network::Bitcoin,
+        owner: None,
+        created_at_unix: 0,
+    };
+    Keystore::create(
+        &path,
+        &passphrase("correct horse battery"),
+        KdfParams::default(),
+        meta,
+        seed,
+    )
+    .unwrap();
     let opened = Keystore::open(&path, &passphrase("correct horse battery")).unwrap();
     let addresses = opened.addresses();
-    assert_eq!(addresses.bitcoin, "bc1p5cyxnuxmeuwuvkwfem96lqzszd02n6xdcjrs20cac6yqjjwudpxqkedrcr");
-    assert_eq!(addresses.ethereum, "0x9858EfFD232B4033E47d90003D41EC34EcaEda94");
+    assert_eq!(
+        addresses.bitcoin,
+        "bc1p5cyxnuxmeuwuvkwfem96lqzszd02n6xdcjrs20cac6yqjjwudpxqkedrcr"
+    );
+    assert_eq!(
+        addresses.ethereum,
+        "0x9858EfFD232B4033E47d90003D41EC34EcaEda94"
+    );
 }
 
 #[test]
@@ -67,7 +103,11 @@ fn wrong_passphrase_is_reported_and_changes_nothing() {
     assert!(matches!(err, KeystoreError::WrongPassphrase(_)), "{err}");
     assert!(err.to_string().contains("wrong passphrase"));
     assert_eq!(fs::read(&path).unwrap(), before);
-    assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1, "no stray files");
+    assert_eq!(
+        fs::read_dir(dir.path()).unwrap().count(),
+        1,
+        "no stray files"
+    );
 }
 
 #[test]
@@ -85,7 +125,10 @@ fn corruption_is_told_apart_from_a_wrong_passphrase() {
         fs::write(&path, &damaged).unwrap();
         let err = open();
         assert!(
-            matches!(err, KeystoreError::Corrupted { .. } | KeystoreError::UnsupportedVersion { .. }),
+            matches!(
+                err,
+                KeystoreError::Corrupted { .. } | KeystoreError::UnsupportedVersion { .. }
+            ),
             "byte {index}: {err}"
         );
     }
@@ -102,11 +145,20 @@ fn file_is_private_and_never_overwritten() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("wallet.keystore");
     create(&path);
-    assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
     let before = fs::read(&path).unwrap();
     let seed = DeviceSeed::generate(SeedLength::Words12).unwrap();
-    let err = Keystore::create(&path, &passphrase("another passphrase"), KdfParams::default(), metadata(), seed)
-        .unwrap_err();
+    let err = Keystore::create(
+        &path,
+        &passphrase("another passphrase"),
+        KdfParams::default(),
+        metadata(),
+        seed,
+    )
+    .unwrap_err();
     assert!(matches!(err, KeystoreError::AlreadyExists(_)));
     assert_eq!(fs::read(&path).unwrap(), before);
 
@@ -120,16 +172,34 @@ fn weak_inputs_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("wallet.keystore");
     let seed = || DeviceSeed::generate(SeedLength::Words12).unwrap();
-    let weak = KdfParams { memory_kib: 1024, ..KdfParams::default() };
+    let weak = KdfParams {
+        memory_kib: 1024,
+        ..KdfParams::default()
+    };
     assert!(matches!(
-        Keystore::create(&path, &passphrase("correct horse battery"), weak, metadata(), seed()),
+        Keystore::create(
+            &path,
+            &passphrase("correct horse battery"),
+            weak,
+            metadata(),
+            seed()
+        ),
         Err(KeystoreError::WeakKdf(_))
     ));
     assert!(matches!(
-        Keystore::create(&path, &passphrase("short"), KdfParams::default(), metadata(), seed()),
+        Keystore::create(
+            &path,
+            &passphrase("short"),
+            KdfParams::default(),
+            metadata(),
+            seed()
+        ),
         Err(KeystoreError::BadPassphrase(_))
     ));
-    assert!(matches!(Passphrase::new("\n".into()), Err(KeystoreError::BadPassphrase(_))));
+    assert!(matches!(
+        Passphrase::new("\n".into()),
+        Err(KeystoreError::BadPassphrase(_))
+    ));
     assert!(!path.exists());
 }
 

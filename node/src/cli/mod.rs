@@ -121,7 +121,9 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
 
 impl GlobalArgs {
     fn data_dir(&self) -> PathBuf {
-        self.data_dir.clone().unwrap_or_else(crate::datadir::default_data_dir)
+        self.data_dir
+            .clone()
+            .unwrap_or_else(crate::datadir::default_data_dir)
     }
 }
 
@@ -134,7 +136,11 @@ fn init_logging(verbose: u8) {
         _ => "trace",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
 }
 
 /// "outer: inner: innermost", skipping causes already quoted by their parent's message.

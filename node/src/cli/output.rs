@@ -1,7 +1,7 @@
 //! Printing: plain text or JSON on stdout, and QR codes for the terminal.
 
-use qrcode::render::unicode::Dense1x2;
 use qrcode::QrCode;
+use qrcode::render::unicode::Dense1x2;
 use serde::Serialize;
 
 /// Prints `value` as pretty JSON on stdout.
@@ -16,5 +16,11 @@ pub(super) fn print_json<T: Serialize>(value: &T) {
 /// printed as blanks) so it scans on the usual light-on-dark terminal.
 pub(super) fn qr_code(data: &str) -> Option<String> {
     let code = QrCode::new(data.as_bytes()).ok()?;
-    Some(code.render::<Dense1x2>().dark_color(Dense1x2::Light).light_color(Dense1x2::Dark).quiet_zone(true).build())
+    Some(
+        code.render::<Dense1x2>()
+            .dark_color(Dense1x2::Light)
+            .light_color(Dense1x2::Dark)
+            .quiet_zone(true)
+            .build(),
+    )
 }

@@ -25,14 +25,20 @@ pub(super) enum Purpose {
 
 pub(super) fn passphrase(global: &GlobalArgs, purpose: Purpose) -> Result<Passphrase, CliError> {
     if let Some(path) = &global.passphrase_file {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| CliError::Usage(format!("cannot read passphrase file {}: {e}", path.display())))?;
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            CliError::Usage(format!(
+                "cannot read passphrase file {}: {e}",
+                path.display()
+            ))
+        })?;
         let text = Zeroizing::new(text);
         let first_line = text.lines().next().unwrap_or_default().to_string();
         return Ok(Passphrase::new(first_line)?);
     }
     if let Some(text) = std::env::var_os(PASSPHRASE_ENV) {
-        let text = text.into_string().map_err(|_| CliError::Usage(format!("{PASSPHRASE_ENV} is not valid UTF-8")))?;
+        let text = text
+            .into_string()
+            .map_err(|_| CliError::Usage(format!("{PASSPHRASE_ENV} is not valid UTF-8")))?;
         return Ok(Passphrase::new(text)?);
     }
     let no_terminal = |e: std::io::Error| {
@@ -40,11 +46,15 @@ pub(super) fn passphrase(global: &GlobalArgs, purpose: Purpose) -> Result<Passph
             "no passphrase: set {PASSPHRASE_ENV}, pass --passphrase-file, or run in a terminal ({e})"
         ))
     };
-    let first = Zeroizing::new(rpassword::prompt_password("Keystore passphrase: ").map_err(no_terminal)?);
+    let first =
+        Zeroizing::new(rpassword::prompt_password("Keystore passphrase: ").map_err(no_terminal)?);
     if purpose == Purpose::Create {
-        let again = Zeroizing::new(rpassword::prompt_password("Repeat passphrase: ").map_err(no_terminal)?);
+        let again =
+            Zeroizing::new(rpassword::prompt_password("Repeat passphrase: ").map_err(no_terminal)?);
         if *first != *again {
-            return Err(CliError::Usage("the two passphrases differ; nothing was created".into()));
+            return Err(CliError::Usage(
+                "the two passphrases differ; nothing was created".into(),
+            ));
         }
     }
     Ok(Passphrase::new(first.to_string())?)
@@ -54,10 +64,15 @@ pub(super) fn passphrase(global: &GlobalArgs, purpose: Purpose) -> Result<Passph
 pub(super) fn seed_words() -> Result<DeviceSeed, CliError> {
     let stdin = std::io::stdin();
     let words = if stdin.is_terminal() {
-        Zeroizing::new(rpassword::prompt_password("Seed words (hidden): ").map_err(CliError::Terminal)?)
+        Zeroizing::new(
+            rpassword::prompt_password("Seed words (hidden): ").map_err(CliError::Terminal)?,
+        )
     } else {
         let mut text = Zeroizing::new(String::new());
-        stdin.lock().read_to_string(&mut text).map_err(CliError::Terminal)?;
+        stdin
+            .lock()
+            .read_to_string(&mut text)
+            .map_err(CliError::Terminal)?;
         text
     };
     Ok(DeviceSeed::from_phrase(&words)?)

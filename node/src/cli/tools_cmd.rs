@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use super::output::print_json;
 use super::{CliError, GlobalArgs};
-use crate::tools::{Foundry, FOUNDRY_VERSION, SOLC_VERSION};
+use crate::tools::{FOUNDRY_VERSION, Foundry, SOLC_VERSION};
 
 /// What to do with the local tools.
 #[derive(Debug, Subcommand)]
@@ -44,7 +44,10 @@ pub(super) fn run(global: &GlobalArgs, action: &ToolsAction) -> Result<(), CliEr
                 println!("anvil  {}", paths.anvil);
                 println!("forge  {}", paths.forge);
                 println!("cast   {}", paths.cast);
-                println!("solc   {}  (solc-js {SOLC_VERSION}; use FOUNDRY_SOLC={} forge build)", paths.solc, paths.solc);
+                println!(
+                    "solc   {}  (solc-js {SOLC_VERSION}; use FOUNDRY_SOLC={} forge build)",
+                    paths.solc, paths.solc
+                );
             }
             Ok(())
         }

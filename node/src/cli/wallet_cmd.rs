@@ -5,8 +5,10 @@ use std::str::FromStr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use clap::Args;
-use m2m_wallet::topup::{bitcoin_uri, parse_btc_amount, parse_evm_amount, EvmAsset, EvmTopUp};
-use m2m_wallet::{Addresses, DeviceMetadata, DeviceSeed, EvmAddress, KdfParams, Keystore, Network, SeedLength};
+use m2m_wallet::topup::{EvmAsset, EvmTopUp, bitcoin_uri, parse_btc_amount, parse_evm_amount};
+use m2m_wallet::{
+    Addresses, DeviceMetadata, DeviceSeed, EvmAddress, KdfParams, Keystore, Network, SeedLength,
+};
 use serde::Serialize;
 
 use super::output::{print_json, qr_code};
@@ -98,13 +100,22 @@ pub(super) fn init(global: &GlobalArgs, args: &InitArgs) -> Result<(), CliError>
     };
     kdf.validate()?;
     let passphrase = secrets::passphrase(global, Purpose::Create)?;
-    let created_at_unix = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    let metadata = DeviceMetadata { network: args.network, owner: args.owner, created_at_unix };
+    let created_at_unix = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let metadata = DeviceMetadata {
+        network: args.network,
+        owner: args.owner,
+        created_at_unix,
+    };
     let keystore = Keystore::create(&keystore_path, &passphrase, kdf, metadata, seed)?;
     tracing::info!(path = %keystore_path.display(), "keystore created");
     print_device(global, &data_dir, &keystore);
     if !global.json && !args.restore {
-        eprintln!("Write down the seed words now: `m2m backup` shows them. Without them a lost keystore is lost money.");
+        eprintln!(
+            "Write down the seed words now: `m2m backup` shows them. Without them a lost keystore is lost money."
+        );
     }
     Ok(())
 }
@@ -120,21 +131,40 @@ pub(super) fn topup(global: &GlobalArgs, args: &TopupArgs) -> Result<(), CliErro
     let (uri, address, amount_base_units) = match args.chain {
         ChainKind::Btc => {
             if args.token.is_some() {
-                return Err(CliError::Usage("--token applies to --chain evm only".into()));
+                return Err(CliError::Usage(
+                    "--token applies to --chain evm only".into(),
+                ));
             }
             let amount = args.amount.as_deref().map(parse_btc_amount).transpose()?;
             let address = keystore.keys().bitcoin_address();
-            (bitcoin_uri(&address, amount, Some(&args.label)), address.to_string(), amount.map(|a| a.to_sat().to_string()))
+            (
+                bitcoin_uri(&address, amount, Some(&args.label)),
+                address.to_string(),
+                amount.map(|a| a.to_sat().to_string()),
+            )
         }
         ChainKind::Evm => {
             let (asset, decimals) = match args.token {
                 Some(token) => (EvmAsset::Erc20 { token }, args.decimals),
                 None => (EvmAsset::Native, 18),
             };
-            let amount = args.amount.as_deref().map(|a| parse_evm_amount(a, decimals)).transpose()?;
+            let amount = args
+                .amount
+                .as_deref()
+                .map(|a| parse_evm_amount(a, decimals))
+                .transpose()?;
             let to = m2m_wallet::Signer::evm_address(&keystore);
-            let request = EvmTopUp { to, chain_id: args.chain_id, asset, amount };
-            (request.to_string(), to.to_checksum(None), amount.map(|a| a.to_string()))
+            let request = EvmTopUp {
+                to,
+                chain_id: args.chain_id,
+                asset,
+                amount,
+            };
+            (
+                request.to_string(),
+                to.to_checksum(None),
+                amount.map(|a| a.to_string()),
+            )
         }
     };
     if global.json {
@@ -145,8 +175,17 @@ pub(super) fn topup(global: &GlobalArgs, args: &TopupArgs) -> Result<(), CliErro
             address: &'a str,
             amount_base_units: Option<String>,
         }
-        let chain = if args.chain == ChainKind::Btc { "btc" } else { "evm" };
-        print_json(&TopUp { chain, uri: &uri, address: &address, amount_base_units });
+        let chain = if args.chain == ChainKind::Btc {
+            "btc"
+        } else {
+            "evm"
+        };
+        print_json(&TopUp {
+            chain,
+            uri: &uri,
+            address: &address,
+            amount_base_units,
+        });
         return Ok(());
     }
     println!("{uri}");
@@ -167,7 +206,10 @@ pub(super) fn backup(global: &GlobalArgs, args: &BackupArgs) -> Result<(), CliEr
     }
     let (_data_dir, keystore) = open(global)?;
     let words = keystore.backup_words();
-    println!("Seed words ({}): write them on paper, keep them offline.", words.split(' ').count());
+    println!(
+        "Seed words ({}): write them on paper, keep them offline.",
+        words.split(' ').count()
+    );
     for (index, word) in words.split(' ').enumerate() {
         println!("{:>2}. {word}", index + 1);
     }
@@ -199,7 +241,11 @@ fn print_device(global: &GlobalArgs, data_dir: &DataDir, keystore: &Keystore) {
         return;
     }
     println!("data dir          {}", info.data_dir);
-    println!("bitcoin ({:<7})  {}", addresses.network.to_string(), addresses.bitcoin);
+    println!(
+        "bitcoin ({:<7})  {}",
+        addresses.network.to_string(),
+        addresses.bitcoin
+    );
     println!("ethereum          {}", addresses.ethereum);
     println!("taproot key       {}", addresses.taproot_internal_key);
     if let Some(owner) = &info.owner {
@@ -208,7 +254,8 @@ fn print_device(global: &GlobalArgs, data_dir: &DataDir, keystore: &Keystore) {
 }
 
 fn parse_network(text: &str) -> Result<Network, String> {
-    Network::from_str(text).map_err(|_| format!("unknown network {text:?}; use regtest, signet, testnet or bitcoin"))
+    Network::from_str(text)
+        .map_err(|_| format!("unknown network {text:?}; use regtest, signet, testnet or bitcoin"))
 }
 
 fn parse_word_count(text: &str) -> Result<SeedLength, String> {

@@ -43,6 +43,9 @@ pub fn start_anvil(foundry: &Foundry, chain_id: u64) -> Result<AnvilHandle, Tool
         .chain_id(chain_id)
         .timeout(30_000)
         .try_spawn()
-        .map_err(|e| ToolError::Start { tool: "anvil", detail: e.to_string() })?;
+        .map_err(|e| ToolError::Start {
+            tool: "anvil",
+            detail: e.to_string(),
+        })?;
     Ok(AnvilHandle { instance })
 }

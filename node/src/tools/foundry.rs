@@ -11,7 +11,7 @@ use std::process::Command;
 
 use alloy::primitives::keccak256;
 
-use super::{cache_dir, run_checked, ProvisionLock, ToolError};
+use super::{ProvisionLock, ToolError, cache_dir, run_checked};
 
 /// Pinned foundry version (anvil, forge, cast).
 pub const FOUNDRY_VERSION: &str = "1.7.1";
@@ -55,7 +55,12 @@ impl Foundry {
     }
 
     fn at(root: &Path) -> Self {
-        let bin = |package: &str, name: &str| root.join("node_modules/@foundry-rs").join(package).join("bin").join(name);
+        let bin = |package: &str, name: &str| {
+            root.join("node_modules/@foundry-rs")
+                .join(package)
+                .join("bin")
+                .join(name)
+        };
         Self {
             root: root.to_owned(),
             anvil: bin("anvil-linux-amd64", "anvil"),
@@ -75,7 +80,12 @@ impl Foundry {
         ] {
             let printed = run_checked(Command::new(path).arg("--version"))?;
             if !printed.contains(expected) {
-                return Err(ToolError::WrongVersion { tool, path: path.clone(), found: printed.trim().into(), expected });
+                return Err(ToolError::WrongVersion {
+                    tool,
+                    path: path.clone(),
+                    found: printed.trim().into(),
+                    expected,
+                });
             }
         }
         Ok(())
@@ -85,7 +95,10 @@ impl Foundry {
 /// `<cache>/tools/foundry-<version>-<hash of pins>`.
 fn install_root() -> PathBuf {
     let pins = keccak256([PACKAGE_JSON, PACKAGE_LOCK, SOLC_SHIM].concat());
-    cache_dir().join("tools").join(format!("foundry-{FOUNDRY_VERSION}-solc-{SOLC_VERSION}-{}", &pins.to_string()[2..14]))
+    cache_dir().join("tools").join(format!(
+        "foundry-{FOUNDRY_VERSION}-solc-{SOLC_VERSION}-{}",
+        &pins.to_string()[2..14]
+    ))
 }
 
 fn provision(root: &Path) -> Result<(), ToolError> {
@@ -106,7 +119,13 @@ fn provision(root: &Path) -> Result<(), ToolError> {
     fs::write(staging.join("package-lock.json"), PACKAGE_LOCK).map_err(io(&staging))?;
 
     let mut npm = Command::new("npm");
-    npm.current_dir(&staging).args(["ci", "--ignore-scripts", "--no-audit", "--no-fund", "--loglevel=error"]);
+    npm.current_dir(&staging).args([
+        "ci",
+        "--ignore-scripts",
+        "--no-audit",
+        "--no-fund",
+        "--loglevel=error",
+    ]);
     match npm.output() {
         Err(source) => {
             return Err(ToolError::Missing {
@@ -129,7 +148,11 @@ fn provision(root: &Path) -> Result<(), ToolError> {
     fs::set_permissions(&shim, fs::Permissions::from_mode(0o755)).map_err(io(&shim))?;
 
     Foundry::at(&staging).verify()?;
-    fs::write(staging.join(super::foundry::COMPLETE_MARKER), FOUNDRY_VERSION).map_err(io(&staging))?;
+    fs::write(
+        staging.join(super::foundry::COMPLETE_MARKER),
+        FOUNDRY_VERSION,
+    )
+    .map_err(io(&staging))?;
     if root.exists() {
         fs::remove_dir_all(root).map_err(io(root))?;
     }

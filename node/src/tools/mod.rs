@@ -11,8 +11,8 @@ mod foundry;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 
-pub use anvil::{start_anvil, AnvilHandle};
-pub use foundry::{Foundry, FOUNDRY_VERSION, SOLC_VERSION};
+pub use anvil::{AnvilHandle, start_anvil};
+pub use foundry::{FOUNDRY_VERSION, Foundry, SOLC_VERSION};
 
 /// A tool could not be located, provisioned or started.
 #[derive(Debug, thiserror::Error)]
@@ -27,7 +27,9 @@ pub enum ToolError {
         source: std::io::Error,
     },
     /// A required program (node, npm) is not installed.
-    #[error("`{program}` is needed to provision local tools but could not be run ({source}); {hint}")]
+    #[error(
+        "`{program}` is needed to provision local tools but could not be run ({source}); {hint}"
+    )]
     Missing {
         /// The program.
         program: &'static str,
@@ -69,7 +71,11 @@ pub enum ToolError {
 
 /// The per-user cache: `$M2M_CACHE_DIR`, else `$XDG_CACHE_HOME/m2m`, else `~/.cache/m2m`.
 pub fn cache_dir() -> PathBuf {
-    let from_env = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let from_env = |name: &str| {
+        std::env::var_os(name)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
     if let Some(dir) = from_env("M2M_CACHE_DIR") {
         return dir;
     }
@@ -89,7 +95,10 @@ pub(crate) struct ProvisionLock {
 
 impl ProvisionLock {
     pub(crate) fn acquire(dir: &Path) -> Result<Self, ToolError> {
-        let io = |source| ToolError::Io { path: dir.to_owned(), source };
+        let io = |source| ToolError::Io {
+            path: dir.to_owned(),
+            source,
+        };
         fs::create_dir_all(dir).map_err(io)?;
         let file = File::create(dir.join(".lock")).map_err(io)?;
         file.lock().map_err(io)?;
@@ -100,11 +109,25 @@ impl ProvisionLock {
 /// Runs a command to completion; on failure reports its status and the end of its output.
 pub(crate) fn run_checked(command: &mut std::process::Command) -> Result<String, ToolError> {
     let shown = format!("{command:?}");
-    let output = command.output().map_err(|e| ToolError::CommandFailed { command: shown.clone(), detail: e.to_string() })?;
+    let output = command.output().map_err(|e| ToolError::CommandFailed {
+        command: shown.clone(),
+        detail: e.to_string(),
+    })?;
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
-        let tail: String = stderr.lines().rev().take(15).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
-        return Err(ToolError::CommandFailed { command: shown, detail: format!("{}\n{tail}", output.status) });
+        let tail: String = stderr
+            .lines()
+            .rev()
+            .take(15)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect::<Vec<_>>()
+            .join("\n");
+        return Err(ToolError::CommandFailed {
+            command: shown,
+            detail: format!("{}\n{tail}", output.status),
+        });
     }
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
