@@ -40,6 +40,8 @@ contract BatchSettlement is IBatchSettlement, EIP712, ReentrancyGuardTransient, 
     );
 
     /// @notice Balance and total claimed per channel.
+    // Slither's uninitialized-state misses writes made through `ChannelState storage` pointers.
+    // slither-disable-next-line uninitialized-state
     mapping(bytes32 channelId => ChannelState) public channels;
     /// @notice Timed withdrawal per channel, if any.
     mapping(bytes32 channelId => PendingWithdrawal) public pendingWithdrawals;
@@ -253,6 +255,8 @@ contract BatchSettlement is IBatchSettlement, EIP712, ReentrancyGuardTransient, 
         address authorizer = voucher.channel.payerAuthorizer;
         bool valid;
         if (authorizer != address(0)) {
+            // The third value only details an error we reject anyway.
+            // slither-disable-next-line unused-return
             (address signer, ECDSA.RecoverError error,) = ECDSA.tryRecoverCalldata(digest, signature);
             valid = error == ECDSA.RecoverError.NoError && signer == authorizer;
         } else {

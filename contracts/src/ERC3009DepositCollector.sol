@@ -21,7 +21,11 @@ contract ERC3009DepositCollector is IDepositCollector {
     /// @notice The settlement contract deposits are forwarded to.
     address public immutable settlement;
 
+    /// @dev The settlement address is zero.
+    error ZeroSettlement();
+
     constructor(address settlement_) {
+        if (settlement_ == address(0)) revert ZeroSettlement();
         settlement = settlement_;
     }
 
