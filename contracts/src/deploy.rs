@@ -47,8 +47,14 @@ pub async fn deploy<P: Provider>(provider: &P) -> Result<Deployment, DeployError
     let settlement = deploy_settlement(provider).await?;
     let collector = ERC3009DepositCollector::deploy(provider, settlement)
         .await
-        .map_err(|source| DeployError::Contract { contract: "ERC3009DepositCollector", source })?;
-    Ok(Deployment { settlement, erc3009_collector: *collector.address() })
+        .map_err(|source| DeployError::Contract {
+            contract: "ERC3009DepositCollector",
+            source,
+        })?;
+    Ok(Deployment {
+        settlement,
+        erc3009_collector: *collector.address(),
+    })
 }
 
 /// Places the contracts at [`CANONICAL_SETTLEMENT`] and [`CANONICAL_ERC3009_COLLECTOR`] on anvil.
@@ -57,33 +63,54 @@ pub async fn install_canonical<P: Provider>(provider: &P) -> Result<Deployment, 
     // The collector's immutable names the settlement it serves: build it for the canonical one.
     let collector_template = ERC3009DepositCollector::deploy(provider, CANONICAL_SETTLEMENT)
         .await
-        .map_err(|source| DeployError::Contract { contract: "ERC3009DepositCollector", source })?;
+        .map_err(|source| DeployError::Contract {
+            contract: "ERC3009DepositCollector",
+            source,
+        })?;
     for (template, target) in [
         (settlement_template, CANONICAL_SETTLEMENT),
         (*collector_template.address(), CANONICAL_ERC3009_COLLECTOR),
     ] {
-        let code: Bytes = provider
-            .get_code_at(template)
-            .await
-            .map_err(|source| DeployError::Rpc { method: "eth_getCode", source })?;
+        let code: Bytes =
+            provider
+                .get_code_at(template)
+                .await
+                .map_err(|source| DeployError::Rpc {
+                    method: "eth_getCode",
+                    source,
+                })?;
         let _: () = provider
             .raw_request("anvil_setCode".into(), (target, code))
             .await
-            .map_err(|source| DeployError::Rpc { method: "anvil_setCode", source })?;
+            .map_err(|source| DeployError::Rpc {
+                method: "anvil_setCode",
+                source,
+            })?;
     }
-    Ok(Deployment { settlement: CANONICAL_SETTLEMENT, erc3009_collector: CANONICAL_ERC3009_COLLECTOR })
+    Ok(Deployment {
+        settlement: CANONICAL_SETTLEMENT,
+        erc3009_collector: CANONICAL_ERC3009_COLLECTOR,
+    })
 }
 
 /// Deploys the test token (6 decimals, EIP-2612, EIP-3009, open minting) for local chains.
 pub async fn deploy_test_token<P: Provider>(provider: &P) -> Result<Address, DeployError> {
-    let token =
-        TestToken::deploy(provider).await.map_err(|source| DeployError::Contract { contract: "TestToken", source })?;
+    let token = TestToken::deploy(provider)
+        .await
+        .map_err(|source| DeployError::Contract {
+            contract: "TestToken",
+            source,
+        })?;
     Ok(*token.address())
 }
 
 async fn deploy_settlement<P: Provider>(provider: &P) -> Result<Address, DeployError> {
-    let settlement = BatchSettlement::deploy(provider)
-        .await
-        .map_err(|source| DeployError::Contract { contract: "BatchSettlement", source })?;
+    let settlement =
+        BatchSettlement::deploy(provider)
+            .await
+            .map_err(|source| DeployError::Contract {
+                contract: "BatchSettlement",
+                source,
+            })?;
     Ok(*settlement.address())
 }

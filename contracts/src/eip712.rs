@@ -5,8 +5,8 @@
 //! type hash, so a signature for one channel, chain, contract or message kind is worthless for
 //! any other. Integration tests compare each function with the contract's own view on anvil.
 
-use alloy::primitives::{keccak256, Address, Bytes, B256, U256};
-use alloy::sol_types::{eip712_domain, Eip712Domain, SolStruct, SolValue};
+use alloy::primitives::{Address, B256, Bytes, U256, keccak256};
+use alloy::sol_types::{Eip712Domain, SolStruct, SolValue, eip712_domain};
 
 use crate::bindings::ChannelConfig;
 
@@ -75,7 +75,13 @@ pub fn settlement_domain(chain_id: u64, settlement: Address) -> Eip712Domain {
 
 /// A token's EIP-712 domain (for EIP-3009 and EIP-2612), from its `name()` and `version()`.
 pub fn token_domain(name: String, version: String, chain_id: u64, token: Address) -> Eip712Domain {
-    Eip712Domain::new(Some(name.into()), Some(version.into()), Some(U256::from(chain_id)), Some(token), None)
+    Eip712Domain::new(
+        Some(name.into()),
+        Some(version.into()),
+        Some(U256::from(chain_id)),
+        Some(token),
+        None,
+    )
 }
 
 /// The channel id: the EIP-712 hash of the immutable config under the settlement domain.
@@ -85,12 +91,21 @@ pub fn channel_id(domain: &Eip712Domain, config: &ChannelConfig) -> B256 {
 
 /// The digest a payer signs for a cumulative ceiling on a channel.
 pub fn voucher_digest(domain: &Eip712Domain, channel_id: B256, max_claimable_amount: u128) -> B256 {
-    Voucher { channelId: channel_id, maxClaimableAmount: max_claimable_amount }.eip712_signing_hash(domain)
+    Voucher {
+        channelId: channel_id,
+        maxClaimableAmount: max_claimable_amount,
+    }
+    .eip712_signing_hash(domain)
 }
 
 /// The digest a receiver authorizer signs to refund `amount` with refund nonce `nonce`.
 pub fn refund_digest(domain: &Eip712Domain, channel_id: B256, nonce: U256, amount: u128) -> B256 {
-    Refund { channelId: channel_id, nonce, amount }.eip712_signing_hash(domain)
+    Refund {
+        channelId: channel_id,
+        nonce,
+        amount,
+    }
+    .eip712_signing_hash(domain)
 }
 
 /// The digest a receiver authorizer signs to approve a batch of claims.
@@ -105,8 +120,20 @@ pub fn deposit_nonce(channel_id: B256, salt: U256) -> B256 {
 
 /// The `collectorData` the ERC-3009 collector decodes:
 /// `abi.encode(uint256 validAfter, uint256 validBefore, uint256 salt, bytes signature)`.
-pub fn erc3009_collector_data(valid_after: U256, valid_before: U256, salt: U256, signature: &[u8]) -> Bytes {
-    (valid_after, valid_before, salt, Bytes::copy_from_slice(signature)).abi_encode_params().into()
+pub fn erc3009_collector_data(
+    valid_after: U256,
+    valid_before: U256,
+    salt: U256,
+    signature: &[u8],
+) -> Bytes {
+    (
+        valid_after,
+        valid_before,
+        salt,
+        Bytes::copy_from_slice(signature),
+    )
+        .abi_encode_params()
+        .into()
 }
 
 #[cfg(test)]
@@ -117,8 +144,14 @@ mod tests {
 
     #[test]
     fn type_strings_are_the_schemes() {
-        assert_eq!(Voucher::eip712_encode_type(), "Voucher(bytes32 channelId,uint128 maxClaimableAmount)");
-        assert_eq!(Refund::eip712_encode_type(), "Refund(bytes32 channelId,uint256 nonce,uint128 amount)");
+        assert_eq!(
+            Voucher::eip712_encode_type(),
+            "Voucher(bytes32 channelId,uint128 maxClaimableAmount)"
+        );
+        assert_eq!(
+            Refund::eip712_encode_type(),
+            "Refund(bytes32 channelId,uint256 nonce,uint128 amount)"
+        );
         assert_eq!(
             ClaimBatch::eip712_encode_type(),
             "ClaimBatch(ClaimEntry[] claims)ClaimEntry(bytes32 channelId,uint128 maxClaimableAmount,uint128 totalClaimed)"

@@ -15,12 +15,13 @@ pub mod bindings;
 pub mod deploy;
 pub mod eip712;
 
-use alloy::primitives::{address, Address};
+use alloy::primitives::{Address, address};
 
 /// Where the x402 reference client expects the settlement contract, on every chain.
 pub const CANONICAL_SETTLEMENT: Address = address!("4020074e9dF2ce1deE5A9C1b5c3f541D02a10003");
 /// Where the x402 reference client expects the EIP-3009 deposit collector.
-pub const CANONICAL_ERC3009_COLLECTOR: Address = address!("4020806089470a89826cB9fB1f4059150b550004");
+pub const CANONICAL_ERC3009_COLLECTOR: Address =
+    address!("4020806089470a89826cB9fB1f4059150b550004");
 /// Shortest withdraw delay the contract accepts (15 minutes).
 pub const MIN_WITHDRAW_DELAY_SECS: u64 = 15 * 60;
 /// Longest withdraw delay the contract accepts (30 days).

@@ -2,4 +2,5 @@
 //! architecture prescribes). Tools are provisioned on first use and cached per user.
 
 mod anvil;
+mod settlement;
 mod solc_shim;
