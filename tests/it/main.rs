@@ -4,3 +4,4 @@
 mod anvil;
 mod settlement;
 mod solc_shim;
+mod x402_client;

@@ -7,12 +7,14 @@
 
 mod anvil;
 mod foundry;
+mod npm;
 
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 
 pub use anvil::{AnvilHandle, start_anvil};
 pub use foundry::{FOUNDRY_VERSION, Foundry, SOLC_VERSION};
+pub use npm::{BundleFile, NpmBundle};
 
 /// A tool could not be located, provisioned or started.
 #[derive(Debug, thiserror::Error)]

@@ -1,0 +1,195 @@
+//! Interoperability: the x402 reference client (`@x402/evm` 2.27 from npm, run by Node) opens a
+//! channel on our contract and pays with its vouchers. Our contract, at the canonical addresses
+//! on anvil, accepts its EIP-3009 deposit and its voucher signatures, and our Rust channel id
+//! equals the client's.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use alloy::network::EthereumWallet;
+use alloy::primitives::aliases::U40;
+use alloy::primitives::{B256, Bytes, U256};
+use alloy::providers::ProviderBuilder;
+use alloy::signers::local::PrivateKeySigner;
+use m2m::contracts::bindings::{BatchSettlement, ChannelConfig, IBatchSettlement, TestToken};
+use m2m::contracts::deploy::{deploy_test_token, install_canonical};
+use m2m::contracts::eip712;
+use m2m::node::tools::{BundleFile, Foundry, NpmBundle, start_anvil};
+
+const CLIENT: NpmBundle = NpmBundle {
+    name: "x402-evm-2.27.0-client",
+    package_json: include_str!("../interop/package.json"),
+    package_lock: include_str!("../interop/package-lock.json"),
+    files: &[BundleFile {
+        name: "x402-client.mjs",
+        contents: include_str!("../interop/x402-client.mjs"),
+        executable: false,
+    }],
+};
+
+fn hex_key(signer: &PrivateKeySigner) -> String {
+    format!("0x{}", alloy::primitives::hex::encode(signer.to_bytes()))
+}
+
+fn field<'a>(json: &'a serde_json::Value, path: &[&str]) -> &'a str {
+    path.iter()
+        .fold(json, |value, key| &value[*key])
+        .as_str()
+        .unwrap_or_else(|| panic!("missing {path:?} in {json}"))
+}
+
+#[tokio::test]
+async fn the_x402_reference_client_pays_our_contract() {
+    let client_dir = CLIENT
+        .ensure(|_| Ok(()))
+        .expect("install the x402 reference client from npm");
+    let foundry = Foundry::ensure().expect("provision local tools");
+    let anvil = start_anvil(&foundry, 31337).unwrap();
+    let keys = anvil.instance().keys();
+    let facilitator_key = PrivateKeySigner::from(keys[0].clone());
+    let payer = PrivateKeySigner::from(keys[5].clone());
+    let voucher_signer = PrivateKeySigner::from(keys[6].clone());
+    let receiver = anvil.instance().addresses()[7];
+    let receiver_authorizer = anvil.instance().addresses()[8];
+    let provider = ProviderBuilder::new()
+        .wallet(EthereumWallet::from(facilitator_key))
+        .connect_http(anvil.endpoint().parse().unwrap());
+    let deployment = install_canonical(&provider).await.unwrap();
+    let token_address = deploy_test_token(&provider).await.unwrap();
+    let token = TestToken::new(token_address, &provider);
+    token
+        .mint(payer.address(), U256::from(5_000_000u64))
+        .send()
+        .await
+        .unwrap()
+        .get_receipt()
+        .await
+        .unwrap();
+
+    let request = serde_json::json!({
+        "payerKey": hex_key(&payer),
+        "voucherSignerKey": hex_key(&voucher_signer),
+        "chainId": 31337,
+        "asset": token_address.to_checksum(None),
+        "payTo": receiver.to_checksum(None),
+        "receiverAuthorizer": receiver_authorizer.to_checksum(None),
+        "withdrawDelay": 900,
+        "tokenName": token.name().call().await.unwrap(),
+        "tokenVersion": token.version().call().await.unwrap(),
+        "price": "1000",
+        "depositAmount": "2000000",
+        "laterCumulative": "7000",
+        "salt": format!("{:#x}", B256::with_last_byte(42)),
+    });
+    let mut node = Command::new("node")
+        .arg("x402-client.mjs")
+        .current_dir(&client_dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run node");
+    node.stdin
+        .take()
+        .unwrap()
+        .write_all(request.to_string().as_bytes())
+        .unwrap();
+    let output = node.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "x402 client failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let paid: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+
+    let config = ChannelConfig {
+        payer: payer.address(),
+        payerAuthorizer: voucher_signer.address(),
+        receiver,
+        receiverAuthorizer: receiver_authorizer,
+        token: token_address,
+        withdrawDelay: U40::from(900),
+        salt: B256::with_last_byte(42),
+    };
+    let domain = eip712::settlement_domain(31337, deployment.settlement);
+    let channel_id = eip712::channel_id(&domain, &config);
+    assert_eq!(
+        field(&paid, &["channelId"]).parse::<B256>().unwrap(),
+        channel_id,
+        "client and Rust agree on the id"
+    );
+
+    // The facilitator submits the client's EIP-3009 deposit through the canonical collector.
+    let auth = &paid["deposit"]["deposit"]["authorization"]["erc3009Authorization"];
+    let data = eip712::erc3009_collector_data(
+        field(auth, &["validAfter"]).parse().unwrap(),
+        field(auth, &["validBefore"]).parse().unwrap(),
+        field(auth, &["salt"]).parse().unwrap(),
+        &field(auth, &["signature"]).parse::<Bytes>().unwrap(),
+    );
+    let settlement = BatchSettlement::new(deployment.settlement, &provider);
+    let deposit = settlement.deposit(
+        config.clone(),
+        2_000_000,
+        deployment.erc3009_collector,
+        data,
+    );
+    assert!(
+        deposit
+            .send()
+            .await
+            .unwrap()
+            .get_receipt()
+            .await
+            .unwrap()
+            .status(),
+        "client deposit accepted"
+    );
+
+    // The receiver claims the client's later voucher (charging less than its ceiling), then settles.
+    let voucher_signature: Bytes = field(&paid, &["later", "signature"]).parse().unwrap();
+    let row = IBatchSettlement::VoucherClaim {
+        voucher: IBatchSettlement::Voucher {
+            channel: config,
+            maxClaimableAmount: 7000,
+        },
+        signature: voucher_signature,
+        totalClaimed: 6500,
+    };
+    let receiver_provider = ProviderBuilder::new()
+        .wallet(EthereumWallet::from(PrivateKeySigner::from(
+            keys[7].clone(),
+        )))
+        .connect_http(anvil.endpoint().parse().unwrap());
+    let as_receiver = BatchSettlement::new(deployment.settlement, &receiver_provider);
+    let claim = as_receiver.claim(vec![row]);
+    assert!(
+        claim
+            .send()
+            .await
+            .unwrap()
+            .get_receipt()
+            .await
+            .unwrap()
+            .status(),
+        "client voucher accepted"
+    );
+    settlement
+        .settle(receiver, token_address)
+        .send()
+        .await
+        .unwrap()
+        .get_receipt()
+        .await
+        .unwrap();
+    assert_eq!(
+        token.balanceOf(receiver).call().await.unwrap(),
+        U256::from(6500)
+    );
+    let channel = settlement.channels(channel_id).call().await.unwrap();
+    assert_eq!((channel.balance, channel.totalClaimed), (2_000_000, 6500));
+    assert_eq!(
+        token.balanceOf(deployment.settlement).call().await.unwrap(),
+        U256::from(2_000_000 - 6500)
+    );
+}
