@@ -151,8 +151,9 @@ contract BatchSettlement is IBatchSettlement, EIP712, ReentrancyGuardTransient, 
         uint256 expected = refundNonce[channelId];
         if (nonce != expected) revert InvalidRefundNonce(expected, nonce);
         bytes32 digest = getRefundDigest(channelId, nonce, amount);
-        if (!SignatureChecker.isValidSignatureNowCalldata(config.receiverAuthorizer, digest, receiverAuthorizerSignature))
-        {
+        if (!SignatureChecker.isValidSignatureNowCalldata(
+                config.receiverAuthorizer, digest, receiverAuthorizerSignature
+            )) {
             revert InvalidAuthorizerSignature();
         }
         _refund(config, channelId, amount);
@@ -326,8 +327,9 @@ contract BatchSettlement is IBatchSettlement, EIP712, ReentrancyGuardTransient, 
     }
 
     function _onlyPayerSide(ChannelConfig calldata config) private view {
-        if (msg.sender != config.payer && (config.payerAuthorizer == address(0) || msg.sender != config.payerAuthorizer))
-        {
+        if (
+            msg.sender != config.payer && (config.payerAuthorizer == address(0) || msg.sender != config.payerAuthorizer)
+        ) {
             revert NotPayerOrAuthorizer();
         }
     }

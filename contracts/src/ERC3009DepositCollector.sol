@@ -31,9 +31,7 @@ contract ERC3009DepositCollector is IDepositCollector {
 
     /// @inheritdoc IDepositCollector
     /// @dev `data` = abi.encode(uint256 validAfter, uint256 validBefore, uint256 salt, bytes signature).
-    function collect(address payer, address token, uint256 amount, bytes32 channelId, bytes calldata data)
-        external
-    {
+    function collect(address payer, address token, uint256 amount, bytes32 channelId, bytes calldata data) external {
         if (msg.sender != settlement) revert OnlySettlement();
         (uint256 validAfter, uint256 validBefore, uint256 salt, bytes memory signature) =
             abi.decode(data, (uint256, uint256, uint256, bytes));

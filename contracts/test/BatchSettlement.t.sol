@@ -319,9 +319,7 @@ contract BatchSettlementTest is ChannelTestBase {
         claimAsReceiver(cfg, 3e6); // the receiver claims inside the delay
         vm.warp(block.timestamp + DELAY - 1);
         vm.prank(payer);
-        vm.expectRevert(
-            abi.encodeWithSelector(IBatchSettlement.WithdrawNotReady.selector, id, block.timestamp + 1)
-        );
+        vm.expectRevert(abi.encodeWithSelector(IBatchSettlement.WithdrawNotReady.selector, id, block.timestamp + 1));
         settlement.finalizeWithdraw(cfg);
 
         vm.warp(block.timestamp + 1);

@@ -65,9 +65,7 @@ contract FuzzTest is ChannelTestBase {
         uint256 unclaimed = depositAmount - claimedDuringDelay;
         assertEq(withdrawn, withdrawAmount < unclaimed ? withdrawAmount : unclaimed, "withdrawal capped");
         assertEq(token.balanceOf(receiver), claimedDuringDelay, "receiver keeps every claimed wei");
-        assertEq(
-            token.balanceOf(address(settlement)) + withdrawn + claimedDuringDelay, depositAmount, "conservation"
-        );
+        assertEq(token.balanceOf(address(settlement)) + withdrawn + claimedDuringDelay, depositAmount, "conservation");
     }
 
     function test_fuzz_channel_ids_differ_by_any_field(bytes32 saltA, bytes32 saltB, uint40 delay) public view {

@@ -43,7 +43,8 @@ contract ReplayTest is ChannelTestBase {
     function test_voucher_of_one_channel_is_rejected_on_another() public {
         bytes memory forA = signVoucher(PAYER_AUTHORIZER_KEY, idA, 5e6);
         claimExpectingRevert(
-            withSignature(cfgB, 5e6, forA), abi.encodeWithSelector(IBatchSettlement.InvalidVoucherSignature.selector, idB)
+            withSignature(cfgB, 5e6, forA),
+            abi.encodeWithSelector(IBatchSettlement.InvalidVoucherSignature.selector, idB)
         );
     }
 

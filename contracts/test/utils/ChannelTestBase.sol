@@ -83,7 +83,11 @@ abstract contract ChannelTestBase is TestBase {
         });
     }
 
-    function one(IBatchSettlement.VoucherClaim memory row) internal pure returns (IBatchSettlement.VoucherClaim[] memory) {
+    function one(IBatchSettlement.VoucherClaim memory row)
+        internal
+        pure
+        returns (IBatchSettlement.VoucherClaim[] memory)
+    {
         IBatchSettlement.VoucherClaim[] memory rows = new IBatchSettlement.VoucherClaim[](1);
         rows[0] = row;
         return rows;
