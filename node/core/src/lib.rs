@@ -1,7 +1,29 @@
 //! `m2m-core`: the sans-IO heart of the agent.
 //!
-//! This crate will hold what a device firmware embeds: amounts, vouchers, hash-chain ticks and the
-//! payer/payee channel state machines. It does no IO, spawns nothing, reads no clock and no
-//! randomness — time and entropy come in as arguments, effects go out as values. It is `no_std`
-//! (with `alloc`) and CI builds it for `thumbv7em-none-eabihf` to keep that promise.
+//! What a device firmware embeds: amounts, vouchers, hash-chain ticks, the payer and payee
+//! channel state machines, and the budget policy. It does no IO, spawns nothing, reads no clock
+//! and no randomness — time comes in as `now_secs` arguments, signing and signature checks as
+//! capabilities ([`VoucherSigner`], [`VoucherVerifier`]), and state to persist goes out as
+//! records the shell must store before it acts. It is `no_std` (with `alloc`) and CI builds it
+//! for `thumbv7em-none-eabihf` to keep that promise.
+//!
+//! Every operation that can fail returns a typed error and leaves the state unchanged.
 #![no_std]
+
+extern crate alloc;
+
+mod amount;
+pub mod budget;
+mod channel;
+pub mod codec;
+pub mod payee;
+pub mod payer;
+pub mod ticks;
+mod voucher;
+
+pub use amount::{Amount, AmountError, Asset};
+pub use channel::{ChannelError, ChannelTerms};
+pub use voucher::{
+    ChannelId, EvmAddress, Signature65, Voucher, VoucherSigner, VoucherVerifier, keccak256,
+    voucher_digest, voucher_typehash,
+};
