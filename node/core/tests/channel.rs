@@ -139,7 +139,6 @@ fn payer_refuses_beyond_the_deposit_and_bad_charges() {
     assert_eq!(payer, before);
     let voucher = payer.commit(payer.prepare_payment(usd(400), &key).unwrap());
     assert_eq!(voucher.max_claimable_units, 1_000);
-    let mut payer = payer;
     payer.set_deposit(usd(5_000)).unwrap();
     assert!(payer.prepare_payment(usd(4_000), &key).is_ok());
 }
