@@ -216,7 +216,10 @@ fn file_holds_no_seed_or_key_bytes() {
     // look for any two consecutive seed words: that cannot appear in a JSON header or ciphertext.
     let list: Vec<&str> = words.split(' ').collect();
     for pair in list.windows(2) {
-        assert!(!text.contains(&pair.join(" ")), "two seed words in a row in the keystore");
+        assert!(
+            !text.contains(&pair.join(" ")),
+            "two seed words in a row in the keystore"
+        );
     }
     assert!(!contains(&bytes, words.as_bytes()));
     let secrets = m2m_wallet_secrets(&seed);
