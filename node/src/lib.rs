@@ -3,10 +3,14 @@
 //! - [`datadir`]: the device's data directory, held under an exclusive lock.
 //! - [`tools`]: locating and provisioning the local chains and compilers (anvil, forge, cast,
 //!   solc-js), pinned and cached per user.
+//! - [`store`]: the channel store on redb, with group commit.
+//! - [`channel_crypto`]: voucher signing (device wallet) and checking (libsecp256k1).
 //! - [`cli`]: the `m2m` command line.
 //!
 //! This is the only crate with a runtime and IO; the channel logic lives in `m2m-core`.
 
+pub mod channel_crypto;
 pub mod cli;
 pub mod datadir;
+pub mod store;
 pub mod tools;

@@ -1,0 +1,138 @@
+//! The agent's channel store on redb, under the data directory's lock.
+//!
+//! Contract (the persistence half of the channel rules):
+//! - the payer persists its record ("highest cumulative signed") before a voucher leaves;
+//! - the payee persists an accepted voucher before the service is delivered;
+//! - a write counts only once [`Ticket::wait`] returned `Ok`: it is then fsynced (redb's
+//!   immediate durability), and group commit lets concurrent writes share that fsync;
+//! - every record carries a version byte; unknown versions are refused, not misread.
+
+mod group_commit;
+pub mod records;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use m2m_core::ChannelId;
+use m2m_core::payee::PayeeRecord;
+use m2m_core::payer::PayerRecord;
+use redb::{Database, ReadableDatabase, TableDefinition};
+
+pub use group_commit::{GroupCommitter, MAX_BATCH, Ticket};
+
+use crate::datadir::DataDir;
+
+/// File name of the channel store inside a data directory.
+pub const STORE_FILE: &str = "channels.redb";
+pub(crate) const PAYER_TABLE: TableDefinition<'_, &[u8; 32], &[u8]> =
+    TableDefinition::new("payer_channels");
+pub(crate) const PAYEE_TABLE: TableDefinition<'_, &[u8; 32], &[u8]> =
+    TableDefinition::new("payee_channels");
+
+/// A store operation failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// redb failed (I/O, corruption, a second opener).
+    #[error("channel store: {0}")]
+    Database(Arc<redb::Error>),
+    /// A stored record does not decode.
+    #[error("channel store record is corrupted: {0}")]
+    Corrupt(&'static str),
+    /// A stored record was written by another format version.
+    #[error("channel store record version {found}; this build reads version {supported}")]
+    UnsupportedVersion {
+        /// Version found.
+        found: u8,
+        /// Version supported.
+        supported: u8,
+    },
+    /// The committer thread stopped.
+    #[error("channel store committer stopped; the write may not be durable")]
+    CommitterGone,
+    /// Opening the file failed.
+    #[error("opening channel store {path}: {source}")]
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: Arc<redb::DatabaseError>,
+    },
+}
+
+impl StoreError {
+    fn from_redb(error: impl Into<redb::Error>) -> Self {
+        StoreError::Database(Arc::new(error.into()))
+    }
+
+    pub(crate) fn corrupt(what: &'static str) -> Self {
+        StoreError::Corrupt(what)
+    }
+}
+
+/// A record to write.
+#[derive(Debug, Clone, Copy)]
+pub enum RecordWrite {
+    /// The payer side of a channel.
+    Payer(ChannelId, PayerRecord),
+    /// The payee side of a channel.
+    Payee(ChannelId, PayeeRecord),
+}
+
+/// The channel store of one data directory.
+#[derive(Debug)]
+pub struct ChannelStore {
+    db: Arc<Database>,
+    committer: GroupCommitter,
+}
+
+impl ChannelStore {
+    /// Opens (or creates) `<data dir>/channels.redb`. The data directory's lock guarantees this
+    /// process is the only writer.
+    pub fn open(data_dir: &DataDir) -> Result<Self, StoreError> {
+        let path = data_dir.path().join(STORE_FILE);
+        let db = Database::create(&path).map_err(|source| StoreError::Open {
+            path,
+            source: Arc::new(source),
+        })?;
+        let txn = db.begin_write().map_err(StoreError::from_redb)?;
+        txn.open_table(PAYER_TABLE).map_err(StoreError::from_redb)?;
+        txn.open_table(PAYEE_TABLE).map_err(StoreError::from_redb)?;
+        txn.commit().map_err(StoreError::from_redb)?;
+        let db = Arc::new(db);
+        Ok(Self {
+            committer: GroupCommitter::start(db.clone()),
+            db,
+        })
+    }
+
+    /// Queues a write; durable once the ticket resolves.
+    pub fn submit(&self, write: RecordWrite) -> Ticket {
+        self.committer.submit(write)
+    }
+
+    /// Writes and waits until durable.
+    pub fn persist(&self, write: RecordWrite) -> Result<(), StoreError> {
+        self.submit(write).wait()
+    }
+
+    /// The payer record of a channel, if any.
+    pub fn load_payer(&self, id: &ChannelId) -> Result<Option<PayerRecord>, StoreError> {
+        let txn = self.db.begin_read().map_err(StoreError::from_redb)?;
+        let table = txn.open_table(PAYER_TABLE).map_err(StoreError::from_redb)?;
+        match table.get(&id.0).map_err(StoreError::from_redb)? {
+            Some(value) => records::decode_payer(value.value()).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The payee record of a channel, if any.
+    pub fn load_payee(&self, id: &ChannelId) -> Result<Option<PayeeRecord>, StoreError> {
+        let txn = self.db.begin_read().map_err(StoreError::from_redb)?;
+        let table = txn.open_table(PAYEE_TABLE).map_err(StoreError::from_redb)?;
+        match table.get(&id.0).map_err(StoreError::from_redb)? {
+            Some(value) => records::decode_payee(*id, value.value()).map(Some),
+            None => Ok(None),
+        }
+    }
+}
