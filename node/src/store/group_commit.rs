@@ -1,12 +1,16 @@
 //! Group commit: many channels' updates share one fsync, and none is acknowledged before it.
 //!
-//! Writers hand records to a single committer thread and get a [`Ticket`]. The thread takes
-//! everything queued (up to [`MAX_BATCH`]), writes it in one redb transaction with immediate
-//! durability, and only after the commit returned resolves the tickets of that batch. A caller
-//! serves or acknowledges a payment only after [`Ticket::wait`] returned `Ok`.
+//! Writers append records to a queue and get a [`Ticket`] holding a sequence number. One
+//! committer thread takes everything queued (up to [`MAX_BATCH`]), writes it in one redb
+//! transaction with immediate durability, and then raises the durable sequence number; a ticket
+//! resolves once that number reaches its own. A caller serves or acknowledges a payment only
+//! after [`Ticket::wait`] returned `Ok`.
+//!
+//! A failed commit poisons the store: that batch's and every later ticket get the error, since
+//! nothing after a lost write may be acknowledged. The process must restart and reload.
 
-use std::sync::Arc;
-use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
+use std::collections::HashMap;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
 use redb::Database;
@@ -16,95 +20,176 @@ use super::{PAYEE_TABLE, PAYER_TABLE, RecordWrite, StoreError};
 /// Most records written in one transaction.
 pub const MAX_BATCH: usize = 4096;
 
-type Reply = SyncSender<Result<(), StoreError>>;
+#[derive(Debug, Default)]
+struct State {
+    queue: Vec<RecordWrite>,
+    /// Sequence number of the newest submitted write.
+    submitted: u64,
+    /// Every write up to this sequence number is on disk.
+    durable: u64,
+    failed: Option<StoreError>,
+    closed: bool,
+    /// The committer sleeps on `work`; only then does a submit need to wake it (a syscall).
+    committer_idle: bool,
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    state: Mutex<State>,
+    work: Condvar,
+    durable: Condvar,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves only plain counters behind; keep going.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
 
 /// A pending write: resolves once its batch is durable.
 #[derive(Debug)]
 #[must_use = "a write is durable only once its ticket resolved Ok"]
 pub struct Ticket {
-    reply: Receiver<Result<(), StoreError>>,
+    seq: u64,
+    shared: Arc<Shared>,
 }
 
 impl Ticket {
-    /// Blocks until the write is on disk (or failed).
+    /// Blocks until the write is on disk (or the store failed).
     pub fn wait(self) -> Result<(), StoreError> {
-        self.reply.recv().unwrap_or(Err(StoreError::CommitterGone))
+        let mut state = self.shared.lock();
+        loop {
+            if state.durable >= self.seq {
+                return Ok(());
+            }
+            if let Some(error) = &state.failed {
+                return Err(error.clone());
+            }
+            if state.closed && state.queue.is_empty() && state.durable < self.seq {
+                return Err(StoreError::CommitterGone);
+            }
+            state = self
+                .shared
+                .durable
+                .wait(state)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
     }
 }
 
 /// The committer thread and its queue.
 #[derive(Debug)]
 pub struct GroupCommitter {
-    queue: Option<Sender<(RecordWrite, Reply)>>,
+    shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl GroupCommitter {
     /// Starts the committer over `db`.
     pub fn start(db: Arc<Database>) -> Self {
-        let (queue, incoming) = mpsc::channel::<(RecordWrite, Reply)>();
+        let shared = Arc::new(Shared::default());
+        let worker = shared.clone();
         let thread = std::thread::Builder::new()
             .name("m2m-group-commit".into())
-            .spawn(move || run(&db, &incoming))
+            .spawn(move || run(&db, &worker))
             .expect("spawn the group-commit thread");
         Self {
-            queue: Some(queue),
+            shared,
             thread: Some(thread),
         }
     }
 
     /// Queues a write.
     pub fn submit(&self, write: RecordWrite) -> Ticket {
-        let (reply, ticket) = mpsc::sync_channel(1);
-        if let Some(queue) = &self.queue {
-            // If the thread is gone, the dropped reply resolves the ticket as an error.
-            let _ = queue.send((write, reply));
+        let mut state = self.shared.lock();
+        state.queue.push(write);
+        state.submitted += 1;
+        let seq = state.submitted;
+        let wake = state.committer_idle;
+        drop(state);
+        if wake {
+            self.shared.work.notify_one();
         }
-        Ticket { reply: ticket }
+        Ticket {
+            seq,
+            shared: self.shared.clone(),
+        }
     }
 }
 
 impl Drop for GroupCommitter {
     fn drop(&mut self) {
-        self.queue.take(); // closing the queue lets the thread finish what is queued and exit
+        self.shared.lock().closed = true; // the thread finishes what is queued, then exits
+        self.shared.work.notify_one();
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
     }
 }
 
-fn run(db: &Database, incoming: &Receiver<(RecordWrite, Reply)>) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    while let Ok(first) = incoming.recv() {
-        batch.push(first);
-        while batch.len() < MAX_BATCH {
-            match incoming.try_recv() {
-                Ok(next) => batch.push(next),
-                Err(_) => break,
+fn run(db: &Database, shared: &Shared) {
+    loop {
+        let (batch, last_seq) = {
+            let mut state = shared.lock();
+            while state.queue.is_empty() && !state.closed {
+                state.committer_idle = true;
+                state = shared
+                    .work
+                    .wait(state)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                state.committer_idle = false;
             }
-        }
+            if state.queue.is_empty() {
+                shared.durable.notify_all();
+                return;
+            }
+            let take = state.queue.len().min(MAX_BATCH);
+            let batch: Vec<RecordWrite> = state.queue.drain(..take).collect();
+            let last_seq = state.submitted - state.queue.len() as u64;
+            (batch, last_seq)
+        };
         let outcome = commit(db, &batch);
-        for (_, reply) in batch.drain(..) {
-            let _ = reply.send(outcome.clone());
+        let mut state = shared.lock();
+        match outcome {
+            Ok(()) if state.failed.is_none() => state.durable = last_seq,
+            Ok(()) => {}
+            Err(error) => state.failed = Some(error),
         }
+        drop(state);
+        shared.durable.notify_all();
     }
 }
 
-fn commit(db: &Database, batch: &[(RecordWrite, Reply)]) -> Result<(), StoreError> {
+/// Writes a batch in one transaction. A channel's later record supersedes its earlier ones
+/// (callers serialise each channel's updates), so only the last one per channel is written.
+fn commit(db: &Database, batch: &[RecordWrite]) -> Result<(), StoreError> {
+    let mut newest: HashMap<(bool, [u8; 32]), &RecordWrite> = HashMap::with_capacity(batch.len());
+    for write in batch {
+        let key = match write {
+            RecordWrite::Payer(id, _) => (true, id.0),
+            RecordWrite::Payee(id, _) => (false, id.0),
+        };
+        newest.insert(key, write);
+    }
     let txn = db.begin_write().map_err(StoreError::from_redb)?;
     {
         let mut payers = txn.open_table(PAYER_TABLE).map_err(StoreError::from_redb)?;
         let mut payees = txn.open_table(PAYEE_TABLE).map_err(StoreError::from_redb)?;
-        for (write, _) in batch {
+        for write in newest.into_values() {
             match write {
                 RecordWrite::Payer(id, record) => {
+                    let bytes = super::records::encode_payer(record);
                     payers
-                        .insert(&id.0, super::records::encode_payer(record).as_slice())
+                        .insert(&id.0, bytes.as_slice())
                         .map_err(StoreError::from_redb)?;
                 }
                 RecordWrite::Payee(id, record) => {
+                    let bytes = super::records::encode_payee(record);
                     payees
-                        .insert(&id.0, super::records::encode_payee(record).as_slice())
+                        .insert(&id.0, bytes.as_slice())
                         .map_err(StoreError::from_redb)?;
                 }
             }
