@@ -111,7 +111,8 @@ fn bench_payee(c: &mut Criterion) {
             let mut tickets = std::collections::VecDeque::with_capacity(IN_FLIGHT + 1);
             for voucher in &batch {
                 let accepted = channel.accept(voucher, price, price, &verifier).unwrap();
-                tickets.push_back(store.submit(RecordWrite::Payee(terms.channel_id, accepted.record)));
+                tickets
+                    .push_back(store.submit(RecordWrite::Payee(terms.channel_id, accepted.record)));
                 channel.commit(accepted);
                 if tickets.len() > IN_FLIGHT {
                     tickets.pop_front().unwrap().wait().unwrap(); // "serve" only when durable
