@@ -5,13 +5,13 @@ use std::sync::Arc;
 
 use m2m_core::payee::{PAYEE_RECORD_VERSION, PayeeRecord};
 use m2m_core::payer::{PAYER_RECORD_VERSION, PayerRecord};
+use m2m_core::records::{RecordError, decode_payee, decode_payer, encode_payee, encode_payer};
 use m2m_core::{
     ChannelId, EvmAddress, Signature65, Voucher, VoucherSigner, VoucherVerifier, voucher_digest,
 };
 use m2m_node::channel_crypto::{Secp256k1Verifier, WalletVoucherSigner};
 use m2m_node::datadir::DataDir;
-use m2m_node::store::records::{decode_payee, decode_payer, encode_payee, encode_payer};
-use m2m_node::store::{ChannelStore, RecordWrite, StoreError};
+use m2m_node::store::{ChannelStore, RecordWrite};
 use m2m_wallet::{DeviceKeys, DeviceSeed, Network, SeedLength, Signer};
 
 fn payee_record(charged: u128, with_voucher: bool) -> PayeeRecord {
@@ -50,17 +50,17 @@ fn records_round_trip_and_refuse_what_they_do_not_know() {
     newer[0] = 9;
     assert!(matches!(
         decode_payer(&newer),
-        Err(StoreError::UnsupportedVersion { found: 9, .. })
+        Err(RecordError::UnsupportedVersion { found: 9, .. })
     ));
     assert!(matches!(
         decode_payer(&newer[..10]),
-        Err(StoreError::Corrupt(_))
+        Err(RecordError::Corrupt(_))
     ));
     let mut bad_flag = encode_payee(&payee_record(1, true));
     bad_flag[49] = 7;
     assert!(matches!(
         decode_payee(ChannelId([3; 32]), &bad_flag),
-        Err(StoreError::Corrupt(_))
+        Err(RecordError::Corrupt(_))
     ));
 }
 

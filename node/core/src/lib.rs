@@ -18,6 +18,7 @@ mod channel;
 pub mod codec;
 pub mod payee;
 pub mod payer;
+pub mod records;
 pub mod ticks;
 mod voucher;
 

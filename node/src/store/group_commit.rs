@@ -192,13 +192,13 @@ fn commit(db: &Database, batch: &[RecordWrite]) -> Result<(), StoreError> {
         for write in newest.into_values() {
             match write {
                 RecordWrite::Payer(id, record) => {
-                    let bytes = super::records::encode_payer(record);
+                    let bytes = m2m_core::records::encode_payer(record);
                     payers
                         .insert(&id.0, bytes.as_slice())
                         .map_err(StoreError::from_redb)?;
                 }
                 RecordWrite::Payee(id, record) => {
-                    let bytes = super::records::encode_payee(record);
+                    let bytes = m2m_core::records::encode_payee(record);
                     payees
                         .insert(&id.0, bytes.as_slice())
                         .map_err(StoreError::from_redb)?;

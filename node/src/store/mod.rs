@@ -8,7 +8,6 @@
 //! - every record carries a version byte; unknown versions are refused, not misread.
 
 mod group_commit;
-pub mod records;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -35,17 +34,9 @@ pub enum StoreError {
     /// redb failed (I/O, corruption, a second opener).
     #[error("channel store: {0}")]
     Database(Arc<redb::Error>),
-    /// A stored record does not decode.
-    #[error("channel store record is corrupted: {0}")]
-    Corrupt(&'static str),
-    /// A stored record was written by another format version.
-    #[error("channel store record version {found}; this build reads version {supported}")]
-    UnsupportedVersion {
-        /// Version found.
-        found: u8,
-        /// Version supported.
-        supported: u8,
-    },
+    /// A stored record does not decode (damaged, or from another format version).
+    #[error("channel store: {0}")]
+    Record(#[from] m2m_core::records::RecordError),
     /// The committer thread stopped.
     #[error("channel store committer stopped; the write may not be durable")]
     CommitterGone,
@@ -63,10 +54,6 @@ pub enum StoreError {
 impl StoreError {
     fn from_redb(error: impl Into<redb::Error>) -> Self {
         StoreError::Database(Arc::new(error.into()))
-    }
-
-    pub(crate) fn corrupt(what: &'static str) -> Self {
-        StoreError::Corrupt(what)
     }
 }
 
@@ -121,7 +108,7 @@ impl ChannelStore {
         let txn = self.db.begin_read().map_err(StoreError::from_redb)?;
         let table = txn.open_table(PAYER_TABLE).map_err(StoreError::from_redb)?;
         match table.get(&id.0).map_err(StoreError::from_redb)? {
-            Some(value) => records::decode_payer(value.value()).map(Some),
+            Some(value) => Ok(Some(m2m_core::records::decode_payer(value.value())?)),
             None => Ok(None),
         }
     }
@@ -131,7 +118,7 @@ impl ChannelStore {
         let txn = self.db.begin_read().map_err(StoreError::from_redb)?;
         let table = txn.open_table(PAYEE_TABLE).map_err(StoreError::from_redb)?;
         match table.get(&id.0).map_err(StoreError::from_redb)? {
-            Some(value) => records::decode_payee(*id, value.value()).map(Some),
+            Some(value) => Ok(Some(m2m_core::records::decode_payee(*id, value.value())?)),
             None => Ok(None),
         }
     }

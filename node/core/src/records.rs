@@ -1,14 +1,42 @@
-//! Binary encodings of the core's channel records (what the store keeps per channel).
+//! Binary encodings of the channel records (what a store keeps per channel).
 //!
 //! Fixed layouts, big-endian, first byte = record version, so a reader can refuse what it does
 //! not know instead of misreading it. Written by hand: the records are a handful of integers and
 //! a voucher; a general serializer would add a dependency and an indirection on the hot path.
 
-use m2m_core::payee::PayeeRecord;
-use m2m_core::payer::PayerRecord;
-use m2m_core::{ChannelId, Signature65, Voucher};
+use crate::payee::PayeeRecord;
+use crate::payer::PayerRecord;
+use crate::voucher::{ChannelId, Signature65, Voucher};
 
-use super::StoreError;
+/// A stored record cannot be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordError {
+    /// The bytes do not have the record's layout.
+    Corrupt(&'static str),
+    /// The record was written by another format version.
+    UnsupportedVersion {
+        /// Version found.
+        found: u8,
+        /// Version this build reads.
+        supported: u8,
+    },
+}
+
+impl core::fmt::Display for RecordError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            RecordError::Corrupt(what) => write!(f, "corrupted record: {what}"),
+            RecordError::UnsupportedVersion { found, supported } => {
+                write!(
+                    f,
+                    "record version {found}; this build reads version {supported}"
+                )
+            }
+        }
+    }
+}
+
+impl core::error::Error for RecordError {}
 
 /// Encoded size of a [`PayerRecord`].
 pub const PAYER_RECORD_LEN: usize = 1 + 16 * 3;
@@ -26,11 +54,11 @@ pub fn encode_payer(record: &PayerRecord) -> [u8; PAYER_RECORD_LEN] {
 }
 
 /// Decodes a payer record.
-pub fn decode_payer(bytes: &[u8]) -> Result<PayerRecord, StoreError> {
+pub fn decode_payer(bytes: &[u8]) -> Result<PayerRecord, RecordError> {
     let bytes: &[u8; PAYER_RECORD_LEN] = bytes
         .try_into()
-        .map_err(|_| StoreError::corrupt("payer record length"))?;
-    check_version(bytes[0], m2m_core::payer::PAYER_RECORD_VERSION)?;
+        .map_err(|_| RecordError::Corrupt("payer record length"))?;
+    check_version(bytes[0], crate::payer::PAYER_RECORD_VERSION)?;
     Ok(PayerRecord {
         version: bytes[0],
         deposit_units: u128_at(bytes, 1),
@@ -60,11 +88,11 @@ pub fn encode_payee(record: &PayeeRecord) -> [u8; PAYEE_RECORD_LEN] {
 }
 
 /// Decodes a payee record stored under `channel_id`.
-pub fn decode_payee(channel_id: ChannelId, bytes: &[u8]) -> Result<PayeeRecord, StoreError> {
+pub fn decode_payee(channel_id: ChannelId, bytes: &[u8]) -> Result<PayeeRecord, RecordError> {
     let bytes: &[u8; PAYEE_RECORD_LEN] = bytes
         .try_into()
-        .map_err(|_| StoreError::corrupt("payee record length"))?;
-    check_version(bytes[0], m2m_core::payee::PAYEE_RECORD_VERSION)?;
+        .map_err(|_| RecordError::Corrupt("payee record length"))?;
+    check_version(bytes[0], crate::payee::PAYEE_RECORD_VERSION)?;
     let latest = match bytes[49] {
         0 => None,
         1 => {
@@ -76,12 +104,12 @@ pub fn decode_payee(channel_id: ChannelId, bytes: &[u8]) -> Result<PayeeRecord, 
                 signature: Signature65(signature),
             })
         }
-        _ => return Err(StoreError::corrupt("payee voucher flag")),
+        _ => return Err(RecordError::Corrupt("payee voucher flag")),
     };
     let withdraw_pending_since = match bytes[131] {
         0 => None,
         1 => Some(u64_at(bytes, 132)),
-        _ => return Err(StoreError::corrupt("payee withdraw flag")),
+        _ => return Err(RecordError::Corrupt("payee withdraw flag")),
     };
     Ok(PayeeRecord {
         version: bytes[0],
@@ -94,11 +122,11 @@ pub fn decode_payee(channel_id: ChannelId, bytes: &[u8]) -> Result<PayeeRecord, 
     })
 }
 
-fn check_version(found: u8, supported: u8) -> Result<(), StoreError> {
+fn check_version(found: u8, supported: u8) -> Result<(), RecordError> {
     if found == supported {
         Ok(())
     } else {
-        Err(StoreError::UnsupportedVersion { found, supported })
+        Err(RecordError::UnsupportedVersion { found, supported })
     }
 }
 
