@@ -108,3 +108,44 @@ fn a_voucher_falls_due_after_the_interval_and_service_stops_after_grace() {
     assert!(stream.service_allowed(161, 2));
     assert!(!stream.service_allowed(162, 2), "cut within the 2 s grace");
 }
+
+/// The whole picopayment loop: ticks on credit, then a voucher worth exactly the uncovered
+/// ticks, accepted by the payee channel, which clears the credit.
+#[test]
+fn a_voucher_covers_the_ticks_on_credit() {
+    use common::{TestKey, TestVerifier, terms};
+    use m2m_core::payee::PayeeChannel;
+    use m2m_core::payer::PayerChannel;
+
+    let key = TestKey::new(11);
+    let terms = terms(&key, 1);
+    let mut payer = PayerChannel::open(terms, usd(1_000_000)).unwrap();
+    let mut payee = PayeeChannel::open(terms, usd(1_000_000), 0).unwrap();
+    let mut chain = TickChain::new([12; 32], 1_000);
+    let commitment = TickCommitment {
+        channel_id: terms.channel_id,
+        anchor: chain.anchor(),
+        tick_price: usd(3),
+        length: 1_000,
+    };
+    let mut stream = TickStream::new(commitment, 50, 10);
+
+    for round in 0..20u64 {
+        while !stream.voucher_due(round) {
+            let tick = chain.next_tick().unwrap();
+            stream.on_ticks(&tick.preimage, 1, round).unwrap();
+        }
+        let owed = stream.uncovered_value().unwrap();
+        assert_eq!(owed, usd(150), "K ticks at 3 each");
+        let voucher = payer.commit(payer.prepare_payment(owed, &key).unwrap());
+        let accepted = payee
+            .accept(&voucher, owed, owed, &TestVerifier::default())
+            .unwrap();
+        payee.commit(accepted);
+        payer.on_charged(owed, owed).unwrap();
+        stream.on_covered();
+        assert!(stream.service_allowed(round, 2));
+    }
+    assert_eq!(payee.record().charged_units, 20 * 150);
+    assert_eq!(chain.remaining(), 0);
+}
