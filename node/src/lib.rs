@@ -4,6 +4,7 @@
 //! - [`tools`]: locating and provisioning the local chains and compilers (anvil, forge, cast,
 //!   solc-js), pinned and cached per user.
 //! - [`store`]: the channel store on redb, with group commit.
+//! - [`sessions`]: payer and payee channels bound to the store (persist before release/serve).
 //! - [`channel_crypto`]: voucher signing (device wallet) and checking (libsecp256k1).
 //! - [`cli`]: the `m2m` command line.
 //!
@@ -12,5 +13,6 @@
 pub mod channel_crypto;
 pub mod cli;
 pub mod datadir;
+pub mod sessions;
 pub mod store;
 pub mod tools;

@@ -166,3 +166,66 @@ fn high_s_twin(signature: &Signature65) -> Signature65 {
     twin.0[64] = if signature.0[64] == 27 { 28 } else { 27 };
     twin
 }
+
+/// Sessions: a payer and a payee on separate data directories pay 200 times, restart from their
+/// stores, and carry on exactly where they were.
+#[test]
+fn sessions_persist_before_releasing_and_resume_after_restart() {
+    use m2m_core::{Amount, Asset, ChannelTerms};
+    use m2m_node::sessions::{PayeeSession, PayerSession};
+
+    const USD: Asset = Asset::Erc20 {
+        chain_id: 31337,
+        token: [1; 20],
+    };
+    let keys = DeviceKeys::derive(
+        &DeviceSeed::generate(SeedLength::Words12).unwrap(),
+        Network::Regtest,
+    )
+    .unwrap();
+    let terms = ChannelTerms {
+        channel_id: ChannelId([5; 32]),
+        asset: USD,
+        domain_separator: [6; 32],
+        payer_authorizer: EvmAddress(keys.evm_address().0.0),
+    };
+    let (payer_dir, payee_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let signer = WalletVoucherSigner(&keys);
+    let verifier = Secp256k1Verifier::default();
+    let price = Amount::new(USD, 10);
+    for round in 0..2 {
+        let payer_data = DataDir::open(payer_dir.path()).unwrap();
+        let payee_data = DataDir::open(payee_dir.path()).unwrap();
+        let payer_store = ChannelStore::open(&payer_data).unwrap();
+        let payee_store = ChannelStore::open(&payee_data).unwrap();
+        let payer =
+            PayerSession::load_or_open(&payer_store, terms, Amount::new(USD, 10_000)).unwrap();
+        let payee =
+            PayeeSession::load_or_open(&payee_store, terms, Amount::new(USD, 10_000), 0).unwrap();
+        assert_eq!(
+            payer.snapshot().record().charged_units,
+            round * 1_000,
+            "payer resumed"
+        );
+        assert_eq!(
+            payee.snapshot().record().charged_units,
+            round * 1_000,
+            "payee resumed"
+        );
+        for _ in 0..100 {
+            let voucher = payer.pay(price, &signer).unwrap();
+            payee.accept(&voucher, price, price, &verifier).unwrap();
+            payer.charged(price, price).unwrap();
+        }
+    }
+    let data = DataDir::open(payer_dir.path()).unwrap();
+    let record = ChannelStore::open(&data)
+        .unwrap()
+        .load_payer(&terms.channel_id)
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (record.charged_units, record.highest_signed_units),
+        (2_000, 2_000)
+    );
+}
