@@ -4,4 +4,5 @@
 mod anvil;
 mod settlement;
 mod solc_shim;
+mod support;
 mod x402_client;

@@ -4,18 +4,16 @@
 //! claiming inside the delay. Every digest is computed in Rust and checked against the
 //! contract's own, and balances conserve to the wei. Gas per step is printed (`--nocapture`).
 
-use alloy::network::{EthereumWallet, ReceiptResponse};
 use alloy::primitives::aliases::U40;
 use alloy::primitives::{Address, B256, Bytes, U256};
-use alloy::providers::{Provider, ProviderBuilder};
+use alloy::providers::Provider;
 use alloy::signers::SignerSync;
-use alloy::signers::local::PrivateKeySigner;
 use m2m::contracts::CANONICAL_SETTLEMENT;
 use m2m::contracts::bindings::{BatchSettlement, ChannelConfig, IBatchSettlement, TestToken};
-use m2m::contracts::deploy::{deploy_test_token, install_canonical};
 use m2m::contracts::eip712::{self, ClaimEntry};
-use m2m::node::tools::{Foundry, start_anvil};
 use m2m::wallet::{DeviceKeys, DeviceSeed, Network, SeedLength, Signer};
+
+use crate::support::{LocalChain, send};
 
 const CHAIN_ID: u64 = 31337;
 const CHANNELS: usize = 10;
@@ -36,49 +34,24 @@ fn sign(keys: &DeviceKeys, digest: B256) -> Bytes {
     Bytes::copy_from_slice(&keys.sign_evm_digest(&digest).unwrap().as_bytes())
 }
 
-fn ok(receipt: impl ReceiptResponse, what: &str) -> u64 {
-    assert!(receipt.status(), "{what} reverted");
-    println!("gas {what}: {}", receipt.gas_used());
-    receipt.gas_used()
-}
-
 #[tokio::test]
 async fn channel_lifecycle_on_anvil_conserves_every_wei() {
-    let foundry = Foundry::ensure().expect("provision local tools");
-    let anvil = start_anvil(&foundry, CHAIN_ID).unwrap();
-    let keys = anvil.instance().keys();
-    let relayer = PrivateKeySigner::from(keys[0].clone());
-    let payer = PrivateKeySigner::from(keys[1].clone());
-    let receiver = anvil.instance().addresses()[2];
-    let url: alloy::transports::http::reqwest::Url = anvil.endpoint().parse().unwrap();
-    let facilitator = ProviderBuilder::new()
-        .wallet(EthereumWallet::from(relayer))
-        .connect_http(url.clone());
-    let payer_chain = ProviderBuilder::new()
-        .wallet(EthereumWallet::from(payer.clone()))
-        .connect_http(url);
+    let chain = LocalChain::start(CHAIN_ID).await;
+    let payer = chain.account(1);
+    let receiver = chain.account(2).address();
+    let facilitator = &chain.facilitator;
+    let payer_chain = chain.provider(1);
+    let (deployment, token_address) = (chain.deployment, chain.token);
 
     // The device wallet signs vouchers (payer authorizer) and claims/refunds (receiver authorizer).
     let payer_authorizer = device_keys();
     let receiver_authorizer = device_keys();
 
-    let deployment = install_canonical(&facilitator).await.unwrap();
     assert_eq!(deployment.settlement, CANONICAL_SETTLEMENT);
-    let token_address = deploy_test_token(&facilitator).await.unwrap();
-    let token = TestToken::new(token_address, &facilitator);
-    let settlement = BatchSettlement::new(deployment.settlement, &facilitator);
+    let token = TestToken::new(token_address, facilitator);
+    let settlement = BatchSettlement::new(deployment.settlement, facilitator);
     let minted = U256::from(DEPOSIT * CHANNELS as u128);
-    ok(
-        token
-            .mint(payer.address(), minted)
-            .send()
-            .await
-            .unwrap()
-            .get_receipt()
-            .await
-            .unwrap(),
-        "mint",
-    );
+    send(token.mint(payer.address(), minted), "mint").await;
 
     let domain = eip712::settlement_domain(CHAIN_ID, deployment.settlement);
     let token_domain = eip712::token_domain(
@@ -119,25 +92,16 @@ async fn channel_lifecycle_on_anvil_conserves_every_wei() {
     // with `transferFrom` after a one-time approval (the plain, ETH-like path).
     let as_payer = BatchSettlement::new(deployment.settlement, &payer_chain);
     let as_payer_token = TestToken::new(token_address, &payer_chain);
-    ok(
-        as_payer_token
-            .approve(deployment.settlement, U256::MAX)
-            .send()
-            .await
-            .unwrap()
-            .get_receipt()
-            .await
-            .unwrap(),
+    send(
+        as_payer_token.approve(deployment.settlement, U256::MAX),
         "approve",
-    );
+    )
+    .await;
     let (mut eip3009_gas, mut direct_gas) = (0, 0);
     for (index, (config, id)) in configs.iter().zip(&ids).enumerate() {
         if index >= CHANNELS / 2 {
             let call = as_payer.deposit(config.clone(), DEPOSIT, Address::ZERO, Bytes::new());
-            direct_gas += ok(
-                call.send().await.unwrap().get_receipt().await.unwrap(),
-                "deposit (direct)",
-            );
+            direct_gas += send(call, "deposit (direct)").await;
             continue;
         }
         let salt = U256::from(index + 100);
@@ -155,10 +119,7 @@ async fn channel_lifecycle_on_anvil_conserves_every_wei() {
         let signature = payer.sign_hash_sync(&digest).unwrap().as_bytes();
         let data = eip712::erc3009_collector_data(U256::ZERO, valid_before, salt, &signature);
         let call = settlement.deposit(config.clone(), DEPOSIT, deployment.erc3009_collector, data);
-        eip3009_gas += ok(
-            call.send().await.unwrap().get_receipt().await.unwrap(),
-            "deposit (EIP-3009)",
-        );
+        eip3009_gas += send(call, "deposit (EIP-3009)").await;
     }
 
     // 10,000 vouchers, signed off chain by the device wallet; the receiver keeps the newest.
@@ -225,16 +186,10 @@ async fn channel_lifecycle_on_anvil_conserves_every_wei() {
         "batch digest"
     );
     let claim = settlement.claimWithSignature(rows, sign(&receiver_authorizer, batch_digest));
-    let claim_gas = ok(
-        claim.send().await.unwrap().get_receipt().await.unwrap(),
-        "claimWithSignature x10",
-    );
+    let claim_gas = send(claim, "claimWithSignature x10").await;
 
     let settle = settlement.settle(receiver, token_address);
-    let settle_gas = ok(
-        settle.send().await.unwrap().get_receipt().await.unwrap(),
-        "settle",
-    );
+    let settle_gas = send(settle, "settle").await;
     let full = VOUCHERS_PER_CHANNEL * PRICE;
     let first_claims = full * (CHANNELS as u128 - 1) + (VOUCHERS_PER_CHANNEL - 100) * PRICE;
     assert_eq!(
@@ -257,10 +212,7 @@ async fn channel_lifecycle_on_anvil_conserves_every_wei() {
         U256::ZERO,
         sign(&receiver_authorizer, refund_digest),
     );
-    let refund_gas = ok(
-        refund.send().await.unwrap().get_receipt().await.unwrap(),
-        "refundWithSignature",
-    );
+    let refund_gas = send(refund, "refundWithSignature").await;
     assert_eq!(
         settlement.refundNonce(ids[0]).call().await.unwrap(),
         U256::from(1)
@@ -269,10 +221,7 @@ async fn channel_lifecycle_on_anvil_conserves_every_wei() {
     // Timed withdrawal of all of channel 1; the receiver claims its newest voucher inside the delay.
     let unclaimed_1 = DEPOSIT - (VOUCHERS_PER_CHANNEL - 100) * PRICE;
     let initiate = as_payer.initiateWithdraw(configs[1].clone(), unclaimed_1);
-    ok(
-        initiate.send().await.unwrap().get_receipt().await.unwrap(),
-        "initiateWithdraw",
-    );
+    send(initiate, "initiateWithdraw").await;
     let early = as_payer.finalizeWithdraw(configs[1].clone());
     assert!(
         early.call().await.is_err(),
@@ -298,16 +247,7 @@ async fn channel_lifecycle_on_anvil_conserves_every_wei() {
         eip712::claim_batch_digest(&domain, single),
     );
     let claim_in_delay = settlement.claimWithSignature(vec![row], single_sig);
-    ok(
-        claim_in_delay
-            .send()
-            .await
-            .unwrap()
-            .get_receipt()
-            .await
-            .unwrap(),
-        "claim inside the delay",
-    );
+    send(claim_in_delay, "claim inside the delay").await;
 
     let _: serde_json::Value = facilitator
         .raw_request("evm_increaseTime".into(), (WITHDRAW_DELAY,))
@@ -318,21 +258,8 @@ async fn channel_lifecycle_on_anvil_conserves_every_wei() {
         .await
         .unwrap();
     let finalize = as_payer.finalizeWithdraw(configs[1].clone());
-    ok(
-        finalize.send().await.unwrap().get_receipt().await.unwrap(),
-        "finalizeWithdraw",
-    );
-    ok(
-        settlement
-            .settle(receiver, token_address)
-            .send()
-            .await
-            .unwrap()
-            .get_receipt()
-            .await
-            .unwrap(),
-        "settle",
-    );
+    send(finalize, "finalizeWithdraw").await;
+    send(settlement.settle(receiver, token_address), "settle").await;
 
     // Conservation to the wei: receiver got every claimed voucher, the payer the rest.
     let claimed_total = full * CHANNELS as u128;

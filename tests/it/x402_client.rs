@@ -6,15 +6,14 @@
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use alloy::network::EthereumWallet;
 use alloy::primitives::aliases::U40;
 use alloy::primitives::{B256, Bytes, U256};
-use alloy::providers::ProviderBuilder;
 use alloy::signers::local::PrivateKeySigner;
 use m2m::contracts::bindings::{BatchSettlement, ChannelConfig, IBatchSettlement, TestToken};
-use m2m::contracts::deploy::{deploy_test_token, install_canonical};
 use m2m::contracts::eip712;
-use m2m::node::tools::{BundleFile, Foundry, NpmBundle, start_anvil};
+use m2m::node::tools::{BundleFile, NpmBundle};
+
+use crate::support::{LocalChain, send};
 
 const CLIENT: NpmBundle = NpmBundle {
     name: "x402-evm-2.27.0-client",
@@ -43,28 +42,18 @@ async fn the_x402_reference_client_pays_our_contract() {
     let client_dir = CLIENT
         .ensure(|_| Ok(()))
         .expect("install the x402 reference client from npm");
-    let foundry = Foundry::ensure().expect("provision local tools");
-    let anvil = start_anvil(&foundry, 31337).unwrap();
-    let keys = anvil.instance().keys();
-    let facilitator_key = PrivateKeySigner::from(keys[0].clone());
-    let payer = PrivateKeySigner::from(keys[5].clone());
-    let voucher_signer = PrivateKeySigner::from(keys[6].clone());
-    let receiver = anvil.instance().addresses()[7];
-    let receiver_authorizer = anvil.instance().addresses()[8];
-    let provider = ProviderBuilder::new()
-        .wallet(EthereumWallet::from(facilitator_key))
-        .connect_http(anvil.endpoint().parse().unwrap());
-    let deployment = install_canonical(&provider).await.unwrap();
-    let token_address = deploy_test_token(&provider).await.unwrap();
-    let token = TestToken::new(token_address, &provider);
-    token
-        .mint(payer.address(), U256::from(5_000_000u64))
-        .send()
-        .await
-        .unwrap()
-        .get_receipt()
-        .await
-        .unwrap();
+    let chain = LocalChain::start(31337).await;
+    let payer = chain.account(5);
+    let voucher_signer = chain.account(6);
+    let receiver = chain.account(7).address();
+    let receiver_authorizer = chain.account(8).address();
+    let (provider, deployment, token_address) = (&chain.facilitator, chain.deployment, chain.token);
+    let token = TestToken::new(token_address, provider);
+    send(
+        token.mint(payer.address(), U256::from(5_000_000u64)),
+        "mint",
+    )
+    .await;
 
     let request = serde_json::json!({
         "payerKey": hex_key(&payer),
@@ -127,24 +116,14 @@ async fn the_x402_reference_client_pays_our_contract() {
         field(auth, &["salt"]).parse().unwrap(),
         &field(auth, &["signature"]).parse::<Bytes>().unwrap(),
     );
-    let settlement = BatchSettlement::new(deployment.settlement, &provider);
+    let settlement = BatchSettlement::new(deployment.settlement, provider);
     let deposit = settlement.deposit(
         config.clone(),
         2_000_000,
         deployment.erc3009_collector,
         data,
     );
-    assert!(
-        deposit
-            .send()
-            .await
-            .unwrap()
-            .get_receipt()
-            .await
-            .unwrap()
-            .status(),
-        "client deposit accepted"
-    );
+    send(deposit, "client deposit (EIP-3009) accepted").await;
 
     // The receiver claims the client's later voucher (charging less than its ceiling), then settles.
     let voucher_signature: Bytes = field(&paid, &["later", "signature"]).parse().unwrap();
@@ -156,32 +135,11 @@ async fn the_x402_reference_client_pays_our_contract() {
         signature: voucher_signature,
         totalClaimed: 6500,
     };
-    let receiver_provider = ProviderBuilder::new()
-        .wallet(EthereumWallet::from(PrivateKeySigner::from(
-            keys[7].clone(),
-        )))
-        .connect_http(anvil.endpoint().parse().unwrap());
+    let receiver_provider = chain.provider(7);
     let as_receiver = BatchSettlement::new(deployment.settlement, &receiver_provider);
     let claim = as_receiver.claim(vec![row]);
-    assert!(
-        claim
-            .send()
-            .await
-            .unwrap()
-            .get_receipt()
-            .await
-            .unwrap()
-            .status(),
-        "client voucher accepted"
-    );
-    settlement
-        .settle(receiver, token_address)
-        .send()
-        .await
-        .unwrap()
-        .get_receipt()
-        .await
-        .unwrap();
+    send(claim, "client voucher claimed").await;
+    send(settlement.settle(receiver, token_address), "settle").await;
     assert_eq!(
         token.balanceOf(receiver).call().await.unwrap(),
         U256::from(6500)
