@@ -6,6 +6,7 @@
 //! - [`store`]: the channel store on redb, with group commit.
 //! - [`sessions`]: payer and payee channels bound to the store (persist before release/serve).
 //! - [`channel_crypto`]: voucher signing (device wallet) and checking (libsecp256k1).
+//! - [`x402`]: x402 v2 messages, batch-settlement payloads, HTTP header codec.
 //! - [`cli`]: the `m2m` command line.
 //!
 //! This is the only crate with a runtime and IO; the channel logic lives in `m2m-core`.
@@ -16,3 +17,4 @@ pub mod datadir;
 pub mod sessions;
 pub mod store;
 pub mod tools;
+pub mod x402;

@@ -12,6 +12,7 @@ use alloy::signers::local::PrivateKeySigner;
 use m2m::contracts::bindings::{BatchSettlement, ChannelConfig, IBatchSettlement, TestToken};
 use m2m::contracts::eip712;
 use m2m::node::tools::{BundleFile, NpmBundle};
+use m2m::node::x402::batch::BatchPayload;
 
 use crate::support::{LocalChain, send};
 
@@ -107,6 +108,40 @@ async fn the_x402_reference_client_pays_our_contract() {
         channel_id,
         "client and Rust agree on the id"
     );
+
+    // Our typed x402 form reads the client's JSON: same config, and a voucher the core accepts.
+    let typed: BatchPayload =
+        serde_json::from_value(paid["deposit"].clone()).expect("client deposit payload");
+    let BatchPayload::Deposit {
+        channel_config,
+        voucher,
+        ..
+    } = typed
+    else {
+        panic!("not a deposit payload")
+    };
+    assert_eq!(channel_config.to_contract().unwrap(), config);
+    let core_voucher = voucher.to_core().unwrap();
+    assert_eq!(
+        (core_voucher.channel_id.0, core_voucher.max_claimable_units),
+        (channel_id.0, 1000)
+    );
+    let terms = m2m::core::ChannelTerms {
+        channel_id: core_voucher.channel_id,
+        asset: m2m::core::Asset::Erc20 {
+            chain_id: 31337,
+            token: token_address.0.0,
+        },
+        domain_separator: domain.separator().0,
+        payer_authorizer: m2m::core::EvmAddress(voucher_signer.address().0.0),
+    };
+    let payee = m2m::core::payee::PayeeChannel::open(terms, terms.amount(2_000_000), 0).unwrap();
+    let price = terms.amount(1000);
+    let verifier = m2m::node::channel_crypto::Secp256k1Verifier::default();
+    let accepted = payee
+        .accept(&core_voucher, price, price, &verifier)
+        .expect("the core accepts the client's voucher");
+    assert_eq!(accepted.record.charged_units, 1000);
 
     // The facilitator submits the client's EIP-3009 deposit through the canonical collector.
     let auth = &paid["deposit"]["deposit"]["authorization"]["erc3009Authorization"];

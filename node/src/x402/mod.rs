@@ -1,0 +1,14 @@
+//! x402 v2: the message types and their HTTP header form.
+//!
+//! - [`types`]: `PaymentRequired`, `PaymentRequirements`, `PaymentPayload`, `SettlementResponse`,
+//!   `VerifyResponse`, as the x402 v2 specification names their JSON fields.
+//! - [`batch`]: the `batch-settlement` scheme's payloads (deposit, voucher, refund) and their
+//!   conversion to the channel core's [`m2m_core::Voucher`].
+//! - [`headers`]: `PAYMENT-REQUIRED`, `PAYMENT-SIGNATURE` and `PAYMENT-RESPONSE` (base64 of JSON),
+//!   with a size limit and typed errors for hostile input.
+//!
+//! The HTTP seller and buyer are built on these (next issue).
+
+pub mod batch;
+pub mod headers;
+pub mod types;
