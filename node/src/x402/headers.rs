@@ -44,10 +44,10 @@ pub fn decode<T: DeserializeOwned>(value: &str) -> Result<T, HeaderError> {
     }
     let json = STANDARD.decode(value.trim())?;
     let raw: serde_json::Value = serde_json::from_slice(&json)?;
-    if let Some(version) = raw.get("x402Version").and_then(serde_json::Value::as_u64) {
-        if version != u64::from(super::types::X402_VERSION) {
-            return Err(HeaderError::Version(version));
-        }
+    if let Some(version) = raw.get("x402Version").and_then(serde_json::Value::as_u64)
+        && version != u64::from(super::types::X402_VERSION)
+    {
+        return Err(HeaderError::Version(version));
     }
     Ok(serde_json::from_value(raw)?)
 }
