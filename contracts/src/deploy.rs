@@ -45,15 +45,10 @@ pub struct Deployment {
 /// Deploys a settlement contract and its EIP-3009 collector from the provider's wallet.
 pub async fn deploy<P: Provider>(provider: &P) -> Result<Deployment, DeployError> {
     let settlement = deploy_settlement(provider).await?;
-    let collector = ERC3009DepositCollector::deploy(provider, settlement)
-        .await
-        .map_err(|source| DeployError::Contract {
-            contract: "ERC3009DepositCollector",
-            source,
-        })?;
+    let collector = deploy_collector(provider, settlement).await?;
     Ok(Deployment {
         settlement,
-        erc3009_collector: *collector.address(),
+        erc3009_collector: collector,
     })
 }
 
@@ -61,15 +56,10 @@ pub async fn deploy<P: Provider>(provider: &P) -> Result<Deployment, DeployError
 pub async fn install_canonical<P: Provider>(provider: &P) -> Result<Deployment, DeployError> {
     let settlement_template = deploy_settlement(provider).await?;
     // The collector's immutable names the settlement it serves: build it for the canonical one.
-    let collector_template = ERC3009DepositCollector::deploy(provider, CANONICAL_SETTLEMENT)
-        .await
-        .map_err(|source| DeployError::Contract {
-            contract: "ERC3009DepositCollector",
-            source,
-        })?;
+    let collector_template = deploy_collector(provider, CANONICAL_SETTLEMENT).await?;
     for (template, target) in [
         (settlement_template, CANONICAL_SETTLEMENT),
-        (*collector_template.address(), CANONICAL_ERC3009_COLLECTOR),
+        (collector_template, CANONICAL_ERC3009_COLLECTOR),
     ] {
         let code: Bytes =
             provider
@@ -113,4 +103,18 @@ async fn deploy_settlement<P: Provider>(provider: &P) -> Result<Address, DeployE
                 source,
             })?;
     Ok(*settlement.address())
+}
+
+/// Deploys an EIP-3009 collector that forwards to `settlement`.
+async fn deploy_collector<P: Provider>(
+    provider: &P,
+    settlement: Address,
+) -> Result<Address, DeployError> {
+    let collector = ERC3009DepositCollector::deploy(provider, settlement)
+        .await
+        .map_err(|source| DeployError::Contract {
+            contract: "ERC3009DepositCollector",
+            source,
+        })?;
+    Ok(*collector.address())
 }
