@@ -39,11 +39,24 @@ struct State {
     committer_idle: bool,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Shared {
     state: Mutex<State>,
     work: Condvar,
     durable: Condvar,
+    /// Async waiters: bumped whenever `durable`, `failed` or `closed` changes.
+    progress: tokio::sync::watch::Sender<()>,
+}
+
+impl Default for Shared {
+    fn default() -> Self {
+        Self {
+            state: Mutex::default(),
+            work: Condvar::new(),
+            durable: Condvar::new(),
+            progress: tokio::sync::watch::Sender::new(()),
+        }
+    }
 }
 
 impl Shared {
@@ -68,14 +81,8 @@ impl Ticket {
     pub fn wait(self) -> Result<(), StoreError> {
         let mut state = self.shared.lock();
         loop {
-            if state.durable >= self.seq {
-                return Ok(());
-            }
-            if let Some(error) = &state.failed {
-                return Err(error.clone());
-            }
-            if state.closed && state.queue.is_empty() && state.durable < self.seq {
-                return Err(StoreError::CommitterGone);
+            if let Some(outcome) = self.outcome(&state) {
+                return outcome;
             }
             state = self
                 .shared
@@ -83,6 +90,33 @@ impl Ticket {
                 .wait(state)
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
         }
+    }
+
+    /// Waits without blocking a thread (for async servers): resolves like [`Ticket::wait`].
+    pub async fn durable(self) -> Result<(), StoreError> {
+        // Subscribe before looking, so a commit between the look and the await is not missed.
+        let mut progress = self.shared.progress.subscribe();
+        loop {
+            if let Some(outcome) = self.outcome(&self.shared.lock()) {
+                return outcome;
+            }
+            if progress.changed().await.is_err() {
+                return Err(StoreError::CommitterGone);
+            }
+        }
+    }
+
+    fn outcome(&self, state: &State) -> Option<Result<(), StoreError>> {
+        if state.durable >= self.seq {
+            return Some(Ok(()));
+        }
+        if let Some(error) = &state.failed {
+            return Some(Err(error.clone()));
+        }
+        if state.closed && state.queue.is_empty() {
+            return Some(Err(StoreError::CommitterGone));
+        }
+        None
     }
 }
 
@@ -150,6 +184,7 @@ fn run(db: &Database, shared: &Shared) {
             }
             if state.queue.is_empty() {
                 shared.durable.notify_all();
+                shared.progress.send_replace(());
                 return;
             }
             if state.queue.len() < GATHER_BELOW && !state.closed {
@@ -171,6 +206,7 @@ fn run(db: &Database, shared: &Shared) {
         }
         drop(state);
         shared.durable.notify_all();
+        shared.progress.send_replace(());
     }
 }
 

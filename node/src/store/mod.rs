@@ -15,7 +15,7 @@ use std::sync::Arc;
 use m2m_core::ChannelId;
 use m2m_core::payee::PayeeRecord;
 use m2m_core::payer::PayerRecord;
-use redb::{Database, ReadableDatabase, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 pub use group_commit::{GroupCommitter, MAX_BATCH, Ticket};
 
@@ -27,6 +27,9 @@ pub(crate) const PAYER_TABLE: TableDefinition<'_, &[u8; 32], &[u8]> =
     TableDefinition::new("payer_channels");
 pub(crate) const PAYEE_TABLE: TableDefinition<'_, &[u8; 32], &[u8]> =
     TableDefinition::new("payee_channels");
+/// What a channel's records do not hold but settling needs (e.g. the on-chain config), written
+/// once when the channel is first seen. Opaque bytes to the store.
+const TERMS_TABLE: TableDefinition<'_, &[u8; 32], &[u8]> = TableDefinition::new("channel_terms");
 
 /// A store operation failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -85,6 +88,7 @@ impl ChannelStore {
         let txn = db.begin_write().map_err(StoreError::from_redb)?;
         txn.open_table(PAYER_TABLE).map_err(StoreError::from_redb)?;
         txn.open_table(PAYEE_TABLE).map_err(StoreError::from_redb)?;
+        txn.open_table(TERMS_TABLE).map_err(StoreError::from_redb)?;
         txn.commit().map_err(StoreError::from_redb)?;
         let db = Arc::new(db);
         Ok(Self {
@@ -121,5 +125,28 @@ impl ChannelStore {
             Some(value) => Ok(Some(m2m_core::records::decode_payee(*id, value.value())?)),
             None => Ok(None),
         }
+    }
+
+    /// Durably records a channel's terms (idempotent: the same id always has the same terms).
+    /// Call before the channel's first record is acknowledged.
+    pub fn save_terms(&self, id: &ChannelId, terms: &[u8]) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(StoreError::from_redb)?;
+        txn.open_table(TERMS_TABLE)
+            .map_err(StoreError::from_redb)?
+            .insert(&id.0, terms)
+            .map_err(StoreError::from_redb)?;
+        txn.commit().map_err(StoreError::from_redb)
+    }
+
+    /// Every channel's saved terms.
+    pub fn all_terms(&self) -> Result<Vec<(ChannelId, Vec<u8>)>, StoreError> {
+        let txn = self.db.begin_read().map_err(StoreError::from_redb)?;
+        let table = txn.open_table(TERMS_TABLE).map_err(StoreError::from_redb)?;
+        let mut all = Vec::new();
+        for entry in table.iter().map_err(StoreError::from_redb)? {
+            let (key, value) = entry.map_err(StoreError::from_redb)?;
+            all.push((ChannelId(*key.value()), value.value().to_vec()));
+        }
+        Ok(all)
     }
 }
