@@ -15,6 +15,7 @@ pub mod channel_crypto;
 pub mod cli;
 pub mod datadir;
 pub mod evm;
+pub mod seller;
 pub mod sessions;
 pub mod store;
 pub mod tools;

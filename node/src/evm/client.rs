@@ -132,6 +132,11 @@ impl SettlementClient {
         self.settlement
     }
 
+    /// The address transactions are sent from (the device's EVM address).
+    pub fn provider_address(&self) -> Address {
+        self.signer.0.evm_address()
+    }
+
     /// The settlement contract's EIP-712 domain.
     pub fn domain(&self) -> &Eip712Domain {
         &self.domain

@@ -7,8 +7,13 @@
 //! - [`headers`]: `PAYMENT-REQUIRED`, `PAYMENT-SIGNATURE` and `PAYMENT-RESPONSE` (base64 of JSON),
 //!   with a size limit and typed errors for hostile input.
 //!
-//! The HTTP seller and buyer are built on these (next issue).
+//! - [`exact`]: the `exact` scheme's EIP-3009 payload.
+//! - [`codes`]: the specification's error codes.
+//!
+//! The HTTP seller ([`crate::seller`]) and buyer ([`crate::buyer`]) are built on these.
 
 pub mod batch;
+pub mod codes;
+pub mod exact;
 pub mod headers;
 pub mod types;

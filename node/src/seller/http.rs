@@ -1,0 +1,284 @@
+//! The seller's HTTP server: axum routes on hyper 1.x connections with explicit limits.
+//!
+//! hyper is driven directly (rather than `axum::serve`) to set what a public device needs: a
+//! header-read timeout (with a timer), a cap on the request head, TCP_NODELAY, a connection cap,
+//! and the client address for the per-client rate limit.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+use tower::ServiceExt;
+
+use super::batch::Refusal;
+use super::limits::RateLimiter;
+use super::{Route, Scheme, Seller, SellerError, facilitator};
+use crate::x402::codes;
+use crate::x402::headers::{self, HeaderError, PAYMENT_REQUIRED, PAYMENT_RESPONSE, PAYMENT_SIGNATURE};
+use crate::x402::types::{PaymentPayload, PaymentRequirements};
+
+/// The client's address, attached to every request by the connection loop.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ClientAddr(pub(crate) SocketAddr);
+
+#[derive(Debug, Clone)]
+pub(crate) struct AppState {
+    pub(crate) seller: Arc<Seller>,
+    limiter: Arc<RateLimiter>,
+}
+
+/// A running server; [`ServerHandle::shutdown`] stops it.
+#[derive(Debug)]
+pub struct ServerHandle {
+    /// Where it listens.
+    pub local_addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ServerHandle {
+    /// Stops accepting, waits up to a second for requests in flight, and returns.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.task).await;
+    }
+}
+
+/// Binds the configured address (or uses `listener`) and serves until shut down.
+pub async fn serve(seller: Arc<Seller>, listener: Option<TcpListener>) -> Result<ServerHandle, SellerError> {
+    let addr = seller.config.listen;
+    let listener = match listener {
+        Some(listener) => listener,
+        None => TcpListener::bind(addr)
+            .await
+            .map_err(|source| SellerError::Listen { addr, source })?,
+    };
+    let local_addr = listener
+        .local_addr()
+        .map_err(|source| SellerError::Listen { addr, source })?;
+    let limits = seller.config.limits.clone();
+    let state = AppState {
+        limiter: Arc::new(RateLimiter::new(limits.rate_per_client, limits.burst_per_client)),
+        seller,
+    };
+    let router = router(state);
+    let (stop, mut stopped) = watch::channel(false);
+    let connections = Arc::new(Semaphore::new(limits.max_connections));
+    let task = tokio::spawn(async move {
+        loop {
+            let (stream, peer) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(pair) => pair,
+                    Err(error) => {
+                        tracing::warn!(%error, "accept");
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        continue;
+                    }
+                },
+                _ = stopped.changed() => break,
+            };
+            let Ok(permit) = connections.clone().try_acquire_owned() else {
+                continue; // over the connection cap: close at once
+            };
+            let _ = stream.set_nodelay(true);
+            let router = router.clone();
+            let service = hyper::service::service_fn(move |mut request: Request<hyper::body::Incoming>| {
+                request.extensions_mut().insert(ClientAddr(peer));
+                router.clone().oneshot(request.map(Body::new))
+            });
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_millis(limits.header_read_timeout_ms))
+                .max_buf_size(limits.max_header_bytes);
+            let mut stopped = stopped.clone();
+            tokio::spawn(async move {
+                let connection = builder.serve_connection(TokioIo::new(stream), service);
+                tokio::pin!(connection);
+                tokio::select! {
+                    _ = connection.as_mut() => {}
+                    _ = stopped.changed() => {
+                        connection.as_mut().graceful_shutdown();
+                        let _ = connection.await;
+                    }
+                }
+                drop(permit);
+            });
+        }
+    });
+    Ok(ServerHandle {
+        local_addr,
+        stop,
+        task,
+    })
+}
+
+fn router(state: AppState) -> Router {
+    let mut router = Router::new().route("/", get(catalogue));
+    if state.seller.config.facilitator {
+        router = router.merge(facilitator::routes());
+    }
+    router
+        .fallback(paid_reading)
+        .layer(axum::extract::DefaultBodyLimit::max(
+            state.seller.config.limits.max_body_bytes,
+        ))
+        .with_state(state)
+}
+
+/// `GET /`: the price list, free.
+async fn catalogue(State(state): State<AppState>) -> Response {
+    let seller = &state.seller;
+    let mut routes: Vec<&Route> = seller.routes().collect();
+    routes.sort_by(|a, b| a.config.path.cmp(&b.config.path));
+    let routes: Vec<_> = routes
+        .iter()
+        .map(|route| {
+            json!({
+                "path": route.config.path,
+                "price": route.price.to_string(),
+                "asset": route.config.asset,
+                "schemes": route.config.schemes.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
+                "description": route.config.description,
+            })
+        })
+        .collect();
+    axum::Json(json!({
+        "network": seller.config.network,
+        "payTo": seller.receiver(),
+        "routes": routes,
+    }))
+    .into_response()
+}
+
+/// Any other path: a priced reading, or 404.
+async fn paid_reading(State(state): State<AppState>, request: Request) -> Response {
+    let client = request
+        .extensions()
+        .get::<ClientAddr>()
+        .map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0.ip());
+    if !state.limiter.allow(client) {
+        return (StatusCode::TOO_MANY_REQUESTS, [(header::RETRY_AFTER, "1")], "rate limit\n").into_response();
+    }
+    let seller = &state.seller;
+    let Some(route) = seller.route(request.uri().path()) else {
+        return (StatusCode::NOT_FOUND, "no such reading\n").into_response();
+    };
+    if request.method() != Method::GET && request.method() != Method::HEAD {
+        return (StatusCode::METHOD_NOT_ALLOWED, [(header::ALLOW, "GET, HEAD")]).into_response();
+    }
+    let url = resource_url(request.headers(), request.uri().path());
+    let Some(value) = request.headers().get(PAYMENT_SIGNATURE) else {
+        return payment_required(seller, route, &url, None);
+    };
+    let payload = match value.to_str().map_err(|_| None).and_then(|text| {
+        headers::decode::<PaymentPayload>(text).map_err(Some)
+    }) {
+        Ok(payload) => payload,
+        Err(error) => {
+            let code = match error {
+                Some(HeaderError::Version(_)) => codes::INVALID_X402_VERSION,
+                _ => codes::INVALID_PAYLOAD,
+            };
+            let message = error.map_or("header is not text".into(), |e| e.to_string());
+            return payment_required(seller, route, &url, Some(&Refusal::new(code, message)));
+        }
+    };
+    let outcome = match offered_scheme(seller, route, &payload.accepted) {
+        Err(refusal) => Err(refusal),
+        Ok(Scheme::BatchSettlement) => seller.pay_batch(route, &payload.payload).await,
+        Ok(Scheme::Exact) => seller.settle_exact(&payload.accepted, &payload.payload).await,
+    };
+    match outcome {
+        Ok(settlement) => {
+            let mut response = Response::new(Body::from(seller.reading(route)));
+            let headers = response.headers_mut();
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/senml+json"));
+            if let Ok(value) = HeaderValue::from_str(&headers::encode(&settlement)) {
+                headers.insert(PAYMENT_RESPONSE, value);
+            }
+            response
+        }
+        Err(refusal) => payment_required(seller, route, &url, Some(&refusal)),
+    }
+}
+
+/// The scheme of `accepted`, if it is one of the route's requirements exactly.
+fn offered_scheme(seller: &Seller, route: &Route, accepted: &PaymentRequirements) -> Result<Scheme, Refusal> {
+    let scheme = route
+        .config
+        .schemes
+        .iter()
+        .copied()
+        .find(|s| s.as_str() == accepted.scheme)
+        .ok_or_else(|| Refusal::new(codes::UNSUPPORTED_SCHEME, format!("{} is not offered here", accepted.scheme)))?;
+    let same_address = |a: &str, b: &str| a.eq_ignore_ascii_case(b);
+    let matches = seller.requirements(route).iter().any(|offer| {
+        offer.scheme == accepted.scheme
+            && offer.network == accepted.network
+            && offer.amount == accepted.amount
+            && same_address(&offer.asset, &accepted.asset)
+            && same_address(&offer.pay_to, &accepted.pay_to)
+    });
+    if !matches {
+        return Err(Refusal::new(
+            codes::INVALID_PAYMENT_REQUIREMENTS,
+            "accepted requirements differ from this route's price list",
+        ));
+    }
+    Ok(scheme)
+}
+
+/// `402` with `PAYMENT-REQUIRED` (and the same JSON as the body, for humans and v1 tooling);
+/// `500` if the server itself failed.
+fn payment_required(seller: &Seller, route: &Route, url: &str, refusal: Option<&Refusal>) -> Response {
+    if let Some(refusal) = refusal {
+        seller.stats.refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::debug!(code = refusal.code, message = %refusal.message, "payment refused");
+        if refusal.internal {
+            tracing::error!(message = %refusal.message, "payment not recorded");
+            return (StatusCode::INTERNAL_SERVER_ERROR, "payment could not be recorded\n").into_response();
+        }
+    }
+    let mut required = seller.payment_required(route, url, refusal.map(|r| r.code));
+    if let Some(extra) = refusal.and_then(|r| r.extra.as_ref()) {
+        for offer in &mut required.accepts {
+            if offer.scheme == Scheme::BatchSettlement.as_str()
+                && let (Some(target), Some(patch)) = (offer.extra.as_mut().and_then(|e| e.as_object_mut()), extra.as_object())
+            {
+                target.extend(patch.clone());
+            }
+        }
+    }
+    let encoded = headers::encode(&required);
+    let mut response = (
+        StatusCode::PAYMENT_REQUIRED,
+        [(header::CONTENT_TYPE, "application/json")],
+        serde_json::to_vec(&required).unwrap_or_default(),
+    )
+        .into_response();
+    if let Ok(value) = HeaderValue::from_str(&encoded) {
+        response.headers_mut().insert(PAYMENT_REQUIRED, value);
+    }
+    response
+}
+
+/// The resource URL as the client addressed it.
+fn resource_url(headers: &HeaderMap, path: &str) -> String {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| h.len() < 256 && !h.contains(['/', ' ']))
+        .unwrap_or("localhost");
+    format!("http://{host}{path}")
+}
