@@ -15,9 +15,9 @@ use secp256k1::{Message, PublicKey, Secp256k1, VerifyOnly};
 
 /// Signs vouchers with the device wallet's EVM key.
 #[derive(Debug)]
-pub struct WalletVoucherSigner<'a, S: m2m_wallet::Signer>(pub &'a S);
+pub struct WalletVoucherSigner<'a, S: m2m_wallet::Signer + ?Sized>(pub &'a S);
 
-impl<S: m2m_wallet::Signer> VoucherSigner for WalletVoucherSigner<'_, S> {
+impl<S: m2m_wallet::Signer + ?Sized> VoucherSigner for WalletVoucherSigner<'_, S> {
     type Error = SignerError;
     fn sign_digest(&self, digest: &[u8; 32]) -> Result<Signature65, SignerError> {
         Ok(Signature65(

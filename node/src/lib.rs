@@ -11,6 +11,7 @@
 //!
 //! This is the only crate with a runtime and IO; the channel logic lives in `m2m-core`.
 
+pub mod buyer;
 pub mod channel_crypto;
 pub mod cli;
 pub mod datadir;
@@ -20,3 +21,11 @@ pub mod sessions;
 pub mod store;
 pub mod tools;
 pub mod x402;
+
+/// Seconds since the Unix epoch (0 if the clock is before it).
+pub(crate) fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
+}

@@ -337,9 +337,4 @@ fn decode_config(bytes: &[u8]) -> Result<ChannelConfig, alloy::sol_types::Error>
     <ChannelConfig as alloy::sol_types::SolValue>::abi_decode(bytes)
 }
 
-fn now_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default()
-}
+use crate::now_secs;

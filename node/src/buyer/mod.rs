@@ -1,0 +1,332 @@
+//! The buyer: fetches a priced resource and answers its `402` by itself, inside a budget.
+//!
+//! [`Buyer::get`] requests the URL; on `402` it reads `PAYMENT-REQUIRED`, picks the first
+//! offer it supports in its preference order (`batch-settlement`, then `exact`), checks the
+//! budget, pays, and retries once with `PAYMENT-SIGNATURE`. For `batch-settlement` it keeps one
+//! channel per seller/token in the store, deposits (EIP-3009, relayed by the seller) when the
+//! channel runs low, persists each voucher before sending it, and checks the seller's
+//! `PAYMENT-RESPONSE` before it signs the next one (x402 client rules). A seller that charges
+//! more than it may is blocked.
+
+mod batch;
+mod exact;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use alloy::primitives::{Address, B256};
+use m2m_core::budget::{BudgetError, BudgetPolicy, BudgetTracker};
+use m2m_core::payer::PayerChannel;
+use m2m_core::{Amount, Asset, ChannelId};
+use reqwest::header::HeaderMap;
+
+use crate::channel_crypto::Secp256k1Verifier;
+use crate::evm::{SharedSigner, parse_eip155};
+use crate::store::{ChannelStore, StoreError};
+use crate::x402::headers::{self, PAYMENT_REQUIRED, PAYMENT_RESPONSE, PAYMENT_SIGNATURE};
+use crate::x402::types::{PaymentPayload, PaymentRequired, PaymentRequirements, SettlementResponse, X402_VERSION};
+
+/// How the buyer pays.
+#[derive(Debug, Clone)]
+pub struct BuyerOptions {
+    /// Schemes in preference order.
+    pub prefer: Vec<String>,
+    /// A new or topped-up channel holds this many readings' worth (or the seller's
+    /// `minDeposit` hint, if larger).
+    pub deposit_readings: u32,
+    /// Largest single deposit (atomic units); `None` = no cap beyond the budget.
+    pub max_deposit: Option<u128>,
+    /// Spending caps; `None` = unlimited (not recommended on a device).
+    pub budget: Option<BudgetPolicy>,
+    /// Channel salt (distinct salts give distinct channels with the same seller).
+    pub salt: B256,
+    /// Settlement contract the channels live in.
+    pub settlement: Address,
+    /// EIP-3009 deposit collector.
+    pub erc3009_collector: Address,
+}
+
+impl Default for BuyerOptions {
+    fn default() -> Self {
+        Self {
+            prefer: vec![crate::x402::batch::SCHEME.into(), crate::x402::exact::SCHEME.into()],
+            deposit_readings: 100,
+            max_deposit: None,
+            budget: None,
+            salt: B256::ZERO,
+            settlement: m2m_contracts::CANONICAL_SETTLEMENT,
+            erc3009_collector: m2m_contracts::CANONICAL_ERC3009_COLLECTOR,
+        }
+    }
+}
+
+/// Why a fetch failed. Nothing was paid unless the variant says so.
+#[derive(Debug, thiserror::Error)]
+pub enum BuyerError {
+    /// The HTTP exchange failed.
+    #[error("HTTP: {0}")]
+    Http(#[from] reqwest::Error),
+    /// The seller's 402 or response headers are not valid x402.
+    #[error("seller sent an invalid x402 message: {0}")]
+    Protocol(String),
+    /// No offer uses a scheme and network this buyer can pay with.
+    #[error("no acceptable payment offer (offered: {0})")]
+    NoAcceptableOffer(String),
+    /// The budget refused the payment.
+    #[error("budget: {0:?}")]
+    Budget(BudgetError),
+    /// The seller refused the payment (its x402 error code).
+    #[error("seller refused the payment: {code}")]
+    Refused {
+        /// The error code.
+        code: String,
+    },
+    /// The seller reported charges it was not entitled to; it is now blocked.
+    #[error("seller misbehaved and is blocked: {0}")]
+    SellerMisbehaved(String),
+    /// The channel rules refused (e.g. the deposit cannot cover the price).
+    #[error("channel: {0}")]
+    Channel(#[from] m2m_core::ChannelError),
+    /// Persisting failed; nothing was sent.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The wallet could not sign.
+    #[error("signing: {0}")]
+    Signer(#[from] m2m_wallet::SignerError),
+}
+
+/// A fetched resource.
+#[derive(Debug, Clone)]
+pub struct Fetched {
+    /// HTTP status.
+    pub status: u16,
+    /// Body.
+    pub body: Vec<u8>,
+    /// The seller's settlement, if a payment was made.
+    pub settlement: Option<SettlementResponse>,
+    /// The scheme paid with and the amount, if any.
+    pub paid: Option<(String, u128)>,
+}
+
+/// Buyer counters.
+#[derive(Debug, Default)]
+pub struct BuyerStats {
+    /// Readings paid with a voucher.
+    pub vouchers: AtomicU64,
+    /// Deposits made.
+    pub deposits: AtomicU64,
+    /// Readings paid with `exact`.
+    pub exact: AtomicU64,
+    /// Corrective 402s that resynchronised a channel.
+    pub resyncs: AtomicU64,
+}
+
+/// A paying HTTP client bound to the device wallet and its channel store.
+pub struct Buyer {
+    signer: SharedSigner,
+    store: ChannelStore,
+    http: reqwest::Client,
+    verifier: Secp256k1Verifier,
+    options: BuyerOptions,
+    budget: Mutex<Option<BudgetTracker<String>>>,
+    channels: Mutex<HashMap<ChannelId, Arc<tokio::sync::Mutex<PayerChannel>>>>,
+    /// Counters.
+    pub stats: BuyerStats,
+}
+
+impl std::fmt::Debug for Buyer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Buyer")
+            .field("address", &self.signer.evm_address())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Buyer {
+    /// A buyer paying from `signer`, keeping its channels in `store`.
+    pub fn new(signer: SharedSigner, store: ChannelStore, options: BuyerOptions) -> Self {
+        Self {
+            signer,
+            store,
+            http: reqwest::Client::builder()
+                .pool_max_idle_per_host(1024)
+                .tcp_nodelay(true)
+                .build()
+                .unwrap_or_default(),
+            verifier: Secp256k1Verifier::default(),
+            budget: Mutex::new(options.budget.map(BudgetTracker::new)),
+            options,
+            channels: Mutex::new(HashMap::new()),
+            stats: BuyerStats::default(),
+        }
+    }
+
+    /// Fetches `url`, paying a `402` if the budget allows.
+    pub async fn get(&self, url: &str) -> Result<Fetched, BuyerError> {
+        let first = self.http.get(url).send().await?;
+        if first.status().as_u16() != 402 {
+            return unpaid(first).await;
+        }
+        let required = payment_required(first.headers(), None)?;
+        let offer = self.choose(&required)?.clone();
+        let price: u128 = offer
+            .amount
+            .parse()
+            .map_err(|_| BuyerError::Protocol(format!("amount {:?}", offer.amount)))?;
+        let peer = origin(url);
+        self.authorize(&peer, &offer, price)?;
+        let outcome = if offer.scheme == crate::x402::batch::SCHEME {
+            self.pay_batch(url, &required, &offer, price).await
+        } else {
+            self.pay_exact(url, &required, &offer, price).await
+        };
+        if let Err(BuyerError::SellerMisbehaved(_)) = &outcome
+            && let Some(budget) = self.lock_budget().as_mut()
+        {
+            budget.block(peer);
+        }
+        outcome
+    }
+
+    /// The first offer in preference order that this buyer can pay.
+    fn choose<'r>(&self, required: &'r PaymentRequired) -> Result<&'r PaymentRequirements, BuyerError> {
+        self.options
+            .prefer
+            .iter()
+            .find_map(|scheme| {
+                required
+                    .accepts
+                    .iter()
+                    .find(|offer| &offer.scheme == scheme && parse_eip155(&offer.network).is_some())
+            })
+            .ok_or_else(|| {
+                let offered: Vec<_> = required
+                    .accepts
+                    .iter()
+                    .map(|o| format!("{} on {}", o.scheme, o.network))
+                    .collect();
+                BuyerError::NoAcceptableOffer(offered.join(", "))
+            })
+    }
+
+    fn authorize(&self, peer: &String, offer: &PaymentRequirements, price: u128) -> Result<(), BuyerError> {
+        let mut guard = self.lock_budget();
+        let Some(budget) = guard.as_mut() else {
+            return Ok(());
+        };
+        let amount = Amount::new(asset_of(offer)?, price);
+        budget
+            .authorize(peer, amount, crate::now_secs())
+            .map_err(BuyerError::Budget)
+    }
+
+    fn lock_budget(&self) -> std::sync::MutexGuard<'_, Option<BudgetTracker<String>>> {
+        self.budget
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Sends the paid retry.
+    async fn send_paid(
+        &self,
+        url: &str,
+        required: &PaymentRequired,
+        offer: &PaymentRequirements,
+        payload: serde_json::Value,
+    ) -> Result<reqwest::Response, BuyerError> {
+        let message = PaymentPayload {
+            x402_version: X402_VERSION,
+            resource: Some(required.resource.clone()),
+            accepted: offer.clone(),
+            payload,
+            extensions: None,
+        };
+        Ok(self
+            .http
+            .get(url)
+            .header(PAYMENT_SIGNATURE, headers::encode(&message))
+            .send()
+            .await?)
+    }
+
+    /// The wallet's address.
+    pub fn address(&self) -> Address {
+        self.signer.evm_address()
+    }
+}
+
+/// The `asset` of an EVM offer as the core names it.
+fn asset_of(offer: &PaymentRequirements) -> Result<Asset, BuyerError> {
+    let chain_id = parse_eip155(&offer.network)
+        .ok_or_else(|| BuyerError::Protocol(format!("network {}", offer.network)))?;
+    let token: Address = offer
+        .asset
+        .parse()
+        .map_err(|_| BuyerError::Protocol(format!("asset {}", offer.asset)))?;
+    Ok(Asset::Erc20 {
+        chain_id,
+        token: token.0.0,
+    })
+}
+
+/// `scheme://host[:port]`: the budget's notion of a peer.
+fn origin(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(parsed) => parsed.origin().ascii_serialization(),
+        Err(_) => url.to_owned(),
+    }
+}
+
+/// A `402`'s requirements from its header (or, for v1-style servers, its JSON body).
+fn payment_required(headers: &HeaderMap, body: Option<&[u8]>) -> Result<PaymentRequired, BuyerError> {
+    if let Some(value) = headers.get(PAYMENT_REQUIRED) {
+        let text = value
+            .to_str()
+            .map_err(|_| BuyerError::Protocol("PAYMENT-REQUIRED is not text".into()))?;
+        return headers::decode(text).map_err(|e| BuyerError::Protocol(e.to_string()));
+    }
+    match body {
+        Some(body) => serde_json::from_slice(body).map_err(|e| BuyerError::Protocol(e.to_string())),
+        None => Err(BuyerError::Protocol("402 without PAYMENT-REQUIRED".into())),
+    }
+}
+
+/// The seller's `PAYMENT-RESPONSE`, if present.
+fn settlement(headers: &HeaderMap) -> Result<Option<SettlementResponse>, BuyerError> {
+    let Some(value) = headers.get(PAYMENT_RESPONSE) else {
+        return Ok(None);
+    };
+    let text = value
+        .to_str()
+        .map_err(|_| BuyerError::Protocol("PAYMENT-RESPONSE is not text".into()))?;
+    headers::decode(text)
+        .map(Some)
+        .map_err(|e| BuyerError::Protocol(e.to_string()))
+}
+
+/// The error code of a refused payment's `402`.
+async fn refusal(response: reqwest::Response) -> BuyerError {
+    let headers = response.headers().clone();
+    let body = response.bytes().await.unwrap_or_default();
+    match payment_required(&headers, Some(&body)) {
+        Ok(required) => BuyerError::Refused {
+            code: required.error.unwrap_or_else(|| "unspecified".into()),
+        },
+        Err(error) => error,
+    }
+}
+
+async fn unpaid(response: reqwest::Response) -> Result<Fetched, BuyerError> {
+    Ok(Fetched {
+        status: response.status().as_u16(),
+        body: response.bytes().await?.to_vec(),
+        settlement: None,
+        paid: None,
+    })
+}
+
+/// Counts one event.
+fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
