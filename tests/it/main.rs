@@ -2,6 +2,7 @@
 //! architecture prescribes). Tools are provisioned on first use and cached per user.
 
 mod anvil;
+mod paid_http;
 mod settlement;
 mod solc_shim;
 mod support;

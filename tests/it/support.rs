@@ -68,3 +68,18 @@ pub async fn send<P: Provider, D: CallDecoder>(call: CallBuilder<P, D>, what: &s
     println!("gas {what}: {}", receipt.gas_used);
     receipt.gas_used
 }
+
+/// A device wallet (fresh seed) holding `eth` wei for gas on `chain`.
+pub async fn funded_device(chain: &LocalChain, eth: u128) -> std::sync::Arc<m2m::wallet::DeviceKeys> {
+    let seed = m2m::wallet::DeviceSeed::generate(m2m::wallet::SeedLength::Words12).unwrap();
+    let keys = m2m::wallet::DeviceKeys::derive(&seed, m2m::wallet::Network::Regtest).unwrap();
+    let _: serde_json::Value = chain
+        .facilitator
+        .raw_request(
+            "anvil_setBalance".into(),
+            (m2m::wallet::Signer::evm_address(&keys), alloy::primitives::U256::from(eth)),
+        )
+        .await
+        .expect("anvil_setBalance");
+    std::sync::Arc::new(keys)
+}

