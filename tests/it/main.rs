@@ -3,6 +3,7 @@
 
 mod anvil;
 mod paid_http;
+mod paid_http_hostile;
 mod settlement;
 mod solc_shim;
 mod support;

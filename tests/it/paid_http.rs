@@ -18,7 +18,7 @@ use m2m::node::x402::types::PaymentRequired;
 
 use crate::support::{LocalChain, funded_device, send};
 
-const PRICE: u128 = 1_000;
+pub const PRICE: u128 = 1_000;
 const MINTED: u128 = 10_000_000;
 
 fn seller_config(chain: &LocalChain, extra: &str) -> SellerConfig {
@@ -49,7 +49,7 @@ fn seller_config(chain: &LocalChain, extra: &str) -> SellerConfig {
     .expect("seller config")
 }
 
-async fn start_seller(
+pub async fn start_seller(
     chain: &LocalChain,
     keys: &Arc<m2m::wallet::DeviceKeys>,
     dir: &std::path::Path,
@@ -57,7 +57,7 @@ async fn start_seller(
 ) -> (Arc<Seller>, ServerHandle, String) {
     let data_dir = DataDir::open(dir).unwrap();
     let store = ChannelStore::open(&data_dir).unwrap();
-    std::mem::forget(data_dir); // the lock lives as long as the test process
+    drop(data_dir); // tests reopen the store in-process; the CLI keeps the lock for its lifetime
     let sensor = Arc::new(SimulatedSensor::new("seller"));
     let seller = Seller::start(seller_config(chain, extra), keys.clone(), store, sensor)
         .await

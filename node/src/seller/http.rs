@@ -171,6 +171,15 @@ async fn paid_reading(State(state): State<AppState>, request: Request) -> Respon
         return (StatusCode::TOO_MANY_REQUESTS, [(header::RETRY_AFTER, "1")], "rate limit\n").into_response();
     }
     let seller = &state.seller;
+    // hyper bounds its read buffer; this bounds the head itself, whatever the buffer did.
+    let head_bytes: usize = request
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    if head_bytes > seller.config.limits.max_header_bytes {
+        return StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE.into_response();
+    }
     let Some(route) = seller.route(request.uri().path()) else {
         return (StatusCode::NOT_FOUND, "no such reading\n").into_response();
     };
