@@ -35,6 +35,8 @@ pub struct BuyerOptions {
     /// A new or topped-up channel holds this many readings' worth (or the seller's
     /// `minDeposit` hint, if larger).
     pub deposit_readings: u32,
+    /// Refuse any single reading priced above this (atomic units, any asset).
+    pub max_price: Option<u128>,
     /// Largest single deposit (atomic units); `None` = no cap beyond the budget.
     pub max_deposit: Option<u128>,
     /// Spending caps; `None` = unlimited (not recommended on a device).
@@ -52,6 +54,7 @@ impl Default for BuyerOptions {
         Self {
             prefer: vec![crate::x402::batch::SCHEME.into(), crate::x402::exact::SCHEME.into()],
             deposit_readings: 100,
+            max_price: None,
             max_deposit: None,
             budget: None,
             salt: B256::ZERO,
@@ -73,6 +76,9 @@ pub enum BuyerError {
     /// No offer uses a scheme and network this buyer can pay with.
     #[error("no acceptable payment offer (offered: {0})")]
     NoAcceptableOffer(String),
+    /// The price is above the buyer's per-reading limit.
+    #[error("price {0} is above the per-reading limit")]
+    PriceAboveLimit(u128),
     /// The budget refused the payment.
     #[error("budget: {0:?}")]
     Budget(BudgetError),
@@ -174,6 +180,9 @@ impl Buyer {
             .amount
             .parse()
             .map_err(|_| BuyerError::Protocol(format!("amount {:?}", offer.amount)))?;
+        if self.options.max_price.is_some_and(|cap| price > cap) {
+            return Err(BuyerError::PriceAboveLimit(price));
+        }
         let peer = origin(url);
         self.authorize(&peer, &offer, price)?;
         let outcome = if offer.scheme == crate::x402::batch::SCHEME {

@@ -3,6 +3,7 @@
 //! Data goes to stdout (as JSON with `--json`); logs and progress go to stderr.
 
 mod output;
+mod pay_cmd;
 mod secrets;
 mod tools_cmd;
 mod wallet_cmd;
@@ -52,6 +53,12 @@ enum Command {
     Topup(wallet_cmd::TopupArgs),
     /// Print the seed words for a paper backup (terminal only).
     Backup(wallet_cmd::BackupArgs),
+    /// Sell sensor readings over HTTP 402 (x402 v2) from a price list.
+    Serve(pay_cmd::ServeArgs),
+    /// Fetch a resource, paying its HTTP 402 from the device wallet within limits.
+    Get(pay_cmd::GetArgs),
+    /// Run a local EVM chain (anvil) with the settlement contracts and a test token.
+    Devnet(pay_cmd::DevnetArgs),
     /// Provision and inspect the pinned local tools (anvil, forge, cast, solc).
     Tools {
         #[command(subcommand)]
@@ -115,6 +122,9 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Address => wallet_cmd::address(global),
         Command::Topup(args) => wallet_cmd::topup(global, args),
         Command::Backup(args) => wallet_cmd::backup(global, args),
+        Command::Serve(args) => pay_cmd::serve(global, args),
+        Command::Get(args) => pay_cmd::get(global, args),
+        Command::Devnet(args) => pay_cmd::devnet(global, args),
         Command::Tools { action } => tools_cmd::run(global, action),
     }
 }

@@ -216,7 +216,7 @@ pub(super) fn backup(global: &GlobalArgs, args: &BackupArgs) -> Result<(), CliEr
     Ok(())
 }
 
-fn open(global: &GlobalArgs) -> Result<(DataDir, Keystore), CliError> {
+pub(super) fn open(global: &GlobalArgs) -> Result<(DataDir, Keystore), CliError> {
     let data_dir = DataDir::open(&global.data_dir())?;
     let keystore_path = data_dir.keystore_path();
     if !keystore_path.exists() {

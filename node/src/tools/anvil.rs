@@ -37,9 +37,14 @@ impl AnvilHandle {
 
 /// Starts the pinned anvil on `127.0.0.1` with an OS-chosen free port and the given chain id.
 pub fn start_anvil(foundry: &Foundry, chain_id: u64) -> Result<AnvilHandle, ToolError> {
+    start_anvil_on(foundry, chain_id, 0)
+}
+
+/// Starts the pinned anvil on `127.0.0.1:port` (0 = any free port).
+pub fn start_anvil_on(foundry: &Foundry, chain_id: u64, port: u16) -> Result<AnvilHandle, ToolError> {
     let instance = Anvil::at(&foundry.anvil)
         .host("127.0.0.1")
-        .port(0u16)
+        .port(port)
         .chain_id(chain_id)
         .timeout(30_000)
         .try_spawn()

@@ -12,7 +12,7 @@ mod npm;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 
-pub use anvil::{AnvilHandle, start_anvil};
+pub use anvil::{AnvilHandle, start_anvil, start_anvil_on};
 pub use foundry::{FOUNDRY_VERSION, Foundry, SOLC_VERSION};
 pub use npm::{BundleFile, NpmBundle};
 

@@ -1,0 +1,209 @@
+//! `m2m serve`, `m2m get` and `m2m devnet`: selling readings, buying them, and a local chain to
+//! try both on.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use alloy::network::EthereumWallet;
+use alloy::primitives::{Address, U256};
+use alloy::providers::{Provider, ProviderBuilder};
+use alloy::signers::local::PrivateKeySigner;
+use clap::Args;
+use serde_json::json;
+
+use super::output::print_json;
+use super::{CliError, GlobalArgs, wallet_cmd};
+use crate::buyer::{Buyer, BuyerOptions};
+use crate::seller::sensor::SimulatedSensor;
+use crate::seller::{Seller, SellerConfig, serve as serve_http};
+use crate::store::ChannelStore;
+use crate::tools::{Foundry, start_anvil_on};
+
+/// `m2m serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The seller configuration (price list, chain, limits).
+    #[arg(long, short, value_name = "FILE", default_value = "seller.toml")]
+    config: PathBuf,
+}
+
+/// `m2m get`.
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    /// The resource to fetch (paying its 402 if needed).
+    url: String,
+    /// Fetch it this many times.
+    #[arg(long, short = 'n', default_value_t = 1)]
+    count: u32,
+    /// Pay only with this scheme (`batch-settlement` or `exact`).
+    #[arg(long)]
+    scheme: Option<String>,
+    /// Refuse any reading priced above this many atomic units.
+    #[arg(long, default_value_t = 1_000_000)]
+    max_price: u128,
+    /// Largest single channel deposit, atomic units.
+    #[arg(long, default_value_t = 10_000_000)]
+    max_deposit: u128,
+    /// A new channel holds this many readings' worth.
+    #[arg(long, default_value_t = 100)]
+    deposit_readings: u32,
+}
+
+/// `m2m devnet`.
+#[derive(Debug, Args)]
+pub struct DevnetArgs {
+    /// Port of the local chain's JSON-RPC.
+    #[arg(long, default_value_t = 8545)]
+    port: u16,
+    /// Give this address 100 ETH (for gas) and test tokens; repeatable.
+    #[arg(long, value_name = "ADDRESS")]
+    fund: Vec<Address>,
+    /// Test tokens (atomic units, 6 decimals) per funded address.
+    #[arg(long, default_value_t = 100_000_000)]
+    tokens: u128,
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(CliError::Terminal)
+}
+
+fn failed(what: &str) -> impl Fn(&dyn std::fmt::Display) -> CliError + '_ {
+    move |error| CliError::Usage(format!("{what}: {error}"))
+}
+
+pub(super) fn serve(global: &GlobalArgs, args: &ServeArgs) -> Result<(), CliError> {
+    let config = SellerConfig::load(&args.config).map_err(|e| failed("seller config")(&e))?;
+    let (data_dir, keystore) = wallet_cmd::open(global)?;
+    let store = ChannelStore::open(&data_dir).map_err(|e| failed("channel store")(&e))?;
+    let device = format!("{:#x}", m2m_wallet::Signer::evm_address(&keystore));
+    runtime()?.block_on(async move {
+        let on_shutdown = config.claim.on_shutdown;
+        let seller = Seller::start(config, Arc::new(keystore), store, Arc::new(SimulatedSensor::new(&device)))
+            .await
+            .map_err(|e| failed("starting the seller")(&e))?;
+        let server = serve_http(seller.clone(), None)
+            .await
+            .map_err(|e| failed("listening")(&e))?;
+        let claimer = tokio::spawn(seller.clone().run_claimer());
+        let info = json!({
+            "listening": format!("http://{}", server.local_addr),
+            "payTo": seller.receiver(),
+            "routes": seller.routes().map(|r| json!({ "path": r.config.path, "price": r.price.to_string() })).collect::<Vec<_>>(),
+        });
+        if global.json {
+            print_json(&info);
+        } else {
+            println!("selling readings at http://{} (Ctrl-C stops)", server.local_addr);
+            for route in seller.routes() {
+                println!("  {}  {} units per reading", route.config.path, route.price);
+            }
+        }
+        let _ = tokio::signal::ctrl_c().await;
+        eprintln!("stopping: {} paid readings served", seller.paid_readings());
+        server.shutdown().await;
+        claimer.abort();
+        if on_shutdown {
+            match seller.claim_all().await {
+                Ok(count) => eprintln!("claimed {count} channel(s) on chain"),
+                Err(error) => eprintln!("claiming on shutdown failed (the next start claims): {error}"),
+            }
+        }
+        drop(data_dir);
+        Ok(())
+    })
+}
+
+pub(super) fn get(global: &GlobalArgs, args: &GetArgs) -> Result<(), CliError> {
+    let (data_dir, keystore) = wallet_cmd::open(global)?;
+    let store = ChannelStore::open(&data_dir).map_err(|e| failed("channel store")(&e))?;
+    let mut options = BuyerOptions {
+        max_price: Some(args.max_price),
+        max_deposit: Some(args.max_deposit),
+        deposit_readings: args.deposit_readings,
+        ..BuyerOptions::default()
+    };
+    if let Some(scheme) = &args.scheme {
+        options.prefer = vec![scheme.clone()];
+    }
+    let buyer = Buyer::new(Arc::new(keystore), store, options);
+    runtime()?.block_on(async {
+        for _ in 0..args.count {
+            let fetched = buyer.get(&args.url).await.map_err(|e| failed(&args.url)(&e))?;
+            let body = String::from_utf8_lossy(&fetched.body).into_owned();
+            if global.json {
+                print_json(&json!({
+                    "status": fetched.status,
+                    "paid": fetched.paid.as_ref().map(|(scheme, amount)| json!({ "scheme": scheme, "amount": amount.to_string() })),
+                    "transaction": fetched.settlement.as_ref().map(|s| s.transaction.clone()).filter(|t| !t.is_empty()),
+                    "body": serde_json::from_str::<serde_json::Value>(&body).unwrap_or(serde_json::Value::String(body)),
+                }));
+            } else {
+                if let Some((scheme, amount)) = &fetched.paid {
+                    eprintln!("paid {amount} via {scheme}");
+                }
+                println!("{body}");
+            }
+        }
+        Ok::<_, CliError>(())
+    })?;
+    drop(data_dir);
+    Ok(())
+}
+
+pub(super) fn devnet(global: &GlobalArgs, args: &DevnetArgs) -> Result<(), CliError> {
+    let foundry = Foundry::ensure()?;
+    let anvil = start_anvil_on(&foundry, 31337, args.port)?;
+    runtime()?.block_on(async {
+        let deployer = PrivateKeySigner::from(anvil.instance().keys()[0].clone());
+        let provider = ProviderBuilder::new()
+            .wallet(EthereumWallet::from(deployer))
+            .connect_http(anvil.endpoint().parse().map_err(|e| failed("anvil endpoint")(&e))?)
+            .erased();
+        let deployment = m2m_contracts::deploy::install_canonical(&provider)
+            .await
+            .map_err(|e| failed("installing the contracts")(&e))?;
+        let token = m2m_contracts::deploy::deploy_test_token(&provider)
+            .await
+            .map_err(|e| failed("deploying the test token")(&e))?;
+        let token_contract = m2m_contracts::bindings::TestToken::new(token, &provider);
+        for address in &args.fund {
+            let _: serde_json::Value = provider
+                .raw_request("anvil_setBalance".into(), (address, U256::from(10u128.pow(20))))
+                .await
+                .map_err(|e| failed("funding")(&e))?;
+            token_contract
+                .mint(*address, U256::from(args.tokens))
+                .send()
+                .await
+                .map_err(|e| failed("minting")(&e))?
+                .get_receipt()
+                .await
+                .map_err(|e| failed("minting")(&e))?;
+        }
+        let info = json!({
+            "rpcUrl": anvil.endpoint(),
+            "network": "eip155:31337",
+            "settlement": deployment.settlement,
+            "erc3009Collector": deployment.erc3009_collector,
+            "token": token,
+            "funded": args.fund,
+        });
+        if global.json {
+            print_json(&info);
+        } else {
+            println!("local chain at {} (eip155:31337); Ctrl-C stops it", anvil.endpoint());
+            println!("  settlement  {}", deployment.settlement);
+            println!("  test token  {token}  (\"Test USD\", 6 decimals, EIP-3009)");
+            for address in &args.fund {
+                println!("  funded      {address}: 100 ETH, {} token units", args.tokens);
+            }
+        }
+        let _ = tokio::signal::ctrl_c().await;
+        Ok::<_, CliError>(())
+    })?;
+    drop(anvil);
+    Ok(())
+}
