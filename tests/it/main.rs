@@ -8,3 +8,4 @@ mod settlement;
 mod solc_shim;
 mod support;
 mod x402_client;
+mod x402_http_interop;

@@ -16,18 +16,31 @@ use m2m::node::x402::batch::BatchPayload;
 
 use crate::support::{LocalChain, send};
 
-const CLIENT: NpmBundle = NpmBundle {
-    name: "x402-evm-2.27.0-client",
+/// The x402 reference software (client, fetch wrapper, express seller) from npm, pinned.
+pub const REFERENCE: NpmBundle = NpmBundle {
+    name: "x402-reference-2.27.0",
     package_json: include_str!("../interop/package.json"),
     package_lock: include_str!("../interop/package-lock.json"),
-    files: &[BundleFile {
-        name: "x402-client.mjs",
-        contents: include_str!("../interop/x402-client.mjs"),
-        executable: false,
-    }],
+    files: &[
+        BundleFile {
+            name: "x402-client.mjs",
+            contents: include_str!("../interop/x402-client.mjs"),
+            executable: false,
+        },
+        BundleFile {
+            name: "x402-fetch-client.mjs",
+            contents: include_str!("../interop/x402-fetch-client.mjs"),
+            executable: false,
+        },
+        BundleFile {
+            name: "x402-express-seller.mjs",
+            contents: include_str!("../interop/x402-express-seller.mjs"),
+            executable: false,
+        },
+    ],
 };
 
-fn hex_key(signer: &PrivateKeySigner) -> String {
+pub fn hex_key(signer: &PrivateKeySigner) -> String {
     format!("0x{}", alloy::primitives::hex::encode(signer.to_bytes()))
 }
 
@@ -40,7 +53,7 @@ fn field<'a>(json: &'a serde_json::Value, path: &[&str]) -> &'a str {
 
 #[tokio::test]
 async fn the_x402_reference_client_pays_our_contract() {
-    let client_dir = CLIENT
+    let client_dir = REFERENCE
         .ensure(|_| Ok(()))
         .expect("install the x402 reference client from npm");
     let chain = LocalChain::start(31337).await;
