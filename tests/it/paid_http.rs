@@ -73,20 +73,39 @@ async fn buyer_pays_seller_per_reading_with_vouchers_and_exact() {
     let seller_keys = funded_device(&chain, 10u128.pow(20)).await;
     let buyer_keys = funded_device(&chain, 0).await;
     let token = TestToken::new(chain.token, &chain.facilitator);
-    send(token.mint(m2m::wallet::Signer::evm_address(&*buyer_keys), U256::from(MINTED)), "mint").await;
+    send(
+        token.mint(
+            m2m::wallet::Signer::evm_address(&*buyer_keys),
+            U256::from(MINTED),
+        ),
+        "mint",
+    )
+    .await;
     let dirs = tempfile::tempdir().unwrap();
-    let (seller, server, base) = start_seller(&chain, &seller_keys, &dirs.path().join("seller"), "").await;
+    let (seller, server, base) =
+        start_seller(&chain, &seller_keys, &dirs.path().join("seller"), "").await;
 
     // Unpaid: 402 with the price list in PAYMENT-REQUIRED.
     let http = reqwest::Client::new();
-    let unpaid = http.get(format!("{base}/temperature")).send().await.unwrap();
+    let unpaid = http
+        .get(format!("{base}/temperature"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(unpaid.status(), 402);
     let required: PaymentRequired =
         headers::decode(unpaid.headers()["PAYMENT-REQUIRED"].to_str().unwrap()).unwrap();
     assert_eq!(required.accepts.len(), 2);
     assert_eq!(required.accepts[0].scheme, "batch-settlement");
     assert_eq!(required.accepts[0].amount, PRICE.to_string());
-    assert_eq!(http.get(format!("{base}/nothing")).send().await.unwrap().status(), 404);
+    assert_eq!(
+        http.get(format!("{base}/nothing"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
 
     // 150 readings by voucher: two deposits of 100 readings each, relayed by the seller.
     let buyer_dir = DataDir::open(&dirs.path().join("buyer")).unwrap();
@@ -96,18 +115,27 @@ async fn buyer_pays_seller_per_reading_with_vouchers_and_exact() {
         BuyerOptions::default(),
     );
     for _ in 0..150 {
-        let fetched = buyer.get(&format!("{base}/temperature")).await.expect("paid reading");
+        let fetched = buyer
+            .get(&format!("{base}/temperature"))
+            .await
+            .expect("paid reading");
         assert_eq!(fetched.status, 200);
         let senml: serde_json::Value = serde_json::from_slice(&fetched.body).unwrap();
         assert_eq!(senml[0]["n"], "temperature");
         assert_eq!(fetched.paid, Some(("batch-settlement".into(), PRICE)));
     }
-    let deposits = buyer.stats.deposits.load(std::sync::atomic::Ordering::Relaxed);
+    let deposits = buyer
+        .stats
+        .deposits
+        .load(std::sync::atomic::Ordering::Relaxed);
     assert_eq!(deposits, 2, "a deposit of 100 readings, then one top-up");
 
     // 3 readings by exact: the seller settles each transfer itself.
     for _ in 0..3 {
-        let fetched = buyer.get(&format!("{base}/humidity")).await.expect("exact reading");
+        let fetched = buyer
+            .get(&format!("{base}/humidity"))
+            .await
+            .expect("exact reading");
         let settlement = fetched.settlement.unwrap();
         assert!(settlement.transaction.starts_with("0x"), "{settlement:?}");
     }
@@ -124,7 +152,13 @@ async fn buyer_pays_seller_per_reading_with_vouchers_and_exact() {
     let buyer_left = balance(m2m::wallet::Signer::evm_address(&*buyer_keys)).await;
     let escrow = balance(chain.deployment.settlement).await;
     assert_eq!(seller_got, 153 * PRICE, "150 vouchers + 3 exact transfers");
-    assert_eq!(escrow, 200 * PRICE - 150 * PRICE, "unspent deposit stays in escrow");
+    assert_eq!(
+        escrow,
+        200 * PRICE - 150 * PRICE,
+        "unspent deposit stays in escrow"
+    );
     assert_eq!(seller_got + buyer_left + escrow, MINTED, "conservation");
-    println!("paid http: 150 vouchers, 2 deposits, 3 exact; seller {seller_got}, buyer {buyer_left}, escrow {escrow}");
+    println!(
+        "paid http: 150 vouchers, 2 deposits, 3 exact; seller {seller_got}, buyer {buyer_left}, escrow {escrow}"
+    );
 }

@@ -70,14 +70,20 @@ pub async fn send<P: Provider, D: CallDecoder>(call: CallBuilder<P, D>, what: &s
 }
 
 /// A device wallet (fresh seed) holding `eth` wei for gas on `chain`.
-pub async fn funded_device(chain: &LocalChain, eth: u128) -> std::sync::Arc<m2m::wallet::DeviceKeys> {
+pub async fn funded_device(
+    chain: &LocalChain,
+    eth: u128,
+) -> std::sync::Arc<m2m::wallet::DeviceKeys> {
     let seed = m2m::wallet::DeviceSeed::generate(m2m::wallet::SeedLength::Words12).unwrap();
     let keys = m2m::wallet::DeviceKeys::derive(&seed, m2m::wallet::Network::Regtest).unwrap();
     let _: serde_json::Value = chain
         .facilitator
         .raw_request(
             "anvil_setBalance".into(),
-            (m2m::wallet::Signer::evm_address(&keys), alloy::primitives::U256::from(eth)),
+            (
+                m2m::wallet::Signer::evm_address(&keys),
+                alloy::primitives::U256::from(eth),
+            ),
         )
         .await
         .expect("anvil_setBalance");

@@ -40,6 +40,36 @@ pub const REFERENCE: NpmBundle = NpmBundle {
     ],
 };
 
+/// Starts `node SCRIPT` in the reference bundle with `input` written to its stdin; stderr goes
+/// to the test output.
+pub fn spawn_reference(script: &str, input: &serde_json::Value) -> std::process::Child {
+    let dir = REFERENCE
+        .ensure(|_| Ok(()))
+        .expect("install the x402 reference packages from npm");
+    let mut child = Command::new("node")
+        .arg(script)
+        .current_dir(&dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("node is needed for the interop tests");
+    child
+        .stdin
+        .take()
+        .expect("stdin is piped")
+        .write_all(input.to_string().as_bytes())
+        .expect("write the script's input");
+    child
+}
+
+/// Runs a reference script to completion; returns its JSON output.
+pub fn run_reference(script: &str, input: &serde_json::Value) -> serde_json::Value {
+    let output = spawn_reference(script, input).wait_with_output().unwrap();
+    assert!(output.status.success(), "{script} failed");
+    serde_json::from_slice(&output.stdout).expect("script output is JSON")
+}
+
 pub fn hex_key(signer: &PrivateKeySigner) -> String {
     format!("0x{}", alloy::primitives::hex::encode(signer.to_bytes()))
 }
@@ -53,9 +83,6 @@ fn field<'a>(json: &'a serde_json::Value, path: &[&str]) -> &'a str {
 
 #[tokio::test]
 async fn the_x402_reference_client_pays_our_contract() {
-    let client_dir = REFERENCE
-        .ensure(|_| Ok(()))
-        .expect("install the x402 reference client from npm");
     let chain = LocalChain::start(31337).await;
     let payer = chain.account(5);
     let voucher_signer = chain.account(6);
@@ -84,26 +111,7 @@ async fn the_x402_reference_client_pays_our_contract() {
         "laterCumulative": "7000",
         "salt": format!("{:#x}", B256::with_last_byte(42)),
     });
-    let mut node = Command::new("node")
-        .arg("x402-client.mjs")
-        .current_dir(&client_dir)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run node");
-    node.stdin
-        .take()
-        .unwrap()
-        .write_all(request.to_string().as_bytes())
-        .unwrap();
-    let output = node.wait_with_output().unwrap();
-    assert!(
-        output.status.success(),
-        "x402 client failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let paid: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let paid = run_reference("x402-client.mjs", &request);
 
     let config = ChannelConfig {
         payer: payer.address(),

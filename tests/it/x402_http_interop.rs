@@ -4,8 +4,8 @@
 //! - our buyer pays a reference seller (`@x402/express` with the reference facilitator);
 //! - the same reference seller settles through our facilitator endpoints instead.
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, Command, Stdio};
+use std::io::{BufRead, BufReader};
+use std::process::Child;
 
 use alloy::primitives::U256;
 use m2m::contracts::bindings::TestToken;
@@ -15,24 +15,7 @@ use m2m::node::store::ChannelStore;
 
 use crate::paid_http::start_seller;
 use crate::support::{LocalChain, funded_device, send};
-use crate::x402_client::{REFERENCE, hex_key};
-
-/// Runs a Node script of the reference bundle with `input` on stdin; returns its JSON output.
-fn run_node(script: &str, input: &serde_json::Value) -> serde_json::Value {
-    let dir = REFERENCE.ensure(|_| Ok(())).expect("install the x402 reference packages from npm");
-    let mut child = Command::new("node")
-        .arg(script)
-        .current_dir(&dir)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("node is needed for the interop tests");
-    child.stdin.take().unwrap().write_all(input.to_string().as_bytes()).unwrap();
-    let output = child.wait_with_output().unwrap();
-    assert!(output.status.success(), "{script}: {}", String::from_utf8_lossy(&output.stderr));
-    serde_json::from_slice(&output.stdout).expect("script output is JSON")
-}
+use crate::x402_client::{hex_key, run_reference, spawn_reference};
 
 /// A reference express seller, killed on drop.
 struct ExpressSeller {
@@ -42,22 +25,19 @@ struct ExpressSeller {
 
 impl ExpressSeller {
     fn start(input: &serde_json::Value) -> Self {
-        let dir = REFERENCE.ensure(|_| Ok(())).expect("install the x402 reference packages from npm");
-        let mut child = Command::new("node")
-            .arg("x402-express-seller.mjs")
-            .current_dir(&dir)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("node is needed for the interop tests");
-        child.stdin.take().unwrap().write_all(input.to_string().as_bytes()).unwrap();
+        let mut child = spawn_reference("x402-express-seller.mjs", input);
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        let port = serde_json::from_str::<serde_json::Value>(&line).expect("express prints its port")["port"]
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port = serde_json::from_str::<serde_json::Value>(&line)
+            .expect("express prints its port")["port"]
             .as_u64()
             .unwrap();
-        Self { child, url: format!("http://127.0.0.1:{port}/weather") }
+        Self {
+            child,
+            url: format!("http://127.0.0.1:{port}/weather"),
+        }
     }
 }
 
@@ -74,33 +54,53 @@ async fn reference_clients_and_sellers_interoperate_with_ours() {
     let token = TestToken::new(chain.token, &chain.facilitator);
     let seller_keys = funded_device(&chain, 10u128.pow(20)).await;
     let dirs = tempfile::tempdir().unwrap();
-    let (seller, _server, base) = start_seller(&chain, &seller_keys, &dirs.path().join("seller"), "").await;
+    let (seller, _server, base) =
+        start_seller(&chain, &seller_keys, &dirs.path().join("seller"), "").await;
 
     // The reference buyer pays our seller, with each scheme.
     let reference_buyer = chain.account(1);
-    send(token.mint(reference_buyer.address(), U256::from(10_000_000u64)), "mint").await;
+    send(
+        token.mint(reference_buyer.address(), U256::from(10_000_000u64)),
+        "mint",
+    )
+    .await;
     for (scheme, count) in [("exact", 2), ("batch-settlement", 5)] {
-        let output = run_node("x402-fetch-client.mjs", &serde_json::json!({
-            "url": format!("{base}/temperature"),
-            "payerKey": hex_key(&reference_buyer),
-            "scheme": scheme,
-            "count": count,
-            "asset": chain.token.to_checksum(None),
-            "maxAmountPerPayment": "1000000",
-        }));
+        let output = run_reference(
+            "x402-fetch-client.mjs",
+            &serde_json::json!({
+                "url": format!("{base}/temperature"),
+                "payerKey": hex_key(&reference_buyer),
+                "scheme": scheme,
+                "count": count,
+                "asset": chain.token.to_checksum(None),
+                "maxAmountPerPayment": "1000000",
+            }),
+        );
         let results = output["results"].as_array().unwrap();
         assert_eq!(results.len(), count);
         for result in results {
             assert_eq!(result["status"], 200, "{scheme}: {result}");
-            assert!(result["body"].as_str().unwrap().contains("\"n\":\"temperature\""));
+            assert!(
+                result["body"]
+                    .as_str()
+                    .unwrap()
+                    .contains("\"n\":\"temperature\"")
+            );
             assert_eq!(result["settlement"]["success"], true);
         }
         if scheme == "batch-settlement" {
             let last = &results[count - 1]["settlement"]["extra"]["channelState"];
-            assert_eq!(last["chargedCumulativeAmount"], (count as u128 * crate::paid_http::PRICE).to_string());
+            assert_eq!(
+                last["chargedCumulativeAmount"],
+                (count as u128 * crate::paid_http::PRICE).to_string()
+            );
         }
     }
-    assert_eq!(seller.claim_all().await.unwrap(), 1, "the reference client's channel is claimed");
+    assert_eq!(
+        seller.claim_all().await.unwrap(),
+        1,
+        "the reference client's channel is claimed"
+    );
     assert_eq!(
         token.balanceOf(seller.receiver()).call().await.unwrap(),
         U256::from(7 * crate::paid_http::PRICE),
@@ -109,9 +109,20 @@ async fn reference_clients_and_sellers_interoperate_with_ours() {
 
     // Our buyer pays the reference seller, settled by the reference facilitator, then by ours.
     let buyer_keys = funded_device(&chain, 0).await;
-    send(token.mint(m2m::wallet::Signer::evm_address(&*buyer_keys), U256::from(1_000_000u64)), "mint").await;
+    send(
+        token.mint(
+            m2m::wallet::Signer::evm_address(&*buyer_keys),
+            U256::from(1_000_000u64),
+        ),
+        "mint",
+    )
+    .await;
     let buyer_dir = DataDir::open(&dirs.path().join("buyer")).unwrap();
-    let buyer = Buyer::new(buyer_keys, ChannelStore::open(&buyer_dir).unwrap(), BuyerOptions::default());
+    let buyer = Buyer::new(
+        buyer_keys,
+        ChannelStore::open(&buyer_dir).unwrap(),
+        BuyerOptions::default(),
+    );
     let pay_to = chain.account(3).address();
     let mut config = serde_json::json!({
         "rpcUrl": chain.anvil.endpoint(),
@@ -128,11 +139,17 @@ async fn reference_clients_and_sellers_interoperate_with_ours() {
             config["facilitatorUrl"] = serde_json::Value::String(base.clone());
         }
         let express = ExpressSeller::start(&config);
-        let fetched = buyer.get(&express.url).await.unwrap_or_else(|e| panic!("{facilitator} facilitator: {e}"));
+        let fetched = buyer
+            .get(&express.url)
+            .await
+            .unwrap_or_else(|e| panic!("{facilitator} facilitator: {e}"));
         assert_eq!(fetched.status, 200);
         assert_eq!(fetched.paid, Some(("exact".into(), 2500)));
         let body: serde_json::Value = serde_json::from_slice(&fetched.body).unwrap();
         assert_eq!(body["report"], "sunny");
     }
-    assert_eq!(token.balanceOf(pay_to).call().await.unwrap(), U256::from(5000u64));
+    assert_eq!(
+        token.balanceOf(pay_to).call().await.unwrap(),
+        U256::from(5000u64)
+    );
 }

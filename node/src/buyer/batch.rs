@@ -35,7 +35,9 @@ impl Buyer {
         let mut channel = entry.lock().await;
         let price_amount = terms.amount(price);
         for attempt in 0..=MAX_RESYNCS {
-            let (payload, deposit) = self.batch_payload(&mut channel, &config, offer, price_amount).await?;
+            let (payload, deposit) = self
+                .batch_payload(&mut channel, &config, offer, price_amount)
+                .await?;
             let response = self.send_paid(url, required, offer, payload).await?;
             if response.status().as_u16() == 402 {
                 let headers = response.headers().clone();
@@ -82,7 +84,10 @@ impl Buyer {
     }
 
     /// The channel config we use with this seller, and the core's terms for it.
-    fn channel_terms(&self, offer: &PaymentRequirements) -> Result<(ChannelConfig, ChannelTerms), BuyerError> {
+    fn channel_terms(
+        &self,
+        offer: &PaymentRequirements,
+    ) -> Result<(ChannelConfig, ChannelTerms), BuyerError> {
         let extra = offer.extra.as_ref();
         let receiver_authorizer: Address = extra
             .and_then(|e| e.get("receiverAuthorizer")?.as_str()?.parse().ok())
@@ -120,7 +125,10 @@ impl Buyer {
     }
 
     /// The channel's state: in memory, else from the store, else new (empty).
-    fn payer_channel(&self, terms: ChannelTerms) -> Result<Arc<tokio::sync::Mutex<PayerChannel>>, BuyerError> {
+    fn payer_channel(
+        &self,
+        terms: ChannelTerms,
+    ) -> Result<Arc<tokio::sync::Mutex<PayerChannel>>, BuyerError> {
         let mut channels = self
             .channels
             .lock()
@@ -152,13 +160,20 @@ impl Buyer {
             let prepared = channel.prepare_payment(price, &signer)?;
             self.persist(channel, prepared.record).await?;
             let voucher = channel.commit(prepared);
-            return Ok((json!({ "type": "voucher", "channelConfig": config_json, "voucher": voucher_json(&voucher) }), false));
+            return Ok((
+                json!({ "type": "voucher", "channelConfig": config_json, "voucher": voucher_json(&voucher) }),
+                false,
+            ));
         }
         let amount = self.deposit_amount(channel, offer, price.base_units());
         // Sign against the deposit-to-be; record only the exposure (the deposit is adopted
         // once the seller reports it on chain).
         let mut trial = channel.clone();
-        trial.set_deposit(channel.terms().amount(channel.record().deposit_units.saturating_add(amount)))?;
+        trial.set_deposit(
+            channel
+                .terms()
+                .amount(channel.record().deposit_units.saturating_add(amount)),
+        )?;
         let prepared = trial.prepare_payment(price, &signer)?;
         let mut record = prepared.record;
         record.deposit_units = channel.record().deposit_units;
@@ -176,7 +191,11 @@ impl Buyer {
         ))
     }
 
-    async fn persist(&self, channel: &PayerChannel, record: m2m_core::payer::PayerRecord) -> Result<(), BuyerError> {
+    async fn persist(
+        &self,
+        channel: &PayerChannel,
+        record: m2m_core::payer::PayerRecord,
+    ) -> Result<(), BuyerError> {
         self.store
             .submit(RecordWrite::Payer(channel.terms().channel_id, record))
             .durable()
@@ -185,7 +204,12 @@ impl Buyer {
     }
 
     /// How much to deposit: enough for `deposit_readings` (or the seller's hint), capped.
-    fn deposit_amount(&self, channel: &PayerChannel, offer: &PaymentRequirements, price: u128) -> u128 {
+    fn deposit_amount(
+        &self,
+        channel: &PayerChannel,
+        offer: &PaymentRequirements,
+        price: u128,
+    ) -> u128 {
         let hint = offer
             .extra
             .as_ref()
@@ -195,16 +219,30 @@ impl Buyer {
             .saturating_mul(u128::from(self.options.deposit_readings))
             .max(hint);
         let record = channel.record();
-        let shortfall = record.charged_units.saturating_add(price).saturating_sub(record.deposit_units);
-        let capped = self.options.max_deposit.map_or(wanted, |cap| wanted.min(cap));
+        let shortfall = record
+            .charged_units
+            .saturating_add(price)
+            .saturating_sub(record.deposit_units);
+        let capped = self
+            .options
+            .max_deposit
+            .map_or(wanted, |cap| wanted.min(cap));
         capped.max(shortfall)
     }
 
     /// An EIP-3009 `receiveWithAuthorization` moving `amount` into the channel via the collector.
-    fn deposit_authorization(&self, channel: &PayerChannel, offer: &PaymentRequirements, amount: u128) -> Result<Value, BuyerError> {
+    fn deposit_authorization(
+        &self,
+        channel: &PayerChannel,
+        offer: &PaymentRequirements,
+        amount: u128,
+    ) -> Result<Value, BuyerError> {
         let (name, version) = offer_token_names(offer)?;
         let chain_id = crate::evm::parse_eip155(&offer.network).unwrap_or_default();
-        let token: Address = offer.asset.parse().map_err(|_| BuyerError::Protocol("asset".into()))?;
+        let token: Address = offer
+            .asset
+            .parse()
+            .map_err(|_| BuyerError::Protocol("asset".into()))?;
         let mut salt = [0u8; 32];
         getrandom::getrandom(&mut salt).map_err(m2m_wallet::SignerError::Entropy)?;
         let salt = U256::from_be_bytes(salt);
@@ -218,7 +256,9 @@ impl Buyer {
             nonce: eip712::deposit_nonce(B256::from(channel.terms().channel_id.0), salt),
         };
         let domain = eip712::token_domain(name, version, chain_id, token);
-        let signature = self.signer.sign_evm_digest(&authorization.eip712_signing_hash(&domain))?;
+        let signature = self
+            .signer
+            .sign_evm_digest(&authorization.eip712_signing_hash(&domain))?;
         Ok(json!({
             "validAfter": "0",
             "validBefore": valid_before.to_string(),
@@ -229,9 +269,14 @@ impl Buyer {
 
     /// Adopts a corrective 402's state if it is proven by our own voucher; `false` if the 402 is
     /// not corrective.
-    async fn resync(&self, channel: &mut PayerChannel, corrective: &PaymentRequired) -> Result<bool, BuyerError> {
+    async fn resync(
+        &self,
+        channel: &mut PayerChannel,
+        corrective: &PaymentRequired,
+    ) -> Result<bool, BuyerError> {
         let code = corrective.error.as_deref().unwrap_or_default();
-        if code != codes::BATCH_CUMULATIVE_MISMATCH && code != codes::BATCH_CUMULATIVE_BELOW_CLAIMED {
+        if code != codes::BATCH_CUMULATIVE_MISMATCH && code != codes::BATCH_CUMULATIVE_BELOW_CLAIMED
+        {
             return Ok(false);
         }
         let Some(extra) = corrective
@@ -280,7 +325,10 @@ fn check_settlement(
     if !settled.success {
         return Err(misbehaved("served with an unsuccessful settlement"));
     }
-    let extra = settled.extra.as_ref().ok_or_else(|| misbehaved("no extra in PAYMENT-RESPONSE"))?;
+    let extra = settled
+        .extra
+        .as_ref()
+        .ok_or_else(|| misbehaved("no extra in PAYMENT-RESPONSE"))?;
     let number = |v: &Value| v.as_str().and_then(|s| s.parse::<u128>().ok());
     let charge = number(&extra["chargedAmount"]).ok_or_else(|| misbehaved("no chargedAmount"))?;
     if charge > price {
@@ -298,12 +346,16 @@ fn check_settlement(
     Ok((charge, number(&state["balance"]).unwrap_or(0)))
 }
 
-pub(super) fn offer_token_names(offer: &PaymentRequirements) -> Result<(String, String), BuyerError> {
+pub(super) fn offer_token_names(
+    offer: &PaymentRequirements,
+) -> Result<(String, String), BuyerError> {
     let extra = offer.extra.as_ref();
     let field = |key: &str| extra.and_then(|e| e.get(key)?.as_str().map(str::to_owned));
     match (field("name"), field("version")) {
         (Some(name), Some(version)) => Ok((name, version)),
-        _ => Err(BuyerError::Protocol("extra.name and extra.version are required".into())),
+        _ => Err(BuyerError::Protocol(
+            "extra.name and extra.version are required".into(),
+        )),
     }
 }
 

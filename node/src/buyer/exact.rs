@@ -24,7 +24,10 @@ impl Buyer {
             text.parse::<Address>()
                 .map_err(|_| BuyerError::Protocol(format!("{what} {text}")))
         };
-        let (token, pay_to) = (parse(&offer.asset, "asset")?, parse(&offer.pay_to, "payTo")?);
+        let (token, pay_to) = (
+            parse(&offer.asset, "asset")?,
+            parse(&offer.pay_to, "payTo")?,
+        );
         let mut nonce = [0u8; 32];
         getrandom::getrandom(&mut nonce).map_err(m2m_wallet::SignerError::Entropy)?;
         let valid_before = crate::now_secs() + offer.max_timeout_seconds.max(30);

@@ -25,7 +25,9 @@ use crate::channel_crypto::Secp256k1Verifier;
 use crate::evm::{SharedSigner, parse_eip155};
 use crate::store::{ChannelStore, StoreError};
 use crate::x402::headers::{self, PAYMENT_REQUIRED, PAYMENT_RESPONSE, PAYMENT_SIGNATURE};
-use crate::x402::types::{PaymentPayload, PaymentRequired, PaymentRequirements, SettlementResponse, X402_VERSION};
+use crate::x402::types::{
+    PaymentPayload, PaymentRequired, PaymentRequirements, SettlementResponse, X402_VERSION,
+};
 
 /// How the buyer pays.
 #[derive(Debug, Clone)]
@@ -52,7 +54,10 @@ pub struct BuyerOptions {
 impl Default for BuyerOptions {
     fn default() -> Self {
         Self {
-            prefer: vec![crate::x402::batch::SCHEME.into(), crate::x402::exact::SCHEME.into()],
+            prefer: vec![
+                crate::x402::batch::SCHEME.into(),
+                crate::x402::exact::SCHEME.into(),
+            ],
             deposit_readings: 100,
             max_price: None,
             max_deposit: None,
@@ -131,7 +136,7 @@ pub struct BuyerStats {
 /// A paying HTTP client bound to the device wallet and its channel store.
 pub struct Buyer {
     signer: SharedSigner,
-    store: ChannelStore,
+    store: Arc<ChannelStore>,
     http: reqwest::Client,
     verifier: Secp256k1Verifier,
     options: BuyerOptions,
@@ -150,11 +155,16 @@ impl std::fmt::Debug for Buyer {
 }
 
 impl Buyer {
-    /// A buyer paying from `signer`, keeping its channels in `store`.
-    pub fn new(signer: SharedSigner, store: ChannelStore, options: BuyerOptions) -> Self {
+    /// A buyer paying from `signer`, keeping its channels in `store` (which several buyers, e.g.
+    /// one per wallet, may share: their writes then share fsyncs).
+    pub fn new(
+        signer: SharedSigner,
+        store: impl Into<Arc<ChannelStore>>,
+        options: BuyerOptions,
+    ) -> Self {
         Self {
             signer,
-            store,
+            store: store.into(),
             http: reqwest::Client::builder()
                 .pool_max_idle_per_host(1024)
                 .tcp_nodelay(true)
@@ -199,7 +209,10 @@ impl Buyer {
     }
 
     /// The first offer in preference order that this buyer can pay.
-    fn choose<'r>(&self, required: &'r PaymentRequired) -> Result<&'r PaymentRequirements, BuyerError> {
+    fn choose<'r>(
+        &self,
+        required: &'r PaymentRequired,
+    ) -> Result<&'r PaymentRequirements, BuyerError> {
         self.options
             .prefer
             .iter()
@@ -219,7 +232,12 @@ impl Buyer {
             })
     }
 
-    fn authorize(&self, peer: &String, offer: &PaymentRequirements, price: u128) -> Result<(), BuyerError> {
+    fn authorize(
+        &self,
+        peer: &String,
+        offer: &PaymentRequirements,
+        price: u128,
+    ) -> Result<(), BuyerError> {
         let mut guard = self.lock_budget();
         let Some(budget) = guard.as_mut() else {
             return Ok(());
@@ -288,7 +306,10 @@ fn origin(url: &str) -> String {
 }
 
 /// A `402`'s requirements from its header (or, for v1-style servers, its JSON body).
-fn payment_required(headers: &HeaderMap, body: Option<&[u8]>) -> Result<PaymentRequired, BuyerError> {
+fn payment_required(
+    headers: &HeaderMap,
+    body: Option<&[u8]>,
+) -> Result<PaymentRequired, BuyerError> {
     if let Some(value) = headers.get(PAYMENT_REQUIRED) {
         let text = value
             .to_str()

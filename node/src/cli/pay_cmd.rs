@@ -160,7 +160,12 @@ pub(super) fn devnet(global: &GlobalArgs, args: &DevnetArgs) -> Result<(), CliEr
         let deployer = PrivateKeySigner::from(anvil.instance().keys()[0].clone());
         let provider = ProviderBuilder::new()
             .wallet(EthereumWallet::from(deployer))
-            .connect_http(anvil.endpoint().parse().map_err(|e| failed("anvil endpoint")(&e))?)
+            .connect_http(
+                anvil
+                    .endpoint()
+                    .parse()
+                    .map_err(|e| failed("anvil endpoint")(&e))?,
+            )
             .erased();
         let deployment = m2m_contracts::deploy::install_canonical(&provider)
             .await
@@ -171,7 +176,10 @@ pub(super) fn devnet(global: &GlobalArgs, args: &DevnetArgs) -> Result<(), CliEr
         let token_contract = m2m_contracts::bindings::TestToken::new(token, &provider);
         for address in &args.fund {
             let _: serde_json::Value = provider
-                .raw_request("anvil_setBalance".into(), (address, U256::from(10u128.pow(20))))
+                .raw_request(
+                    "anvil_setBalance".into(),
+                    (address, U256::from(10u128.pow(20))),
+                )
                 .await
                 .map_err(|e| failed("funding")(&e))?;
             token_contract
@@ -194,11 +202,17 @@ pub(super) fn devnet(global: &GlobalArgs, args: &DevnetArgs) -> Result<(), CliEr
         if global.json {
             print_json(&info);
         } else {
-            println!("local chain at {} (eip155:31337); Ctrl-C stops it", anvil.endpoint());
+            println!(
+                "local chain at {} (eip155:31337); Ctrl-C stops it",
+                anvil.endpoint()
+            );
             println!("  settlement  {}", deployment.settlement);
             println!("  test token  {token}  (\"Test USD\", 6 decimals, EIP-3009)");
             for address in &args.fund {
-                println!("  funded      {address}: 100 ETH, {} token units", args.tokens);
+                println!(
+                    "  funded      {address}: 100 ETH, {} token units",
+                    args.tokens
+                );
             }
         }
         let _ = tokio::signal::ctrl_c().await;

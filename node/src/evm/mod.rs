@@ -66,7 +66,14 @@ mod tests {
     fn caip2_eip155_names() {
         assert_eq!(parse_eip155("eip155:31337"), Some(31337));
         assert_eq!(parse_eip155("eip155:8453"), Some(8453));
-        for bad in ["eip155:", "eip155:0x1", "eip155:01", "bip122:000", "eip155:-1", "31337"] {
+        for bad in [
+            "eip155:",
+            "eip155:0x1",
+            "eip155:01",
+            "bip122:000",
+            "eip155:-1",
+            "31337",
+        ] {
             assert_eq!(parse_eip155(bad), None, "{bad}");
         }
     }

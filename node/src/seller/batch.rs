@@ -86,7 +86,10 @@ impl Seller {
         if voucher_json.channel_id != id {
             return Err(Refusal::new(
                 codes::BATCH_CHANNEL_ID_MISMATCH,
-                format!("voucher names {} but the config hashes to {id}", voucher_json.channel_id),
+                format!(
+                    "voucher names {} but the config hashes to {id}",
+                    voucher_json.channel_id
+                ),
             ));
         }
         let voucher = voucher_json
@@ -141,7 +144,10 @@ impl Seller {
         config: &ChannelConfigJson,
     ) -> Result<ChannelConfig, Refusal> {
         if config.receiver != self.receiver {
-            return Err(Refusal::new(codes::BATCH_RECEIVER_MISMATCH, "receiver is not this seller"));
+            return Err(Refusal::new(
+                codes::BATCH_RECEIVER_MISMATCH,
+                "receiver is not this seller",
+            ));
         }
         if config.receiver_authorizer != self.receiver_authorizer {
             return Err(Refusal::new(
@@ -150,7 +156,10 @@ impl Seller {
             ));
         }
         if config.token != route.config.asset {
-            return Err(Refusal::new(codes::BATCH_TOKEN_MISMATCH, "token is not the route's asset"));
+            return Err(Refusal::new(
+                codes::BATCH_TOKEN_MISMATCH,
+                "token is not the route's asset",
+            ));
         }
         if config.withdraw_delay != self.config.withdraw_delay_secs {
             return Err(Refusal::new(
@@ -218,7 +227,12 @@ impl Seller {
             .parse()
             .ok()
             .filter(|amount| *amount > 0)
-            .ok_or_else(|| Refusal::new(codes::BATCH_PAYLOAD_TYPE, "deposit.amount must be a positive integer"))?;
+            .ok_or_else(|| {
+                Refusal::new(
+                    codes::BATCH_PAYLOAD_TYPE,
+                    "deposit.amount must be a positive integer",
+                )
+            })?;
         let Some(auth) = &deposit.authorization.erc3009_authorization else {
             return Err(Refusal::new(
                 codes::BATCH_ERC3009_REQUIRED,
@@ -226,28 +240,49 @@ impl Seller {
             ));
         };
         let number = |text: &str, what: &'static str| {
-            parse_uint(text).ok_or_else(|| Refusal::new(codes::BATCH_PAYLOAD_TYPE, format!("bad {what}")))
+            parse_uint(text)
+                .ok_or_else(|| Refusal::new(codes::BATCH_PAYLOAD_TYPE, format!("bad {what}")))
         };
         let valid_after = number(&auth.valid_after, "validAfter")?;
         let valid_before = number(&auth.valid_before, "validBefore")?;
         let salt = number(&auth.salt, "salt")?;
         if valid_before <= U256::from(now_secs()) {
-            return Err(Refusal::new(codes::BATCH_VALID_BEFORE_EXPIRED, "authorization expired"));
+            return Err(Refusal::new(
+                codes::BATCH_VALID_BEFORE_EXPIRED,
+                "authorization expired",
+            ));
         }
         if valid_after > U256::from(now_secs()) {
-            return Err(Refusal::new(codes::BATCH_VALID_AFTER_IN_FUTURE, "authorization not yet valid"));
+            return Err(Refusal::new(
+                codes::BATCH_VALID_AFTER_IN_FUTURE,
+                "authorization not yet valid",
+            ));
         }
         // Refuse a deposit whose voucher is not even the payer's before spending gas on it.
         let terms = channel.payee.terms();
-        let digest =
-            m2m_core::voucher_digest(&terms.domain_separator, &terms.channel_id, voucher.max_claimable_units);
-        if !self.verifier.is_valid(&digest, &voucher.signature, &terms.payer_authorizer) {
-            return Err(Refusal::new(codes::BATCH_VOUCHER_SIGNATURE, "voucher is not signed by payerAuthorizer"));
+        let digest = m2m_core::voucher_digest(
+            &terms.domain_separator,
+            &terms.channel_id,
+            voucher.max_claimable_units,
+        );
+        if !self
+            .verifier
+            .is_valid(&digest, &voucher.signature, &terms.payer_authorizer)
+        {
+            return Err(Refusal::new(
+                codes::BATCH_VOUCHER_SIGNATURE,
+                "voucher is not signed by payerAuthorizer",
+            ));
         }
         let data = eip712::erc3009_collector_data(valid_after, valid_before, salt, &auth.signature);
         let tx = self
             .chain
-            .deposit(channel.config.clone(), amount, self.config.erc3009_collector, data)
+            .deposit(
+                channel.config.clone(),
+                amount,
+                self.config.erc3009_collector,
+                data,
+            )
             .await
             .map_err(|e| Refusal::new(codes::BATCH_DEPOSIT_TRANSACTION_FAILED, e.to_string()))?;
         let state = self.read_channel(B256::from(terms.channel_id.0)).await?;
@@ -311,9 +346,13 @@ fn refusal_for(channel: &SellerChannel, error: ChannelError) -> Refusal {
                 ..Refusal::new(code, message)
             }
         }
-        ChannelError::ExceedsDeposit { .. } => Refusal::new(codes::BATCH_CUMULATIVE_EXCEEDS_BALANCE, message),
+        ChannelError::ExceedsDeposit { .. } => {
+            Refusal::new(codes::BATCH_CUMULATIVE_EXCEEDS_BALANCE, message)
+        }
         ChannelError::InvalidSignature => Refusal::new(codes::BATCH_VOUCHER_SIGNATURE, message),
-        ChannelError::WrongChannel { .. } => Refusal::new(codes::BATCH_CHANNEL_ID_MISMATCH, message),
+        ChannelError::WrongChannel { .. } => {
+            Refusal::new(codes::BATCH_CHANNEL_ID_MISMATCH, message)
+        }
         _ => Refusal::new(codes::BATCH_PAYLOAD_TYPE, message),
     }
 }

@@ -22,7 +22,12 @@ use crate::store::RecordWrite;
 const CLAIM_CHUNK: usize = 200;
 
 pub(super) async fn run(seller: Arc<Seller>) {
-    let mut next_block = seller.chain.provider().get_block_number().await.unwrap_or(0);
+    let mut next_block = seller
+        .chain
+        .provider()
+        .get_block_number()
+        .await
+        .unwrap_or(0);
     let mut ticker = tokio::time::interval(Duration::from_secs(seller.config.claim.check_secs));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -87,8 +92,12 @@ async fn watch_withdrawals(seller: &Seller, next_block: &mut u64) -> Result<(), 
 pub(super) async fn claim_due(seller: &Seller, policy: &ClaimPolicy) -> Result<usize, ChainError> {
     let entries: Vec<_> = seller.lock_channels().values().cloned().collect();
     let now = now_secs();
-    let mut due: Vec<(alloy::primitives::Address, ChannelId, u128, IBatchSettlement::VoucherClaim)> =
-        Vec::new();
+    let mut due: Vec<(
+        alloy::primitives::Address,
+        ChannelId,
+        u128,
+        IBatchSettlement::VoucherClaim,
+    )> = Vec::new();
     for entry in &entries {
         let channel = entry.lock().await;
         if let Some(request) = channel.payee.claim_decision(policy, now) {

@@ -263,7 +263,10 @@ impl SellerConfig {
     /// Checks every value; the first problem is returned.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if crate::evm::parse_eip155(&self.network).is_none() {
-            return Err(invalid("network", "expected a CAIP-2 eip155:<chain id> name"));
+            return Err(invalid(
+                "network",
+                "expected a CAIP-2 eip155:<chain id> name",
+            ));
         }
         let delay = self.withdraw_delay_secs;
         if !(m2m_contracts::MIN_WITHDRAW_DELAY_SECS..=m2m_contracts::MAX_WITHDRAW_DELAY_SECS)
@@ -281,7 +284,10 @@ impl SellerConfig {
         for (index, route) in self.routes.iter().enumerate() {
             let field = |name: &str| format!("route[{index}].{name}");
             if !route.path.starts_with('/') || route.path.contains(['?', '#', ' ']) {
-                return Err(invalid(field("path"), "must be a plain path starting with /"));
+                return Err(invalid(
+                    field("path"),
+                    "must be a plain path starting with /",
+                ));
             }
             if RESERVED_PATHS.contains(&route.path.as_str()) {
                 return Err(invalid(field("path"), "is reserved for the facilitator"));
@@ -291,7 +297,10 @@ impl SellerConfig {
             }
             match route.price.parse::<u128>() {
                 Ok(0) | Err(_) => {
-                    return Err(invalid(field("price"), "must be a positive integer of atomic units"));
+                    return Err(invalid(
+                        field("price"),
+                        "must be a positive integer of atomic units",
+                    ));
                 }
                 Ok(_) => {}
             }
@@ -311,9 +320,14 @@ impl SellerConfig {
         if limits.max_header_bytes < 8192 {
             return Err(invalid("limits.max_header_bytes", "must be at least 8192"));
         }
-        if limits.rate_per_client == 0 || limits.burst_per_client == 0 || limits.max_connections == 0
+        if limits.rate_per_client == 0
+            || limits.burst_per_client == 0
+            || limits.max_connections == 0
         {
-            return Err(invalid("limits", "rates and connection counts must be positive"));
+            return Err(invalid(
+                "limits",
+                "rates and connection counts must be positive",
+            ));
         }
         Ok(())
     }
@@ -354,14 +368,23 @@ mod tests {
         let cases = [
             (MINIMAL.replace("\"1000\"", "\"0\""), "route[0].price"),
             (MINIMAL.replace("\"1000\"", "\"ten\""), "route[0].price"),
-            (MINIMAL.replace("/temperature", "temperature"), "route[0].path"),
+            (
+                MINIMAL.replace("/temperature", "temperature"),
+                "route[0].path",
+            ),
             (MINIMAL.replace("/temperature", "/verify"), "route[0].path"),
             (MINIMAL.replace("eip155:31337", "bitcoin"), "network"),
-            (format!("withdraw_delay_secs = 5\n{MINIMAL}"), "withdraw_delay_secs"),
+            (
+                format!("withdraw_delay_secs = 5\n{MINIMAL}"),
+                "withdraw_delay_secs",
+            ),
         ];
         for (text, field) in cases {
             let error = SellerConfig::parse(&text).unwrap_err().to_string();
-            assert!(error.starts_with(field) || error.contains(field), "{field}: {error}");
+            assert!(
+                error.starts_with(field) || error.contains(field),
+                "{field}: {error}"
+            );
         }
         let unknown = SellerConfig::parse(&format!("{MINIMAL}\nprcie = 3")).unwrap_err();
         assert!(unknown.to_string().contains("prcie"), "{unknown}");

@@ -35,43 +35,68 @@ impl Seller {
         payload: &Value,
     ) -> Result<VerifiedExact, Refusal> {
         if requirements.network != self.config.network {
-            return Err(Refusal::new(codes::INVALID_NETWORK, "network is not this chain"));
+            return Err(Refusal::new(
+                codes::INVALID_NETWORK,
+                "network is not this chain",
+            ));
         }
         let payload: ExactPayload = serde_json::from_value(payload.clone())
             .map_err(|e| Refusal::new(codes::INVALID_PAYLOAD, e.to_string()))?;
-        let auth = payload
-            .authorization
-            .to_typed()
-            .ok_or_else(|| Refusal::new(codes::INVALID_PAYLOAD, "authorization numbers must be decimal"))?;
-        let token: Address = requirements
-            .asset
-            .parse()
-            .map_err(|_| Refusal::new(codes::INVALID_PAYMENT_REQUIREMENTS, "asset is not an address"))?;
-        let pay_to: Address = requirements
-            .pay_to
-            .parse()
-            .map_err(|_| Refusal::new(codes::INVALID_PAYMENT_REQUIREMENTS, "payTo is not an address"))?;
+        let auth = payload.authorization.to_typed().ok_or_else(|| {
+            Refusal::new(
+                codes::INVALID_PAYLOAD,
+                "authorization numbers must be decimal",
+            )
+        })?;
+        let token: Address = requirements.asset.parse().map_err(|_| {
+            Refusal::new(
+                codes::INVALID_PAYMENT_REQUIREMENTS,
+                "asset is not an address",
+            )
+        })?;
+        let pay_to: Address = requirements.pay_to.parse().map_err(|_| {
+            Refusal::new(
+                codes::INVALID_PAYMENT_REQUIREMENTS,
+                "payTo is not an address",
+            )
+        })?;
         if auth.to != pay_to {
-            return Err(Refusal::new(codes::EXACT_RECIPIENT_MISMATCH, "authorization pays someone else"));
+            return Err(Refusal::new(
+                codes::EXACT_RECIPIENT_MISMATCH,
+                "authorization pays someone else",
+            ));
         }
         if requirements.amount.parse::<U256>().ok() != Some(auth.value) {
             return Err(Refusal::new(codes::EXACT_VALUE, "value is not the price"));
         }
         let now = U256::from(now_secs());
         if auth.validBefore < now + U256::from(MIN_REMAINING_VALIDITY_SECS) {
-            return Err(Refusal::new(codes::EXACT_VALID_BEFORE, "authorization expires too soon"));
+            return Err(Refusal::new(
+                codes::EXACT_VALID_BEFORE,
+                "authorization expires too soon",
+            ));
         }
         if auth.validAfter > now {
-            return Err(Refusal::new(codes::EXACT_VALID_AFTER, "authorization is not valid yet"));
+            return Err(Refusal::new(
+                codes::EXACT_VALID_AFTER,
+                "authorization is not valid yet",
+            ));
         }
-        let (name, version) = token_domain_names(requirements)
-            .ok_or_else(|| Refusal::new(codes::INVALID_PAYMENT_REQUIREMENTS, "extra.name and extra.version are required"))?;
+        let (name, version) = token_domain_names(requirements).ok_or_else(|| {
+            Refusal::new(
+                codes::INVALID_PAYMENT_REQUIREMENTS,
+                "extra.name and extra.version are required",
+            )
+        })?;
         let domain = eip712::token_domain(name, version, self.chain.chain_id(), token);
         let digest = auth.eip712_signing_hash(&domain);
         let signature = Signature::try_from(payload.signature.as_ref())
             .map_err(|_| Refusal::new(codes::EXACT_SIGNATURE, "signature is not 65 bytes"))?;
         if signature.recover_address_from_prehash(&digest).ok() != Some(auth.from) {
-            return Err(Refusal::new(codes::EXACT_SIGNATURE, "signature is not the payer's"));
+            return Err(Refusal::new(
+                codes::EXACT_SIGNATURE,
+                "signature is not the payer's",
+            ));
         }
         let used = self
             .chain
@@ -79,7 +104,10 @@ impl Seller {
             .await
             .map_err(|e| Refusal::new(codes::EXACT_TRANSACTION_FAILED, e.to_string()))?;
         if used || self.exact_nonce_taken(auth.from, auth.nonce) {
-            return Err(Refusal::new(codes::EXACT_NONCE_USED, "authorization already used"));
+            return Err(Refusal::new(
+                codes::EXACT_NONCE_USED,
+                "authorization already used",
+            ));
         }
         let balance = self
             .chain
@@ -87,7 +115,10 @@ impl Seller {
             .await
             .map_err(|e| Refusal::new(codes::EXACT_TRANSACTION_FAILED, e.to_string()))?;
         if balance < auth.value {
-            return Err(Refusal::new(codes::EXACT_INSUFFICIENT_BALANCE, "payer balance is below the price"));
+            return Err(Refusal::new(
+                codes::EXACT_INSUFFICIENT_BALANCE,
+                "payer balance is below the price",
+            ));
         }
         Ok(VerifiedExact {
             token,
@@ -105,17 +136,27 @@ impl Seller {
         let verified = self.verify_exact(requirements, payload).await?;
         let key = (verified.authorization.from, verified.authorization.nonce);
         if !self.lock_exact_nonces().insert(key) {
-            return Err(Refusal::new(codes::EXACT_NONCE_USED, "authorization already being settled"));
+            return Err(Refusal::new(
+                codes::EXACT_NONCE_USED,
+                "authorization already being settled",
+            ));
         }
         let outcome = self
             .chain
-            .transfer_with_authorization(verified.token, &verified.authorization, &verified.signature)
+            .transfer_with_authorization(
+                verified.token,
+                &verified.authorization,
+                &verified.signature,
+            )
             .await;
         let tx = match outcome {
             Ok(tx) => tx,
             Err(error) => {
                 self.lock_exact_nonces().remove(&key);
-                return Err(Refusal::new(codes::EXACT_TRANSACTION_FAILED, error.to_string()));
+                return Err(Refusal::new(
+                    codes::EXACT_TRANSACTION_FAILED,
+                    error.to_string(),
+                ));
             }
         };
         self.stats.exact_paid.fetch_add(1, Ordering::Relaxed);
@@ -135,7 +176,9 @@ impl Seller {
         self.lock_exact_nonces().contains(&(from, nonce))
     }
 
-    fn lock_exact_nonces(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<(Address, B256)>> {
+    fn lock_exact_nonces(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashSet<(Address, B256)>> {
         self.exact_nonces
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)

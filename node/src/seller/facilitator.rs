@@ -35,13 +35,18 @@ async fn supported(State(state): State<AppState>) -> Json<Value> {
 }
 
 fn usable(request: &FacilitatorRequest) -> Result<(), &'static str> {
-    if request.payment_requirements.scheme != "exact" || request.payment_payload.accepted.scheme != "exact" {
+    if request.payment_requirements.scheme != "exact"
+        || request.payment_payload.accepted.scheme != "exact"
+    {
         return Err(crate::x402::codes::UNSUPPORTED_SCHEME);
     }
     Ok(())
 }
 
-async fn verify(State(state): State<AppState>, Json(request): Json<FacilitatorRequest>) -> Json<VerifyResponse> {
+async fn verify(
+    State(state): State<AppState>,
+    Json(request): Json<FacilitatorRequest>,
+) -> Json<VerifyResponse> {
     let payer = request.payment_payload.payload["authorization"]["from"]
         .as_str()
         .map(str::to_owned);
@@ -49,7 +54,10 @@ async fn verify(State(state): State<AppState>, Json(request): Json<FacilitatorRe
         Err(code) => Err(code),
         Ok(()) => state
             .seller
-            .verify_exact(&request.payment_requirements, &request.payment_payload.payload)
+            .verify_exact(
+                &request.payment_requirements,
+                &request.payment_payload.payload,
+            )
             .await
             .map_err(|refusal| refusal.code),
     };
@@ -60,25 +68,33 @@ async fn verify(State(state): State<AppState>, Json(request): Json<FacilitatorRe
     })
 }
 
-async fn settle(State(state): State<AppState>, Json(request): Json<FacilitatorRequest>) -> Json<SettlementResponse> {
+async fn settle(
+    State(state): State<AppState>,
+    Json(request): Json<FacilitatorRequest>,
+) -> Json<SettlementResponse> {
     let seller = &state.seller;
     let outcome = match usable(&request) {
         Err(code) => Err(code),
         Ok(()) => seller
-            .settle_exact(&request.payment_requirements, &request.payment_payload.payload)
+            .settle_exact(
+                &request.payment_requirements,
+                &request.payment_payload.payload,
+            )
             .await
             .map_err(|refusal| refusal.code),
     };
-    Json(outcome.unwrap_or_else(|code| SettlementResponse {
-        success: false,
-        error_reason: Some(code.to_owned()),
-        payer: request.payment_payload.payload["authorization"]["from"]
-            .as_str()
-            .map(str::to_owned),
-        transaction: String::new(),
-        network: request.payment_requirements.network.clone(),
-        amount: None,
-        extra: None,
-        extensions: None,
+    Json(outcome.unwrap_or_else(|code| {
+        SettlementResponse {
+            success: false,
+            error_reason: Some(code.to_owned()),
+            payer: request.payment_payload.payload["authorization"]["from"]
+                .as_str()
+                .map(str::to_owned),
+            transaction: String::new(),
+            network: request.payment_requirements.network.clone(),
+            amount: None,
+            extra: None,
+            extensions: None,
+        }
     }))
 }

@@ -24,7 +24,9 @@ use super::batch::Refusal;
 use super::limits::RateLimiter;
 use super::{Route, Scheme, Seller, SellerError, facilitator};
 use crate::x402::codes;
-use crate::x402::headers::{self, HeaderError, PAYMENT_REQUIRED, PAYMENT_RESPONSE, PAYMENT_SIGNATURE};
+use crate::x402::headers::{
+    self, HeaderError, PAYMENT_REQUIRED, PAYMENT_RESPONSE, PAYMENT_SIGNATURE,
+};
 use crate::x402::types::{PaymentPayload, PaymentRequirements};
 
 /// The client's address, attached to every request by the connection loop.
@@ -55,7 +57,10 @@ impl ServerHandle {
 }
 
 /// Binds the configured address (or uses `listener`) and serves until shut down.
-pub async fn serve(seller: Arc<Seller>, listener: Option<TcpListener>) -> Result<ServerHandle, SellerError> {
+pub async fn serve(
+    seller: Arc<Seller>,
+    listener: Option<TcpListener>,
+) -> Result<ServerHandle, SellerError> {
     let addr = seller.config.listen;
     let listener = match listener {
         Some(listener) => listener,
@@ -68,7 +73,10 @@ pub async fn serve(seller: Arc<Seller>, listener: Option<TcpListener>) -> Result
         .map_err(|source| SellerError::Listen { addr, source })?;
     let limits = seller.config.limits.clone();
     let state = AppState {
-        limiter: Arc::new(RateLimiter::new(limits.rate_per_client, limits.burst_per_client)),
+        limiter: Arc::new(RateLimiter::new(
+            limits.rate_per_client,
+            limits.burst_per_client,
+        )),
         seller,
     };
     let router = router(state);
@@ -92,10 +100,11 @@ pub async fn serve(seller: Arc<Seller>, listener: Option<TcpListener>) -> Result
             };
             let _ = stream.set_nodelay(true);
             let router = router.clone();
-            let service = hyper::service::service_fn(move |mut request: Request<hyper::body::Incoming>| {
-                request.extensions_mut().insert(ClientAddr(peer));
-                router.clone().oneshot(request.map(Body::new))
-            });
+            let service =
+                hyper::service::service_fn(move |mut request: Request<hyper::body::Incoming>| {
+                    request.extensions_mut().insert(ClientAddr(peer));
+                    router.clone().oneshot(request.map(Body::new))
+                });
             let mut builder = hyper::server::conn::http1::Builder::new();
             builder
                 .timer(TokioTimer::new())
@@ -168,7 +177,12 @@ async fn paid_reading(State(state): State<AppState>, request: Request) -> Respon
         .get::<ClientAddr>()
         .map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0.ip());
     if !state.limiter.allow(client) {
-        return (StatusCode::TOO_MANY_REQUESTS, [(header::RETRY_AFTER, "1")], "rate limit\n").into_response();
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            [(header::RETRY_AFTER, "1")],
+            "rate limit\n",
+        )
+            .into_response();
     }
     let seller = &state.seller;
     // hyper bounds its read buffer; this bounds the head itself, whatever the buffer did.
@@ -184,15 +198,21 @@ async fn paid_reading(State(state): State<AppState>, request: Request) -> Respon
         return (StatusCode::NOT_FOUND, "no such reading\n").into_response();
     };
     if request.method() != Method::GET && request.method() != Method::HEAD {
-        return (StatusCode::METHOD_NOT_ALLOWED, [(header::ALLOW, "GET, HEAD")]).into_response();
+        return (
+            StatusCode::METHOD_NOT_ALLOWED,
+            [(header::ALLOW, "GET, HEAD")],
+        )
+            .into_response();
     }
     let url = resource_url(request.headers(), request.uri().path());
     let Some(value) = request.headers().get(PAYMENT_SIGNATURE) else {
         return payment_required(seller, route, &url, None);
     };
-    let payload = match value.to_str().map_err(|_| None).and_then(|text| {
-        headers::decode::<PaymentPayload>(text).map_err(Some)
-    }) {
+    let payload = match value
+        .to_str()
+        .map_err(|_| None)
+        .and_then(|text| headers::decode::<PaymentPayload>(text).map_err(Some))
+    {
         Ok(payload) => payload,
         Err(error) => {
             let code = match error {
@@ -206,13 +226,20 @@ async fn paid_reading(State(state): State<AppState>, request: Request) -> Respon
     let outcome = match offered_scheme(seller, route, &payload.accepted) {
         Err(refusal) => Err(refusal),
         Ok(Scheme::BatchSettlement) => seller.pay_batch(route, &payload.payload).await,
-        Ok(Scheme::Exact) => seller.settle_exact(&payload.accepted, &payload.payload).await,
+        Ok(Scheme::Exact) => {
+            seller
+                .settle_exact(&payload.accepted, &payload.payload)
+                .await
+        }
     };
     match outcome {
         Ok(settlement) => {
             let mut response = Response::new(Body::from(seller.reading(route)));
             let headers = response.headers_mut();
-            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/senml+json"));
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/senml+json"),
+            );
             if let Ok(value) = HeaderValue::from_str(&headers::encode(&settlement)) {
                 headers.insert(PAYMENT_RESPONSE, value);
             }
@@ -223,14 +250,23 @@ async fn paid_reading(State(state): State<AppState>, request: Request) -> Respon
 }
 
 /// The scheme of `accepted`, if it is one of the route's requirements exactly.
-fn offered_scheme(seller: &Seller, route: &Route, accepted: &PaymentRequirements) -> Result<Scheme, Refusal> {
+fn offered_scheme(
+    seller: &Seller,
+    route: &Route,
+    accepted: &PaymentRequirements,
+) -> Result<Scheme, Refusal> {
     let scheme = route
         .config
         .schemes
         .iter()
         .copied()
         .find(|s| s.as_str() == accepted.scheme)
-        .ok_or_else(|| Refusal::new(codes::UNSUPPORTED_SCHEME, format!("{} is not offered here", accepted.scheme)))?;
+        .ok_or_else(|| {
+            Refusal::new(
+                codes::UNSUPPORTED_SCHEME,
+                format!("{} is not offered here", accepted.scheme),
+            )
+        })?;
     let same_address = |a: &str, b: &str| a.eq_ignore_ascii_case(b);
     let matches = seller.requirements(route).iter().any(|offer| {
         offer.scheme == accepted.scheme
@@ -250,20 +286,35 @@ fn offered_scheme(seller: &Seller, route: &Route, accepted: &PaymentRequirements
 
 /// `402` with `PAYMENT-REQUIRED` (and the same JSON as the body, for humans and v1 tooling);
 /// `500` if the server itself failed.
-fn payment_required(seller: &Seller, route: &Route, url: &str, refusal: Option<&Refusal>) -> Response {
+fn payment_required(
+    seller: &Seller,
+    route: &Route,
+    url: &str,
+    refusal: Option<&Refusal>,
+) -> Response {
     if let Some(refusal) = refusal {
-        seller.stats.refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        seller
+            .stats
+            .refused
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tracing::debug!(code = refusal.code, message = %refusal.message, "payment refused");
         if refusal.internal {
             tracing::error!(message = %refusal.message, "payment not recorded");
-            return (StatusCode::INTERNAL_SERVER_ERROR, "payment could not be recorded\n").into_response();
+            return (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "payment could not be recorded\n",
+            )
+                .into_response();
         }
     }
     let mut required = seller.payment_required(route, url, refusal.map(|r| r.code));
     if let Some(extra) = refusal.and_then(|r| r.extra.as_ref()) {
         for offer in &mut required.accepts {
             if offer.scheme == Scheme::BatchSettlement.as_str()
-                && let (Some(target), Some(patch)) = (offer.extra.as_mut().and_then(|e| e.as_object_mut()), extra.as_object())
+                && let (Some(target), Some(patch)) = (
+                    offer.extra.as_mut().and_then(|e| e.as_object_mut()),
+                    extra.as_object(),
+                )
             {
                 target.extend(patch.clone());
             }

@@ -42,7 +42,7 @@ use sensor::SensorSource;
 pub enum SellerError {
     /// The chain is unreachable or refused a read.
     #[error(transparent)]
-    Chain(#[from] ChainError),
+    Chain(Box<ChainError>),
     /// The channel store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -66,6 +66,12 @@ pub enum SellerError {
         #[source]
         source: std::io::Error,
     },
+}
+
+impl From<ChainError> for SellerError {
+    fn from(error: ChainError) -> Self {
+        SellerError::Chain(Box::new(error))
+    }
 }
 
 /// A priced route, parsed.
@@ -148,8 +154,8 @@ impl Seller {
         let mut tokens = HashMap::new();
         let mut routes = HashMap::new();
         for route in &config.routes {
-            if !tokens.contains_key(&route.asset) {
-                tokens.insert(route.asset, chain.token_info(route.asset).await?);
+            if let std::collections::hash_map::Entry::Vacant(slot) = tokens.entry(route.asset) {
+                slot.insert(chain.token_info(route.asset).await?);
             }
             let price = route.price.parse().unwrap_or_default(); // validated above
             routes.insert(
@@ -289,7 +295,12 @@ impl Seller {
     }
 
     /// The `402` body for `route` at `url`, with an error code when a payment was refused.
-    pub fn payment_required(&self, route: &Route, url: &str, error: Option<&str>) -> PaymentRequired {
+    pub fn payment_required(
+        &self,
+        route: &Route,
+        url: &str,
+        error: Option<&str>,
+    ) -> PaymentRequired {
         PaymentRequired {
             x402_version: X402_VERSION,
             error: error.map(str::to_owned),
@@ -310,10 +321,13 @@ impl Seller {
 
     /// Claims everything unclaimed now (used on shutdown and by tests).
     pub async fn claim_all(&self) -> Result<usize, ChainError> {
-        claimer::claim_due(self, &ClaimPolicy {
-            threshold_units: 1,
-            max_interval_secs: 0,
-        })
+        claimer::claim_due(
+            self,
+            &ClaimPolicy {
+                threshold_units: 1,
+                max_interval_secs: 0,
+            },
+        )
         .await
     }
 
@@ -324,7 +338,8 @@ impl Seller {
 
     /// Counts paid readings in total.
     pub fn paid_readings(&self) -> u64 {
-        self.stats.batch_paid.load(Ordering::Relaxed) + self.stats.exact_paid.load(Ordering::Relaxed)
+        self.stats.batch_paid.load(Ordering::Relaxed)
+            + self.stats.exact_paid.load(Ordering::Relaxed)
     }
 }
 

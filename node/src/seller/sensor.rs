@@ -98,7 +98,8 @@ impl SensorSource for SimulatedSensor {
             .unwrap_or_default();
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         // Cheap deterministic jitter in [-0.5, 0.5): a multiplicative hash of the counter.
-        let jitter = (n.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 11) as f64 / (1u64 << 53) as f64 - 0.5;
+        let jitter =
+            (n.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 11) as f64 / (1u64 << 53) as f64 - 0.5;
         let (centre, swing) = kind.simulated_range();
         let phase = (now / 86_400.0) * std::f64::consts::TAU;
         let value = centre + swing * phase.sin() + swing * 0.05 * jitter;

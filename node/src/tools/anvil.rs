@@ -41,7 +41,11 @@ pub fn start_anvil(foundry: &Foundry, chain_id: u64) -> Result<AnvilHandle, Tool
 }
 
 /// Starts the pinned anvil on `127.0.0.1:port` (0 = any free port).
-pub fn start_anvil_on(foundry: &Foundry, chain_id: u64, port: u16) -> Result<AnvilHandle, ToolError> {
+pub fn start_anvil_on(
+    foundry: &Foundry,
+    chain_id: u64,
+    port: u16,
+) -> Result<AnvilHandle, ToolError> {
     let instance = Anvil::at(&foundry.anvil)
         .host("127.0.0.1")
         .port(port)

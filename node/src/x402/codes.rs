@@ -47,18 +47,22 @@ pub const BATCH_RECEIVER_AUTHORIZER_MISMATCH: &str =
 /// `batch-settlement`: the config names another token.
 pub const BATCH_TOKEN_MISMATCH: &str = "invalid_batch_settlement_evm_token_mismatch";
 /// `batch-settlement`: the config's withdraw delay is not the seller's.
-pub const BATCH_WITHDRAW_DELAY_MISMATCH: &str = "invalid_batch_settlement_evm_withdraw_delay_mismatch";
+pub const BATCH_WITHDRAW_DELAY_MISMATCH: &str =
+    "invalid_batch_settlement_evm_withdraw_delay_mismatch";
 /// `batch-settlement`: the voucher signature is not the payer authorizer's.
 pub const BATCH_VOUCHER_SIGNATURE: &str = "invalid_batch_settlement_evm_voucher_signature";
 /// `batch-settlement`: the voucher is not `charged + price` (corrective 402).
-pub const BATCH_CUMULATIVE_MISMATCH: &str = "invalid_batch_settlement_evm_cumulative_amount_mismatch";
+pub const BATCH_CUMULATIVE_MISMATCH: &str =
+    "invalid_batch_settlement_evm_cumulative_amount_mismatch";
 /// `batch-settlement`: the voucher is below what was already claimed (corrective 402).
-pub const BATCH_CUMULATIVE_BELOW_CLAIMED: &str = "invalid_batch_settlement_evm_cumulative_below_claimed";
+pub const BATCH_CUMULATIVE_BELOW_CLAIMED: &str =
+    "invalid_batch_settlement_evm_cumulative_below_claimed";
 /// `batch-settlement`: the voucher exceeds the deposit.
 pub const BATCH_CUMULATIVE_EXCEEDS_BALANCE: &str =
     "invalid_batch_settlement_evm_cumulative_exceeds_balance";
 /// `batch-settlement`: only EIP-3009 deposits are accepted.
-pub const BATCH_ERC3009_REQUIRED: &str = "invalid_batch_settlement_evm_erc3009_authorization_required";
+pub const BATCH_ERC3009_REQUIRED: &str =
+    "invalid_batch_settlement_evm_erc3009_authorization_required";
 /// `batch-settlement`: the deposit authorization expired.
 pub const BATCH_VALID_BEFORE_EXPIRED: &str =
     "invalid_batch_settlement_evm_payload_authorization_valid_before";
