@@ -7,6 +7,7 @@
 use std::sync::Arc;
 
 use alloy::primitives::U256;
+use alloy::providers::Provider;
 use m2m::contracts::bindings::TestToken;
 use m2m::node::buyer::{Buyer, BuyerOptions};
 use m2m::node::datadir::DataDir;
@@ -140,9 +141,56 @@ async fn buyer_pays_seller_per_reading_with_vouchers_and_exact() {
         assert!(settlement.transaction.starts_with("0x"), "{settlement:?}");
     }
 
-    // Claim, settle, and check every unit of the token.
+    // The payer starts a timed withdrawal: the seller's claimer sees the event and claims at once
+    // (its threshold of 50 readings was never reached, its interval is an hour).
+    let claimer = tokio::spawn(seller.clone().run_claimer());
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await; // claimer's first look
+    let _: serde_json::Value = chain
+        .facilitator
+        .raw_request(
+            "anvil_setBalance".into(),
+            (
+                m2m::wallet::Signer::evm_address(&*buyer_keys),
+                U256::from(10u128.pow(18)),
+            ),
+        )
+        .await
+        .unwrap();
+    let as_buyer = alloy::providers::ProviderBuilder::new()
+        .wallet(alloy::network::EthereumWallet::new(
+            m2m::node::evm::WalletTxSigner(buyer_keys.clone()),
+        ))
+        .connect_http(chain.anvil.endpoint().parse().unwrap());
+    let settlement =
+        m2m::contracts::bindings::BatchSettlement::new(chain.deployment.settlement, &as_buyer);
+    let config = m2m::contracts::bindings::ChannelConfig {
+        payer: m2m::wallet::Signer::evm_address(&*buyer_keys),
+        payerAuthorizer: m2m::wallet::Signer::evm_address(&*buyer_keys),
+        receiver: seller.receiver(),
+        receiverAuthorizer: seller.chain().provider_address(),
+        token: chain.token,
+        withdrawDelay: alloy::primitives::aliases::U40::from(900u64),
+        salt: alloy::primitives::B256::ZERO,
+    };
+    let id = m2m::contracts::eip712::channel_id(seller.chain().domain(), &config);
+    send(
+        settlement.initiateWithdraw(config, 10_000),
+        "initiateWithdraw",
+    )
+    .await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while settlement.channels(id).call().await.unwrap().totalClaimed < 150 * PRICE {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the claimer did not claim during the withdrawal"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    claimer.abort();
+
+    // Nothing left to claim; check every unit of the token.
     let claimed = seller.claim_all().await.expect("claim");
-    assert_eq!(claimed, 1);
+    assert_eq!(claimed, 0, "already claimed because of the withdrawal");
     server.shutdown().await;
     let balance = |who| {
         let token = token.clone();

@@ -17,6 +17,13 @@ use crate::store::RecordWrite;
 use crate::x402::codes;
 use crate::x402::types::{PaymentRequired, PaymentRequirements};
 
+/// A channel with one seller, as derived from its offer.
+#[derive(Debug)]
+pub(super) struct ChannelContext {
+    terms: ChannelTerms,
+    config_json: Value,
+}
+
 /// At most this many corrective-402 resynchronisations per reading.
 const MAX_RESYNCS: usize = 1;
 
@@ -28,7 +35,8 @@ impl Buyer {
         offer: &PaymentRequirements,
         price: u128,
     ) -> Result<Fetched, BuyerError> {
-        let (config, terms) = self.channel_terms(offer)?;
+        let context = self.channel_context(offer)?;
+        let terms = context.terms;
         let entry = self.payer_channel(terms)?;
         // Held across the exchange: one reading at a time per channel, and the response is
         // checked before the next voucher is signed.
@@ -36,7 +44,7 @@ impl Buyer {
         let price_amount = terms.amount(price);
         for attempt in 0..=MAX_RESYNCS {
             let (payload, deposit) = self
-                .batch_payload(&mut channel, &config, offer, price_amount)
+                .batch_payload(&mut channel, &context, offer, price_amount)
                 .await?;
             let response = self.send_paid(url, required, offer, payload).await?;
             if response.status().as_u16() == 402 {
@@ -63,10 +71,13 @@ impl Buyer {
             } else {
                 record
             };
-            self.store
-                .submit(RecordWrite::Payer(terms.channel_id, record))
-                .durable()
-                .await?;
+            // Not awaited: the charged total is a convenience (a lost one is restored by the
+            // seller's corrective 402, proven by our own signature); the exposure that matters was
+            // durable before the voucher left. The next write of this channel supersedes it.
+            drop(
+                self.store
+                    .submit(RecordWrite::Payer(terms.channel_id, record)),
+            );
             bump(&self.stats.vouchers);
             if deposit {
                 bump(&self.stats.deposits);
@@ -81,6 +92,37 @@ impl Buyer {
         Err(BuyerError::Refused {
             code: codes::BATCH_CUMULATIVE_MISMATCH.into(),
         })
+    }
+
+    /// The channel we use with the seller of `offer` (computed once per offer: the channel id is
+    /// three keccaks, the JSON a few allocations).
+    fn channel_context(
+        &self,
+        offer: &PaymentRequirements,
+    ) -> Result<Arc<ChannelContext>, BuyerError> {
+        let extra = offer.extra.as_ref();
+        let key = format!(
+            "{}|{}|{}|{:?}|{:?}",
+            offer.network,
+            offer.pay_to,
+            offer.asset,
+            extra.and_then(|e| e.get("receiverAuthorizer")),
+            extra.and_then(|e| e.get("withdrawDelay")),
+        );
+        let mut contexts = self
+            .contexts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(context) = contexts.get(&key) {
+            return Ok(context.clone());
+        }
+        let (config, terms) = self.channel_terms(offer)?;
+        let context = Arc::new(ChannelContext {
+            config_json: config_json(&config),
+            terms,
+        });
+        contexts.insert(key, context.clone());
+        Ok(context)
     }
 
     /// The channel config we use with this seller, and the core's terms for it.
@@ -150,12 +192,12 @@ impl Buyer {
     async fn batch_payload(
         &self,
         channel: &mut PayerChannel,
-        config: &ChannelConfig,
+        context: &ChannelContext,
         offer: &PaymentRequirements,
         price: Amount,
     ) -> Result<(Value, bool), BuyerError> {
         let signer = WalletVoucherSigner(&*self.signer);
-        let config_json = config_json(config);
+        let config_json = &context.config_json;
         if channel.remaining().base_units() >= price.base_units() {
             let prepared = channel.prepare_payment(price, &signer)?;
             self.persist(channel, prepared.record).await?;

@@ -24,6 +24,7 @@ use reqwest::header::HeaderMap;
 use crate::channel_crypto::Secp256k1Verifier;
 use crate::evm::{SharedSigner, parse_eip155};
 use crate::store::{ChannelStore, StoreError};
+use crate::x402::codes;
 use crate::x402::headers::{self, PAYMENT_REQUIRED, PAYMENT_RESPONSE, PAYMENT_SIGNATURE};
 use crate::x402::types::{
     PaymentPayload, PaymentRequired, PaymentRequirements, SettlementResponse, X402_VERSION,
@@ -142,6 +143,10 @@ pub struct Buyer {
     options: BuyerOptions,
     budget: Mutex<Option<BudgetTracker<String>>>,
     channels: Mutex<HashMap<ChannelId, Arc<tokio::sync::Mutex<PayerChannel>>>>,
+    /// The last `402` terms seen per URL, to pay up front next time.
+    known: Mutex<HashMap<String, Arc<PaymentRequired>>>,
+    /// Channel configs per seller offer.
+    contexts: Mutex<HashMap<String, Arc<batch::ChannelContext>>>,
     /// Counters.
     pub stats: BuyerStats,
 }
@@ -174,18 +179,46 @@ impl Buyer {
             budget: Mutex::new(options.budget.map(BudgetTracker::new)),
             options,
             channels: Mutex::new(HashMap::new()),
+            known: Mutex::new(HashMap::new()),
+            contexts: Mutex::new(HashMap::new()),
             stats: BuyerStats::default(),
         }
     }
 
     /// Fetches `url`, paying a `402` if the budget allows.
     pub async fn get(&self, url: &str) -> Result<Fetched, BuyerError> {
+        if let Some(required) = self.cached_requirements(url) {
+            // Pay up front with what this URL asked last time (saves the 402 round trip). If the
+            // seller changed its terms, forget them and start over from a fresh 402.
+            match self.pay(url, &required).await {
+                Err(BuyerError::Refused { code })
+                    if code == codes::INVALID_PAYMENT_REQUIREMENTS
+                        || code == codes::UNSUPPORTED_SCHEME =>
+                {
+                    self.forget_requirements(url);
+                }
+                Err(error) => {
+                    self.forget_requirements(url);
+                    return Err(error);
+                }
+                done => return done,
+            }
+        }
         let first = self.http.get(url).send().await?;
         if first.status().as_u16() != 402 {
             return unpaid(first).await;
         }
         let required = payment_required(first.headers(), None)?;
-        let offer = self.choose(&required)?.clone();
+        let outcome = self.pay(url, &required).await;
+        if outcome.is_ok() {
+            self.lock_known().insert(url.to_owned(), Arc::new(required));
+        }
+        outcome
+    }
+
+    /// Pays one request of `url` under `required`.
+    async fn pay(&self, url: &str, required: &PaymentRequired) -> Result<Fetched, BuyerError> {
+        let offer = self.choose(required)?.clone();
         let price: u128 = offer
             .amount
             .parse()
@@ -196,9 +229,9 @@ impl Buyer {
         let peer = origin(url);
         self.authorize(&peer, &offer, price)?;
         let outcome = if offer.scheme == crate::x402::batch::SCHEME {
-            self.pay_batch(url, &required, &offer, price).await
+            self.pay_batch(url, required, &offer, price).await
         } else {
-            self.pay_exact(url, &required, &offer, price).await
+            self.pay_exact(url, required, &offer, price).await
         };
         if let Err(BuyerError::SellerMisbehaved(_)) = &outcome
             && let Some(budget) = self.lock_budget().as_mut()
@@ -206,6 +239,20 @@ impl Buyer {
             budget.block(peer);
         }
         outcome
+    }
+
+    fn lock_known(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<PaymentRequired>>> {
+        self.known
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn cached_requirements(&self, url: &str) -> Option<Arc<PaymentRequired>> {
+        self.lock_known().get(url).cloned()
+    }
+
+    fn forget_requirements(&self, url: &str) {
+        self.lock_known().remove(url);
     }
 
     /// The first offer in preference order that this buyer can pay.

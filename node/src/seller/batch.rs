@@ -13,6 +13,7 @@ use m2m_contracts::bindings::ChannelConfig;
 use m2m_contracts::eip712;
 use m2m_core::payee::PayeeChannel;
 use m2m_core::{ChannelError, ChannelId, Voucher, VoucherVerifier};
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{Route, Seller, SellerChannel, encode_config, now_secs};
@@ -62,7 +63,7 @@ impl Seller {
         route: &Route,
         payload: &Value,
     ) -> Result<SettlementResponse, Refusal> {
-        let payload: BatchPayload = serde_json::from_value(payload.clone())
+        let payload = BatchPayload::deserialize(payload)
             .map_err(|e| Refusal::new(codes::BATCH_PAYLOAD_TYPE, e.to_string()))?;
         let (config_json, voucher_json, deposit) = match &payload {
             BatchPayload::Deposit {

@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering;
 use alloy::primitives::{Address, B256, Signature, U256};
 use alloy::sol_types::SolStruct;
 use m2m_contracts::eip712::{self, TransferWithAuthorization};
+use serde::Deserialize;
 use serde_json::Value;
 
 use super::batch::Refusal;
@@ -40,7 +41,7 @@ impl Seller {
                 "network is not this chain",
             ));
         }
-        let payload: ExactPayload = serde_json::from_value(payload.clone())
+        let payload = ExactPayload::deserialize(payload)
             .map_err(|e| Refusal::new(codes::INVALID_PAYLOAD, e.to_string()))?;
         let auth = payload.authorization.to_typed().ok_or_else(|| {
             Refusal::new(

@@ -81,6 +81,8 @@ pub struct Route {
     pub config: config::RouteConfig,
     /// Price per reading, atomic units.
     pub price: u128,
+    /// What it accepts (built once: checksummed addresses cost a keccak each).
+    offers: Vec<PaymentRequirements>,
 }
 
 /// One channel the seller is paid on: its on-chain config and the payee state machine.
@@ -163,6 +165,7 @@ impl Seller {
                 Route {
                     config: route.clone(),
                     price,
+                    offers: Vec::new(),
                 },
             );
         }
@@ -170,7 +173,7 @@ impl Seller {
             threshold_units: config::threshold_units(&config.claim.threshold).unwrap_or(u128::MAX),
             max_interval_secs: config.claim.interval_secs,
         };
-        let seller = Self {
+        let mut seller = Self {
             receiver: config.pay_to.unwrap_or(device),
             receiver_authorizer: device,
             routes,
@@ -185,6 +188,16 @@ impl Seller {
             stats: SellerStats::default(),
             config,
         };
+        let offers: Vec<(String, Vec<PaymentRequirements>)> = seller
+            .routes
+            .values()
+            .map(|route| (route.config.path.clone(), seller.build_requirements(route)))
+            .collect();
+        for (path, list) in offers {
+            if let Some(route) = seller.routes.get_mut(&path) {
+                route.offers = list;
+            }
+        }
         seller.restore_channels()?;
         Ok(Arc::new(seller))
     }
@@ -259,7 +272,11 @@ impl Seller {
     }
 
     /// What a route accepts, one entry per scheme.
-    pub fn requirements(&self, route: &Route) -> Vec<PaymentRequirements> {
+    pub fn requirements<'r>(&self, route: &'r Route) -> &'r [PaymentRequirements] {
+        &route.offers
+    }
+
+    fn build_requirements(&self, route: &Route) -> Vec<PaymentRequirements> {
         let token = self.tokens.get(&route.config.asset);
         let (name, version) = token
             .map(|t| (t.name.as_str(), t.version.as_str()))
@@ -309,7 +326,7 @@ impl Seller {
                 description: route.config.description.clone(),
                 mime_type: Some("application/senml+json".into()),
             },
-            accepts: self.requirements(route),
+            accepts: self.requirements(route).to_vec(),
             extensions: None,
         }
     }
