@@ -113,6 +113,64 @@ impl fmt::Display for EvmTopUp {
     }
 }
 
+/// An EIP-681 request this module cannot read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("not a supported EIP-681 request ({0}): expected ethereum:<address>@<chain>[?value=N] or ethereum:<token>@<chain>/transfer?address=<to>[&uint256=N]")]
+pub struct TopUpParseError(&'static str);
+
+impl core::str::FromStr for EvmTopUp {
+    type Err = TopUpParseError;
+
+    /// Reads the requests [`EvmTopUp`]'s `Display` writes (the payer's side of a top-up): plain
+    /// value transfers and ERC-20 `transfer`, with a chain id. Numbers must be plain decimal.
+    fn from_str(uri: &str) -> Result<Self, Self::Err> {
+        let rest = uri.strip_prefix("ethereum:").ok_or(TopUpParseError("scheme"))?;
+        let (target, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let (target, function) = match target.split_once('/') {
+            Some((target, function)) => (target, Some(function)),
+            None => (target, None),
+        };
+        let (address, chain) = target.split_once('@').ok_or(TopUpParseError("chain id"))?;
+        let address: EvmAddress = address.parse().map_err(|_| TopUpParseError("address"))?;
+        let chain_id: u64 = chain.parse().map_err(|_| TopUpParseError("chain id"))?;
+        let mut fields = std::collections::HashMap::new();
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (key, value) = pair.split_once('=').ok_or(TopUpParseError("query"))?;
+            if fields.insert(key, value).is_some() {
+                return Err(TopUpParseError("repeated parameter"));
+            }
+        }
+        let number = |key: &str| -> Result<Option<U256>, TopUpParseError> {
+            match fields.get(key) {
+                None => Ok(None),
+                Some(text) if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) => {
+                    text.parse().map(Some).map_err(|_| TopUpParseError("amount"))
+                }
+                Some(_) => Err(TopUpParseError("amount")),
+            }
+        };
+        match function {
+            None => Ok(EvmTopUp {
+                to: address,
+                chain_id,
+                asset: EvmAsset::Native,
+                amount: number("value")?,
+            }),
+            Some("transfer") => Ok(EvmTopUp {
+                to: fields
+                    .get("address")
+                    .ok_or(TopUpParseError("recipient"))?
+                    .parse()
+                    .map_err(|_| TopUpParseError("recipient"))?,
+                chain_id,
+                asset: EvmAsset::Erc20 { token: address },
+                amount: number("uint256")?,
+            }),
+            Some(_) => Err(TopUpParseError("function")),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::str::FromStr;
@@ -188,5 +246,28 @@ mod tests {
             .to_string(),
             "ethereum:0x9858EfFD232B4033E47d90003D41EC34EcaEda94@31337"
         );
+    }
+
+    #[test]
+    fn eip681_requests_read_back_what_display_writes() {
+        let token: EvmAddress = "0x9fE46736679d2D9a65F0992F2272dE9f3c7fa6e0".parse().unwrap();
+        let to: EvmAddress = "0x9858EfFD232B4033E47d90003D41EC34EcaEda94".parse().unwrap();
+        for request in [
+            EvmTopUp { to, chain_id: 31337, asset: EvmAsset::Native, amount: Some(U256::from(5u8)) },
+            EvmTopUp { to, chain_id: 1, asset: EvmAsset::Erc20 { token }, amount: Some(U256::from(250_000u32)) },
+            EvmTopUp { to, chain_id: 8453, asset: EvmAsset::Erc20 { token }, amount: None },
+        ] {
+            assert_eq!(request.to_string().parse::<EvmTopUp>().unwrap(), request);
+        }
+        for bad in [
+            "bitcoin:abc",
+            "ethereum:0x9858EfFD232B4033E47d90003D41EC34EcaEda94",
+            "ethereum:0x9858EfFD232B4033E47d90003D41EC34EcaEda94@1?value=1e18",
+            "ethereum:0x9fE46736679d2D9a65F0992F2272dE9f3c7fa6e0@1/approve?address=0x9858EfFD232B4033E47d90003D41EC34EcaEda94",
+            "ethereum:0x9fE46736679d2D9a65F0992F2272dE9f3c7fa6e0@1/transfer?uint256=5",
+            "ethereum:0x9858EfFD232B4033E47d90003D41EC34EcaEda94@1?value=1&value=2",
+        ] {
+            assert!(bad.parse::<EvmTopUp>().is_err(), "{bad}");
+        }
     }
 }

@@ -92,6 +92,23 @@ pub(crate) struct SellerChannel {
     pub(crate) payee: PayeeChannel,
 }
 
+/// One channel as the seller holds it (for audits and the simulator's conservation check).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChannelSummary {
+    /// Channel id.
+    pub id: B256,
+    /// Payer.
+    pub payer: Address,
+    /// Token.
+    pub token: Address,
+    /// Deposit as last seen on chain.
+    pub deposit: u128,
+    /// Total charged for readings served.
+    pub charged: u128,
+    /// Total claimed on chain, as last seen.
+    pub claimed: u128,
+}
+
 /// Running totals, for logs and the simulator.
 #[derive(Debug, Default)]
 pub struct SellerStats {
@@ -351,6 +368,25 @@ impl Seller {
     /// The next claim pass after `check_secs`, forever; call from a spawned task.
     pub async fn run_claimer(self: Arc<Self>) {
         claimer::run(self).await;
+    }
+
+    /// Every channel this seller is paid on.
+    pub async fn channel_summaries(&self) -> Vec<ChannelSummary> {
+        let entries: Vec<_> = self.lock_channels().values().cloned().collect();
+        let mut summaries = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let channel = entry.lock().await;
+            let record = channel.payee.record();
+            summaries.push(ChannelSummary {
+                id: B256::from(channel.payee.terms().channel_id.0),
+                payer: channel.config.payer,
+                token: channel.config.token,
+                deposit: record.deposit_units,
+                charged: record.charged_units,
+                claimed: record.claimed_units,
+            });
+        }
+        summaries
     }
 
     /// Counts paid readings in total.
