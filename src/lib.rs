@@ -9,5 +9,6 @@
 pub use m2m_contracts as contracts;
 pub use m2m_core as core;
 pub use m2m_node as node;
+#[cfg(feature = "sim")]
 pub use m2m_sim as sim;
 pub use m2m_wallet as wallet;

@@ -1,2 +1,63 @@
-//! `m2m-sim`: the simulator that runs a fleet of devices against local chains and reports what
-//! happened (scenarios, faults, conservation check).
+//! `m2m-sim`: runs a fleet of devices against a local chain and reports what happened.
+//!
+//! A run ([`run::run`]) starts anvil with the settlement contracts and a test token, creates the
+//! devices of a [`scenario::Scenario`] (sellers with price lists, buyers with budgets, each with
+//! its own wallet and store), tops the buyers up through EIP-681 requests their owner pays, and
+//! lets the buyers fetch readings for the scenario's duration while faults are injected:
+//! sellers restarted from their stores, responses lost after the seller persisted the payment,
+//! an overcharging seller, a buyer sending forged and stale vouchers, a payer starting a timed
+//! withdrawal. Then every seller claims, withdrawals complete, and [`check`] verifies
+//! conservation of the token to the unit from the chain and the stores. [`report`] writes
+//! `summary.md`, `summary.json` and SVG plots.
+//!
+//! - [`scenario`]: the TOML scenario format and the built-in `quick` scenario.
+//! - [`fleet`]: devices (restartable sellers, buyers).
+//! - [`proxy`]: the fault-injecting TCP proxy in front of each seller.
+//! - [`adversary`]: the overcharging seller and the forging buyer's attacks.
+//! - [`events`]: per-request events and the figures derived from them.
+//! - [`cli`]: `m2m sim`.
+
+pub mod adversary;
+pub mod check;
+pub mod cli;
+pub mod events;
+pub mod fleet;
+pub mod proxy;
+pub mod report;
+pub mod run;
+pub mod scenario;
+
+use std::path::PathBuf;
+
+/// A run could not be carried out (a failed check is not an error: it is in the report).
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    /// Starting the chain or a device failed.
+    #[error("setup: {0}")]
+    Setup(String),
+    /// A JSON-RPC call failed.
+    #[error("chain: {0}")]
+    Rpc(#[source] alloy::transports::TransportError),
+    /// A contract call failed.
+    #[error("contract: {0}")]
+    Contract(#[source] alloy::contract::Error),
+    /// Writing the report failed.
+    #[error("writing {0}: {1}")]
+    Output(PathBuf, #[source] std::io::Error),
+    /// Drawing a plot failed.
+    #[error("plotting {0}: {1}")]
+    Plot(PathBuf, String),
+    /// The scenario is unusable.
+    #[error(transparent)]
+    Scenario(#[from] scenario::ScenarioError),
+}
+
+impl SimError {
+    pub(crate) fn rpc(error: alloy::transports::TransportError) -> Self {
+        SimError::Rpc(error)
+    }
+
+    pub(crate) fn contract(error: alloy::contract::Error) -> Self {
+        SimError::Contract(error)
+    }
+}

@@ -2,9 +2,11 @@
 //! architecture prescribes). Tools are provisioned on first use and cached per user.
 
 mod anvil;
+mod cli;
 mod paid_http;
 mod paid_http_hostile;
 mod settlement;
+mod sim;
 mod solc_shim;
 mod support;
 mod x402_client;

@@ -156,6 +156,27 @@ async fn hostile_payments_are_refused_with_spec_codes_and_nothing_is_served() {
     );
     assert!(!body.contains("\"n\":"), "no SenML reading served: {body}");
 
+    // A well-signed voucher on a channel nobody funded: refused, and nothing is recorded.
+    let mut unfunded = config.clone();
+    unfunded.payer = Signer::evm_address(&*mallory);
+    unfunded.payerAuthorizer = unfunded.payer;
+    let (_, code, _) = pay_raw(
+        &base,
+        "/temperature",
+        "batch-settlement",
+        voucher_payload(&unfunded, &*mallory, PRICE),
+    )
+    .await;
+    assert_eq!(
+        code.as_deref(),
+        Some("invalid_batch_settlement_evm_channel_not_found")
+    );
+    assert_eq!(
+        seller.channel_summaries().await.len(),
+        1,
+        "no entry for unfunded channels"
+    );
+
     // Replayed: the buyer's own voucher for reading 3, again. Corrective 402 with the proof.
     let (status, code, _) = pay_raw(
         &base,

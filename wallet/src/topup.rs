@@ -115,7 +115,9 @@ impl fmt::Display for EvmTopUp {
 
 /// An EIP-681 request this module cannot read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("not a supported EIP-681 request ({0}): expected ethereum:<address>@<chain>[?value=N] or ethereum:<token>@<chain>/transfer?address=<to>[&uint256=N]")]
+#[error(
+    "not a supported EIP-681 request ({0}): expected ethereum:<address>@<chain>[?value=N] or ethereum:<token>@<chain>/transfer?address=<to>[&uint256=N]"
+)]
 pub struct TopUpParseError(&'static str);
 
 impl core::str::FromStr for EvmTopUp {
@@ -124,7 +126,9 @@ impl core::str::FromStr for EvmTopUp {
     /// Reads the requests [`EvmTopUp`]'s `Display` writes (the payer's side of a top-up): plain
     /// value transfers and ERC-20 `transfer`, with a chain id. Numbers must be plain decimal.
     fn from_str(uri: &str) -> Result<Self, Self::Err> {
-        let rest = uri.strip_prefix("ethereum:").ok_or(TopUpParseError("scheme"))?;
+        let rest = uri
+            .strip_prefix("ethereum:")
+            .ok_or(TopUpParseError("scheme"))?;
         let (target, query) = rest.split_once('?').unwrap_or((rest, ""));
         let (target, function) = match target.split_once('/') {
             Some((target, function)) => (target, Some(function)),
@@ -143,9 +147,10 @@ impl core::str::FromStr for EvmTopUp {
         let number = |key: &str| -> Result<Option<U256>, TopUpParseError> {
             match fields.get(key) {
                 None => Ok(None),
-                Some(text) if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) => {
-                    text.parse().map(Some).map_err(|_| TopUpParseError("amount"))
-                }
+                Some(text) if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) => text
+                    .parse()
+                    .map(Some)
+                    .map_err(|_| TopUpParseError("amount")),
                 Some(_) => Err(TopUpParseError("amount")),
             }
         };
@@ -250,12 +255,31 @@ mod tests {
 
     #[test]
     fn eip681_requests_read_back_what_display_writes() {
-        let token: EvmAddress = "0x9fE46736679d2D9a65F0992F2272dE9f3c7fa6e0".parse().unwrap();
-        let to: EvmAddress = "0x9858EfFD232B4033E47d90003D41EC34EcaEda94".parse().unwrap();
+        let token: EvmAddress = "0x9fE46736679d2D9a65F0992F2272dE9f3c7fa6e0"
+            .parse()
+            .unwrap();
+        let to: EvmAddress = "0x9858EfFD232B4033E47d90003D41EC34EcaEda94"
+            .parse()
+            .unwrap();
         for request in [
-            EvmTopUp { to, chain_id: 31337, asset: EvmAsset::Native, amount: Some(U256::from(5u8)) },
-            EvmTopUp { to, chain_id: 1, asset: EvmAsset::Erc20 { token }, amount: Some(U256::from(250_000u32)) },
-            EvmTopUp { to, chain_id: 8453, asset: EvmAsset::Erc20 { token }, amount: None },
+            EvmTopUp {
+                to,
+                chain_id: 31337,
+                asset: EvmAsset::Native,
+                amount: Some(U256::from(5u8)),
+            },
+            EvmTopUp {
+                to,
+                chain_id: 1,
+                asset: EvmAsset::Erc20 { token },
+                amount: Some(U256::from(250_000u32)),
+            },
+            EvmTopUp {
+                to,
+                chain_id: 8453,
+                asset: EvmAsset::Erc20 { token },
+                amount: None,
+            },
         ] {
             assert_eq!(request.to_string().parse::<EvmTopUp>().unwrap(), request);
         }

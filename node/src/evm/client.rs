@@ -70,6 +70,15 @@ pub struct OnChainChannel {
     pub refund_nonce: u64,
 }
 
+impl OnChainChannel {
+    /// What vouchers may still be backed by: the balance minus a pending withdrawal (the payer
+    /// takes that out when the delay ends, whatever was charged after the withdrawal began).
+    pub fn usable_balance(&self) -> u128 {
+        self.balance
+            .saturating_sub(self.withdrawal.map_or(0, |(amount, _)| amount))
+    }
+}
+
 /// A token's EIP-712 identity (for EIP-3009 authorizations).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenInfo {

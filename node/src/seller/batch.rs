@@ -96,19 +96,40 @@ impl Seller {
         let voucher = voucher_json
             .to_core()
             .map_err(|e| Refusal::new(codes::BATCH_VOUCHER_SIGNATURE, e.to_string()))?;
-        let entry = self.channel_entry(ChannelId(id.0), &config)?;
-        let mut channel = entry.lock().await;
-        let mut transaction = String::new();
-        if let Some(deposit) = deposit {
-            transaction = self.relay_deposit(&mut channel, &voucher, deposit).await?;
-        } else if channel.payee.record().deposit_units == 0 {
-            let state = self.read_channel(id).await?;
-            if state.balance == 0 {
-                return Err(Refusal::new(
-                    codes::BATCH_CHANNEL_NOT_FOUND,
-                    "no deposit on chain for this channel; send a deposit payload",
-                ));
+        // Nothing is created or written for a channel until the chain shows money in it: forged
+        // or unfunded payments change nothing.
+        let channel_id = ChannelId(id.0);
+        let known = self.lock_channels().get(&channel_id).cloned();
+        let (entry, fresh, transaction) = match (known, deposit) {
+            (Some(entry), None) => (entry, None, String::new()),
+            (known, Some(deposit)) => {
+                let terms = self.terms_of(&config, channel_id);
+                let (tx, state) = self
+                    .relay_deposit(&config, &terms, &voucher, deposit)
+                    .await?;
+                let entry = match known {
+                    Some(entry) => entry,
+                    None => self.create_entry(channel_id, &config)?,
+                };
+                (entry, Some(state), tx)
             }
+            (None, None) => {
+                let state = self.read_channel(id).await?;
+                if state.balance == 0 {
+                    return Err(Refusal::new(
+                        codes::BATCH_CHANNEL_NOT_FOUND,
+                        "no deposit on chain for this channel; send a deposit payload",
+                    ));
+                }
+                (
+                    self.create_entry(channel_id, &config)?,
+                    Some(state),
+                    String::new(),
+                )
+            }
+        };
+        let mut channel = entry.lock().await;
+        if let Some(state) = fresh {
             adopt_chain_state(&mut channel, &state)?;
         }
         let price = channel.payee.terms().amount(route.price);
@@ -179,8 +200,8 @@ impl Seller {
             .map_err(|e| Refusal::new(codes::BATCH_WITHDRAW_DELAY_MISMATCH, e.to_string()))
     }
 
-    /// The channel's entry, created (and its config saved durably) on first sight.
-    fn channel_entry(
+    /// A funded channel's entry, created (and its config saved durably) on first sight.
+    fn create_entry(
         &self,
         id: ChannelId,
         config: &ChannelConfig,
@@ -216,13 +237,15 @@ impl Seller {
             .map_err(|e| Refusal::new(codes::BATCH_RPC_READ_FAILED, e.to_string()))
     }
 
-    /// Submits the payer's EIP-3009 deposit through the collector, then mirrors the new balance.
+    /// Submits the payer's EIP-3009 deposit through the collector; returns the transaction and the
+    /// channel's state after it.
     async fn relay_deposit(
         &self,
-        channel: &mut SellerChannel,
+        config: &ChannelConfig,
+        terms: &m2m_core::ChannelTerms,
         voucher: &Voucher,
         deposit: &Deposit,
-    ) -> Result<String, Refusal> {
+    ) -> Result<(String, OnChainChannel), Refusal> {
         let amount: u128 = deposit
             .amount
             .parse()
@@ -260,7 +283,6 @@ impl Seller {
             ));
         }
         // Refuse a deposit whose voucher is not even the payer's before spending gas on it.
-        let terms = channel.payee.terms();
         let digest = m2m_core::voucher_digest(
             &terms.domain_separator,
             &terms.channel_id,
@@ -278,18 +300,12 @@ impl Seller {
         let data = eip712::erc3009_collector_data(valid_after, valid_before, salt, &auth.signature);
         let tx = self
             .chain
-            .deposit(
-                channel.config.clone(),
-                amount,
-                self.config.erc3009_collector,
-                data,
-            )
+            .deposit(config.clone(), amount, self.config.erc3009_collector, data)
             .await
             .map_err(|e| Refusal::new(codes::BATCH_DEPOSIT_TRANSACTION_FAILED, e.to_string()))?;
         let state = self.read_channel(B256::from(terms.channel_id.0)).await?;
-        adopt_chain_state(channel, &state)?;
-        tracing::info!(channel = %B256::from(channel.payee.terms().channel_id.0), amount, %tx, "deposit relayed");
-        Ok(format!("{tx:#x}"))
+        tracing::info!(channel = %B256::from(terms.channel_id.0), amount, %tx, "deposit relayed");
+        Ok((format!("{tx:#x}"), state))
     }
 }
 
@@ -298,7 +314,7 @@ impl Seller {
 fn adopt_chain_state(channel: &mut SellerChannel, state: &OnChainChannel) -> Result<(), Refusal> {
     let terms = *channel.payee.terms();
     let mut record = *channel.payee.record();
-    record.deposit_units = state.balance;
+    record.deposit_units = state.usable_balance();
     record.claimed_units = state.total_claimed;
     record.charged_units = record.charged_units.max(state.total_claimed);
     record.withdraw_pending_since = state.withdrawal.map(|(_, since)| since);

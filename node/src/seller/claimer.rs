@@ -75,7 +75,7 @@ async fn watch_withdrawals(seller: &Seller, next_block: &mut u64) -> Result<(), 
         let mut channel = entry.lock().await;
         let terms = *channel.payee.terms();
         let Ok(record) = channel.payee.on_chain_update(
-            terms.amount(state.balance),
+            terms.amount(state.usable_balance()),
             terms.amount(state.total_claimed),
             state.withdrawal.map(|(_, since)| since),
         ) else {

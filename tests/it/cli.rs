@@ -8,7 +8,7 @@ use std::str::FromStr;
 
 use bitcoin::bip32::{DerivationPath, Xpriv};
 use bitcoin::secp256k1::Secp256k1;
-use m2m_node::datadir::DataDir;
+use m2m::node::datadir::DataDir;
 
 const PASSPHRASE: &str = "device passphrase for tests";
 const ABANDON_ABOUT: &str =

@@ -1,0 +1,533 @@
+//! One simulator run: local chain, fleet, paying phase with faults, settlement, checks.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use alloy::network::EthereumWallet;
+use alloy::primitives::{Address, U256};
+use alloy::providers::{DynProvider, Provider, ProviderBuilder};
+use alloy::signers::local::PrivateKeySigner;
+use m2m_contracts::bindings::TestToken;
+use m2m_core::budget::BudgetPolicy;
+use m2m_core::{Amount, Asset};
+use m2m_node::buyer::{BuyerError, BuyerOptions};
+use m2m_node::seller::SellerConfig;
+use m2m_node::tools::{AnvilHandle, Foundry, start_anvil};
+use m2m_node::x402::types::PaymentRequired;
+use m2m_wallet::Signer;
+use m2m_wallet::topup::{EvmAsset, EvmTopUp};
+use rand::{Rng, SeedableRng};
+
+use crate::adversary::{ForgeryOutcome, OverchargingSeller, attempt, voucher_payload};
+use crate::events::{Outcome, Recorder, Sample, resident_bytes};
+use crate::fleet::{SimBuyer, SimSeller, new_device};
+use crate::proxy::FaultProxy;
+use crate::scenario::Scenario;
+use crate::{SimError, check, report};
+
+/// Where the report goes and whether to show progress.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Output folder (created).
+    pub out_dir: PathBuf,
+    /// Draw a progress bar on stderr.
+    pub progress: bool,
+}
+
+/// The outcome of a run (also written to `summary.json`).
+pub use report::RunReport;
+
+pub(crate) const CHAIN_ID: u64 = 31337;
+const ROUTES: [&str; 2] = ["/temperature", "/humidity"];
+
+/// The local chain and the account that plays "the device owner" (tops devices up).
+pub(crate) struct Chain {
+    pub(crate) anvil: AnvilHandle,
+    pub(crate) owner: DynProvider,
+    pub(crate) owner_address: Address,
+    pub(crate) token: Address,
+    pub(crate) settlement: Address,
+    pub(crate) first_block: u64,
+}
+
+async fn start_chain() -> Result<Chain, SimError> {
+    let foundry = Foundry::ensure().map_err(|e| SimError::Setup(format!("tools: {e}")))?;
+    let anvil =
+        start_anvil(&foundry, CHAIN_ID).map_err(|e| SimError::Setup(format!("anvil: {e}")))?;
+    let key = PrivateKeySigner::from(anvil.instance().keys()[0].clone());
+    let owner_address = key.address();
+    let url = anvil
+        .endpoint()
+        .parse()
+        .map_err(|_| SimError::Setup("anvil endpoint".into()))?;
+    let owner = ProviderBuilder::new()
+        .wallet(EthereumWallet::from(key))
+        .connect_http(url)
+        .erased();
+    let deployment = m2m_contracts::deploy::install_canonical(&owner)
+        .await
+        .map_err(|e| SimError::Setup(format!("contracts: {e}")))?;
+    let token = m2m_contracts::deploy::deploy_test_token(&owner)
+        .await
+        .map_err(|e| SimError::Setup(format!("token: {e}")))?;
+    let first_block = owner.get_block_number().await.map_err(SimError::rpc)?;
+    Ok(Chain {
+        anvil,
+        owner,
+        owner_address,
+        token,
+        settlement: deployment.settlement,
+        first_block,
+    })
+}
+
+impl Chain {
+    pub(crate) async fn set_eth(&self, who: Address, wei: u128) -> Result<(), SimError> {
+        let _: serde_json::Value = self
+            .owner
+            .raw_request("anvil_setBalance".into(), (who, U256::from(wei)))
+            .await
+            .map_err(SimError::rpc)?;
+        Ok(())
+    }
+
+    /// The owner pays a device's EIP-681 top-up request, read from its URI like a wallet would.
+    async fn pay_top_up(&self, uri: &str) -> Result<(), SimError> {
+        let request: EvmTopUp = uri
+            .parse()
+            .map_err(|e| SimError::Setup(format!("{uri}: {e}")))?;
+        let (EvmAsset::Erc20 { token }, Some(amount)) = (request.asset, request.amount) else {
+            return Err(SimError::Setup(format!("unexpected top-up request {uri}")));
+        };
+        TestToken::new(token, &self.owner)
+            .transfer(request.to, amount)
+            .send()
+            .await
+            .map_err(SimError::contract)?
+            .get_receipt()
+            .await
+            .map_err(|e| SimError::Setup(e.to_string()))?;
+        Ok(())
+    }
+}
+
+/// Runs `scenario` to the end and writes the report.
+pub async fn run(scenario: &Scenario, options: &RunOptions) -> Result<RunReport, SimError> {
+    std::fs::create_dir_all(&options.out_dir)
+        .map_err(|e| SimError::Output(options.out_dir.clone(), e))?;
+    let devices_dir =
+        tempfile::tempdir().map_err(|e| SimError::Output(options.out_dir.clone(), e))?;
+    let rss_before = resident_bytes();
+    let chain = start_chain().await?;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(scenario.seed);
+
+    // Sellers (honest ones behind fault proxies), then the overcharging ones.
+    let honest = scenario.sellers.count - scenario.faults.overcharging_sellers;
+    let mut sellers = Vec::with_capacity(honest);
+    let mut proxies = Vec::with_capacity(honest);
+    for index in 0..honest {
+        let keys = new_device()?;
+        chain.set_eth(keys.evm_address(), 10u128.pow(21)).await?;
+        let config = seller_config(scenario, &chain)?;
+        let seller = SimSeller::start(
+            keys,
+            devices_dir.path().join(format!("seller-{index}")),
+            config,
+        )
+        .await?;
+        let delay = Duration::from_millis(scenario.faults.delay_ms);
+        let proxy = FaultProxy::start(
+            seller.addr,
+            scenario.faults.lost_response_rate,
+            delay,
+            rng.random(),
+        )
+        .await
+        .map_err(|e| SimError::Setup(format!("proxy: {e}")))?;
+        proxies.push(proxy);
+        sellers.push(seller);
+    }
+    let mut urls: Vec<String> = proxies
+        .iter()
+        .map(|p| format!("http://{}", p.addr))
+        .collect();
+    let honest_terms = probe_terms(&format!("{}{}", urls[0], ROUTES[0])).await?;
+    let mut cheats = Vec::new();
+    for _ in 0..scenario.faults.overcharging_sellers {
+        let cheat = new_device()?;
+        let mut terms = honest_terms.clone();
+        for offer in &mut terms.accepts {
+            offer.pay_to = cheat.evm_address().to_checksum(None);
+            if let Some(extra) = offer.extra.as_mut().and_then(|e| e.as_object_mut()) {
+                extra.insert("receiverAuthorizer".into(), offer.pay_to.clone().into());
+            }
+        }
+        let server = OverchargingSeller::start(terms)
+            .await
+            .map_err(|e| SimError::Setup(e.to_string()))?;
+        urls.push(format!("http://{}", server.addr));
+        cheats.push((cheat, server));
+    }
+
+    // Buyers, topped up by their owner through EIP-681 requests.
+    let asset = Asset::Erc20 {
+        chain_id: CHAIN_ID,
+        token: chain.token.0.0,
+    };
+    let price = scenario.sellers.price;
+    let buyers_total = U256::from(scenario.buyers.top_up) * U256::from(scenario.buyers.count);
+    TestToken::new(chain.token, &chain.owner)
+        .mint(chain.owner_address, buyers_total)
+        .send()
+        .await
+        .map_err(SimError::contract)?
+        .get_receipt()
+        .await
+        .map_err(|e| SimError::Setup(e.to_string()))?;
+    let mut buyers = Vec::with_capacity(scenario.buyers.count);
+    for index in 0..scenario.buyers.count {
+        let keys = new_device()?;
+        let request = EvmTopUp {
+            to: keys.evm_address(),
+            chain_id: CHAIN_ID,
+            asset: EvmAsset::Erc20 { token: chain.token },
+            amount: Some(U256::from(scenario.buyers.top_up)),
+        };
+        chain.pay_top_up(&request.to_string()).await?;
+        let options = BuyerOptions {
+            deposit_readings: scenario.buyers.deposit_readings,
+            max_price: Some(price * 10),
+            budget: Some(BudgetPolicy {
+                per_request: Amount::new(asset, price * 10),
+                per_peer_per_hour: Amount::new(asset, scenario.buyers.budget_per_peer_per_hour),
+                per_day: Amount::new(asset, scenario.buyers.top_up),
+            }),
+            ..BuyerOptions::default()
+        };
+        buyers.push(Arc::new(SimBuyer::new(
+            keys,
+            &devices_dir.path().join(format!("buyer-{index}")),
+            options,
+        )?));
+    }
+    let devices = sellers.len() + cheats.len() + buyers.len();
+    let rss_after = resident_bytes();
+
+    // The paying phase.
+    let recorder = Arc::new(Recorder::new());
+    let duration = Duration::from_secs(scenario.duration_secs);
+    let deadline = Instant::now() + duration;
+    let forged = Arc::new((AtomicU64::new(0), AtomicU64::new(0)));
+    let mut tasks = Vec::new();
+    for (index, buyer) in buyers.iter().enumerate() {
+        let role = if index < scenario.faults.forging_buyers {
+            Role::Forger
+        } else if index < scenario.faults.forging_buyers + scenario.faults.withdrawing_buyers {
+            Role::Withdrawer
+        } else {
+            Role::Honest
+        };
+        tasks.push(tokio::spawn(buyer_loop(BuyerTask {
+            buyer: buyer.clone(),
+            urls: urls.clone(),
+            honest_sellers: honest,
+            exact_share: scenario.buyers.exact_share,
+            rate: scenario.buyers.readings_per_sec,
+            seed: rng.random(),
+            deadline,
+            recorder: recorder.clone(),
+            role,
+            others: buyers.iter().map(|b| b.keys.evm_address()).collect(),
+            terms: honest_terms.clone(),
+            forged: forged.clone(),
+            chain: ChainRef {
+                rpc: chain.anvil.endpoint(),
+                settlement: chain.settlement,
+            },
+            halfway: Instant::now() + duration / 2,
+        })));
+    }
+    let progress = report::Progress::new(options.progress, scenario.duration_secs);
+    let mut samples = Vec::new();
+    let mut last_block = chain.first_block;
+    let (mut gas, mut transactions) = (0u64, 0u64);
+    let mut next_restart = Instant::now() + restart_period(scenario);
+    while Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        (gas, transactions) = chain_totals(&chain, &mut last_block, gas, transactions).await?;
+        let paid = recorder.paid();
+        samples.push(Sample {
+            at_secs: recorder.elapsed().as_secs_f64(),
+            paid,
+            gas,
+            transactions,
+        });
+        progress.tick(
+            recorder.elapsed().as_secs(),
+            paid,
+            sellers.iter().map(|s| s.restarts).sum(),
+        );
+        if scenario.faults.seller_restart_every_secs > 0
+            && Instant::now() >= next_restart
+            && Instant::now() < deadline
+        {
+            let victim = rng.random_range(0..sellers.len());
+            sellers[victim]
+                .restart(Duration::from_millis(scenario.faults.seller_down_ms))
+                .await?;
+            next_restart = Instant::now() + restart_period(scenario);
+        }
+    }
+    let mut withdrawals = Vec::new();
+    for task in tasks {
+        if let Some(withdrawal) = task.await.map_err(|e| SimError::Setup(e.to_string()))?? {
+            withdrawals.push(withdrawal);
+        }
+    }
+    progress.finish();
+
+    // Settle: every honest seller claims what it holds; withdrawals complete after the delay.
+    for seller in &sellers {
+        if let Some(live) = seller.seller() {
+            live.claim_all()
+                .await
+                .map_err(|e| SimError::Setup(format!("final claim: {e}")))?;
+        }
+    }
+    check::finalize_withdrawals(&chain, &withdrawals).await?;
+    (gas, transactions) = chain_totals(&chain, &mut last_block, gas, transactions).await?;
+    samples.push(Sample {
+        at_secs: recorder.elapsed().as_secs_f64(),
+        paid: recorder.paid(),
+        gas,
+        transactions,
+    });
+
+    let audit = check::conservation(&chain, &sellers, &buyers, &cheats, buyers_total).await?;
+    let forgeries = ForgeryOutcome {
+        refused: forged.0.load(Ordering::Relaxed),
+        served: forged.1.load(Ordering::Relaxed),
+    };
+    let lost_responses = proxies
+        .iter()
+        .map(|p| p.dropped.load(Ordering::Relaxed))
+        .sum();
+    let restarts = sellers.iter().map(|s| s.restarts).sum();
+    for seller in &mut sellers {
+        seller.stop().await?;
+    }
+    let memory_per_device = match (rss_before, rss_after) {
+        (Some(before), Some(after)) => Some(after.saturating_sub(before) / devices.max(1) as u64),
+        _ => None,
+    };
+    let report = RunReport::new(report::Inputs {
+        scenario,
+        devices,
+        events: recorder.events(),
+        samples,
+        duration,
+        audit,
+        forgeries,
+        lost_responses,
+        restarts,
+        withdrawals: withdrawals.len(),
+        memory_per_device,
+    });
+    report.write(&options.out_dir)?;
+    Ok(report)
+}
+
+fn restart_period(scenario: &Scenario) -> Duration {
+    Duration::from_secs(scenario.faults.seller_restart_every_secs.max(1))
+}
+
+fn seller_config(scenario: &Scenario, chain: &Chain) -> Result<SellerConfig, SimError> {
+    let routes: String = ROUTES
+        .iter()
+        .zip(["temperature", "humidity"])
+        .map(|(path, sensor)| {
+            format!(
+                "[[route]]\npath = \"{path}\"\nprice = \"{}\"\nasset = \"{}\"\nsensor = \"{sensor}\"\n",
+                scenario.sellers.price, chain.token
+            )
+        })
+        .collect();
+    SellerConfig::parse(&format!(
+        "listen = \"127.0.0.1:0\"\nrpc_url = \"{}\"\nnetwork = \"eip155:{CHAIN_ID}\"\nmin_deposit_readings = {}\n\
+         [claim]\nthreshold = \"{}\"\ncheck_secs = 1\non_shutdown = false\n\
+         [limits]\nrate_per_client = 1000000\nburst_per_client = 1000000\n{routes}",
+        chain.anvil.endpoint(),
+        scenario.buyers.deposit_readings,
+        scenario.sellers.claim_threshold,
+    ))
+    .map_err(|e| SimError::Setup(format!("seller config: {e}")))
+}
+
+/// An honest seller's 402 terms (what the overcharging seller imitates and forgers target).
+async fn probe_terms(url: &str) -> Result<PaymentRequired, SimError> {
+    let response = reqwest::get(url)
+        .await
+        .map_err(|e| SimError::Setup(format!("probe {url}: {e}")))?;
+    let header = response
+        .headers()
+        .get("PAYMENT-REQUIRED")
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| SimError::Setup("seller sent no PAYMENT-REQUIRED".into()))?;
+    m2m_node::x402::headers::decode(header).map_err(|e| SimError::Setup(e.to_string()))
+}
+
+/// Adds the gas and transactions of blocks mined since `last_block`.
+async fn chain_totals(
+    chain: &Chain,
+    last_block: &mut u64,
+    mut gas: u64,
+    mut transactions: u64,
+) -> Result<(u64, u64), SimError> {
+    let latest = chain
+        .owner
+        .get_block_number()
+        .await
+        .map_err(SimError::rpc)?;
+    while *last_block < latest {
+        *last_block += 1;
+        if let Some(block) = chain
+            .owner
+            .get_block_by_number((*last_block).into())
+            .await
+            .map_err(SimError::rpc)?
+        {
+            gas += block.header.gas_used;
+            transactions += block.transactions.len() as u64;
+        }
+    }
+    Ok((gas, transactions))
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Honest,
+    Forger,
+    Withdrawer,
+}
+
+#[derive(Clone)]
+pub(crate) struct ChainRef {
+    pub(crate) rpc: String,
+    pub(crate) settlement: Address,
+}
+
+struct BuyerTask {
+    buyer: Arc<SimBuyer>,
+    urls: Vec<String>,
+    honest_sellers: usize,
+    exact_share: f64,
+    rate: f64,
+    seed: u64,
+    deadline: Instant,
+    recorder: Arc<Recorder>,
+    role: Role,
+    others: Vec<Address>,
+    terms: PaymentRequired,
+    forged: Arc<(AtomicU64, AtomicU64)>,
+    chain: ChainRef,
+    halfway: Instant,
+}
+
+/// One buyer's life: readings at random sellers at exponential intervals; forgers also attack,
+/// withdrawers start a timed withdrawal halfway.
+async fn buyer_loop(task: BuyerTask) -> Result<Option<check::Withdrawal>, SimError> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(task.seed);
+    let http = reqwest::Client::new();
+    let mut withdrawal = None;
+    // Sellers this buyer caught misreporting: a real device stops asking them.
+    let mut avoided = std::collections::HashSet::new();
+    while Instant::now() < task.deadline {
+        let gap = -rng.random::<f64>().max(1e-9).ln() / task.rate;
+        tokio::time::sleep(Duration::from_secs_f64(gap.min(5.0))).await;
+        if Instant::now() >= task.deadline {
+            break;
+        }
+        // A withdrawer keeps to the first seller, whose channel it later withdraws from.
+        let seller = match task.role {
+            Role::Withdrawer => 0,
+            _ => rng.random_range(0..task.urls.len()),
+        };
+        if avoided.contains(&seller) {
+            continue;
+        }
+        let url = format!(
+            "{}{}",
+            task.urls[seller],
+            ROUTES[rng.random_range(0..ROUTES.len())]
+        );
+        let exact = seller < task.honest_sellers && rng.random::<f64>() < task.exact_share;
+        let begun = Instant::now();
+        let result = if exact {
+            task.buyer.exact.get(&url).await
+        } else {
+            task.buyer.buyer.get(&url).await
+        };
+        let outcome = match result {
+            Ok(fetched) if fetched.paid.as_ref().is_some_and(|(s, _)| s == "exact") => {
+                Outcome::Exact
+            }
+            Ok(_) => Outcome::Voucher,
+            Err(BuyerError::Refused { .. }) => Outcome::Refused,
+            Err(BuyerError::SellerMisbehaved(_)) => Outcome::SellerCaught,
+            Err(
+                BuyerError::Budget(_)
+                | BuyerError::PriceAboveLimit(_)
+                | BuyerError::NoAcceptableOffer(_),
+            ) => Outcome::BuyerRefused,
+            Err(_) => Outcome::Failed,
+        };
+        task.recorder.record(begun, outcome);
+        if outcome == Outcome::SellerCaught {
+            avoided.insert(seller);
+        }
+        // Right after a voucher was accepted here, a voucher for one price is stale for sure.
+        if task.role == Role::Forger && outcome == Outcome::Voucher && seller < task.honest_sellers
+        {
+            forge(&task, &http, &url, &mut rng).await;
+        }
+        if task.role == Role::Withdrawer && withdrawal.is_none() && Instant::now() >= task.halfway {
+            withdrawal = check::start_withdrawal(
+                &task.chain,
+                &task.buyer.keys,
+                &task.terms,
+                task.urls.first(),
+            )
+            .await?;
+        }
+    }
+    Ok(withdrawal)
+}
+
+/// A stale voucher on its own channel and a voucher for another buyer's channel signed with its
+/// own key: both must be refused.
+async fn forge(task: &BuyerTask, http: &reqwest::Client, url: &str, rng: &mut rand::rngs::StdRng) {
+    let Ok(terms) = probe_terms(url).await else {
+        return;
+    };
+    let me = task.buyer.keys.evm_address();
+    let victim = task.others[rng.random_range(0..task.others.len())];
+    let price: u128 = terms.accepts[0].amount.parse().unwrap_or(1);
+    let attacks = [
+        voucher_payload(CHAIN_ID, me, &terms, &*task.buyer.keys, price), // stale: the first reading again
+        voucher_payload(CHAIN_ID, victim, &terms, &*task.buyer.keys, price * 3), // someone else's channel
+    ];
+    for (index, payload) in attacks.into_iter().enumerate() {
+        let Some(payload) = payload else { continue };
+        if index == 1 && victim == me {
+            continue;
+        }
+        let counter = if attempt(http, url, &terms, payload).await {
+            &task.forged.0
+        } else {
+            &task.forged.1
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,68 @@
+//! The simulator end to end: a short scenario with every fault on must pass its conservation
+//! check, and each fault must actually have happened and been handled.
+
+use m2m::sim::run::{RunOptions, run};
+use m2m::sim::scenario::Scenario;
+
+const SCENARIO: &str = r#"
+name = "faults"
+duration_secs = 12
+seed = 3
+[sellers]
+count = 3
+price = 1000
+claim_threshold = 20000
+[buyers]
+count = 5
+readings_per_sec = 5.0
+exact_share = 0.1
+deposit_readings = 20
+top_up = 5000000
+[faults]
+seller_restart_every_secs = 4
+seller_down_ms = 300
+lost_response_rate = 0.1
+overcharging_sellers = 1
+forging_buyers = 1
+withdrawing_buyers = 1
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_faulty_fleet_conserves_every_unit() {
+    let out = tempfile::tempdir().unwrap();
+    let scenario = Scenario::parse(SCENARIO).unwrap();
+    let options = RunOptions {
+        out_dir: out.path().to_owned(),
+        progress: false,
+    };
+    let report = run(&scenario, &options).await.expect("the run completes");
+    println!("{}", report.markdown());
+    assert!(report.passed, "violations: {:?}", report.audit.violations);
+    assert!(report.audit.violations.is_empty());
+    let figures = &report.figures;
+    assert!(figures.vouchers > 50, "vouchers paid: {}", figures.vouchers);
+    assert!(figures.exact > 0, "exact payments happened");
+    assert!(
+        figures.sellers_caught >= 1,
+        "the overcharging seller was caught"
+    );
+    assert!(report.forgeries_refused > 0 && report.forgeries_served == 0);
+    assert!(
+        report.restarts >= 2,
+        "sellers restarted: {}",
+        report.restarts
+    );
+    assert!(report.lost_responses > 0, "responses were dropped");
+    assert_eq!(report.withdrawals, 1, "the withdrawing payer withdrew");
+    assert!(report.audit.channels >= 4);
+    for file in [
+        "summary.md",
+        "summary.json",
+        "payments.svg",
+        "latency.svg",
+        "gas_per_payment.svg",
+    ] {
+        let bytes = std::fs::read(out.path().join(file)).unwrap();
+        assert!(bytes.len() > 300, "{file} written");
+    }
+}
