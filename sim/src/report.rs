@@ -54,6 +54,7 @@ pub(crate) struct Inputs<'a> {
     pub(crate) restarts: u32,
     pub(crate) withdrawals: usize,
     pub(crate) memory_per_device: Option<u64>,
+    pub(crate) opening: (u64, Duration),
 }
 
 /// The outcome of a run.
@@ -85,6 +86,10 @@ pub struct RunReport {
     pub withdrawals: usize,
     /// Resident memory added per device (bytes).
     pub memory_per_device: Option<u64>,
+    /// Channels opened (relayed deposits) before the paying phase.
+    pub channels_opened: u64,
+    /// How long opening them took (seconds).
+    pub opening_secs: f64,
     /// The conservation check.
     pub audit: Audit,
     /// Whether every check passed.
@@ -116,6 +121,8 @@ impl RunReport {
             restarts: inputs.restarts,
             withdrawals: inputs.withdrawals,
             memory_per_device: inputs.memory_per_device,
+            channels_opened: inputs.opening.0,
+            opening_secs: inputs.opening.1.as_secs_f64(),
             audit: inputs.audit,
             passed,
             events: inputs.events,
@@ -130,7 +137,8 @@ impl RunReport {
         let mut text = format!(
             "# Simulation `{}`: {verdict}\n\n\
              | | |\n|---|---|\n\
-             | devices | {} |\n| paying phase | {} s |\n\
+             | devices | {} |\n| channels opened before the paying phase | {} in {:.1} s |\n\
+             | paying phase | {} s |\n\
              | paid readings | {} ({} by voucher, {} by `exact`) |\n\
              | paid readings per second | {:.1} |\n\
              | latency of paid readings | p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms |\n\
@@ -142,6 +150,8 @@ impl RunReport {
              | on-chain transactions | {} |\n| gas | {} ({:.0} per paid reading) |\n",
             self.scenario,
             self.devices,
+            self.channels_opened,
+            self.opening_secs,
             self.duration_secs,
             f.vouchers + f.exact,
             f.vouchers,

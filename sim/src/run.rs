@@ -215,22 +215,63 @@ pub async fn run(scenario: &Scenario, options: &RunOptions) -> Result<RunReport,
     let devices = sellers.len() + cheats.len() + buyers.len();
     let rss_after = resident_bytes();
 
+    // Who plays which part, and which sellers each buyer deals with.
+    let plans: Vec<(Role, Vec<usize>)> = (0..buyers.len())
+        .map(|index| {
+            let role = if index < scenario.faults.forging_buyers {
+                Role::Forger
+            } else if index < scenario.faults.forging_buyers + scenario.faults.withdrawing_buyers {
+                Role::Withdrawer
+            } else {
+                Role::Honest
+            };
+            (
+                role,
+                suppliers(
+                    &mut rng,
+                    urls.len(),
+                    scenario.buyers.sellers_per_buyer,
+                    role,
+                ),
+            )
+        })
+        .collect();
+
+    // Opening channels: every buyer's first reading from each honest supplier (a deposit the
+    // seller relays on chain), before the clock of the paying phase starts.
+    let opening = Instant::now();
+    let mut openers = tokio::task::JoinSet::new();
+    for (buyer, (_, suppliers)) in buyers.iter().zip(&plans) {
+        let targets: Vec<String> = suppliers
+            .iter()
+            .filter(|s| **s < honest)
+            .map(|s| format!("{}{}", urls[*s], ROUTES[0]))
+            .collect();
+        let buyer = buyer.clone();
+        openers.spawn(async move {
+            let mut opened = 0u64;
+            for url in targets {
+                opened += u64::from(buyer.buyer.get(&url).await.is_ok());
+            }
+            opened
+        });
+    }
+    let mut channels_opened = 0;
+    while let Some(opened) = openers.join_next().await {
+        channels_opened += opened.unwrap_or(0);
+    }
+    let opening = (channels_opened, opening.elapsed());
+
     // The paying phase.
     let recorder = Arc::new(Recorder::new());
     let duration = Duration::from_secs(scenario.duration_secs);
     let deadline = Instant::now() + duration;
     let forged = Arc::new((AtomicU64::new(0), AtomicU64::new(0)));
     let mut tasks = Vec::new();
-    for (index, buyer) in buyers.iter().enumerate() {
-        let role = if index < scenario.faults.forging_buyers {
-            Role::Forger
-        } else if index < scenario.faults.forging_buyers + scenario.faults.withdrawing_buyers {
-            Role::Withdrawer
-        } else {
-            Role::Honest
-        };
+    for (buyer, (role, suppliers)) in buyers.iter().zip(plans) {
         tasks.push(tokio::spawn(buyer_loop(BuyerTask {
             buyer: buyer.clone(),
+            suppliers,
             urls: urls.clone(),
             honest_sellers: honest,
             exact_share: scenario.buyers.exact_share,
@@ -334,9 +375,23 @@ pub async fn run(scenario: &Scenario, options: &RunOptions) -> Result<RunReport,
         restarts,
         withdrawals: withdrawals.len(),
         memory_per_device,
+        opening,
     });
     report.write(&options.out_dir)?;
     Ok(report)
+}
+
+/// The sellers one buyer deals with: `count` distinct ones at random (all if 0). A withdrawer
+/// always has the first seller, whose channel it withdraws from.
+fn suppliers(rng: &mut rand::rngs::StdRng, sellers: usize, count: usize, role: Role) -> Vec<usize> {
+    if count == 0 || count >= sellers {
+        return (0..sellers).collect();
+    }
+    let mut chosen = rand::seq::index::sample(rng, sellers, count).into_vec();
+    if role == Role::Withdrawer && !chosen.contains(&0) {
+        chosen[0] = 0;
+    }
+    chosen
 }
 
 fn restart_period(scenario: &Scenario) -> Duration {
@@ -420,6 +475,8 @@ pub(crate) struct ChainRef {
 
 struct BuyerTask {
     buyer: Arc<SimBuyer>,
+    /// Indices into `urls` of the sellers this buyer deals with.
+    suppliers: Vec<usize>,
     urls: Vec<String>,
     honest_sellers: usize,
     exact_share: f64,
@@ -452,7 +509,7 @@ async fn buyer_loop(task: BuyerTask) -> Result<Option<check::Withdrawal>, SimErr
         // A withdrawer keeps to the first seller, whose channel it later withdraws from.
         let seller = match task.role {
             Role::Withdrawer => 0,
-            _ => rng.random_range(0..task.urls.len()),
+            _ => task.suppliers[rng.random_range(0..task.suppliers.len())],
         };
         if avoided.contains(&seller) {
             continue;

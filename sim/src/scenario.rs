@@ -50,6 +50,9 @@ pub struct Buyers {
     pub count: usize,
     /// Average readings each buyer fetches per second (exponential gaps).
     pub readings_per_sec: f64,
+    /// Sellers each buyer deals with (a fixed random subset; 0 = all). Devices have a few
+    /// regular suppliers, and each one costs a channel opening on chain.
+    pub sellers_per_buyer: usize,
     /// Share of readings paid with `exact` (an on-chain transfer each) instead of a voucher.
     pub exact_share: f64,
     /// A new channel holds this many readings' worth.
@@ -65,6 +68,7 @@ impl Default for Buyers {
         Self {
             count: 4,
             readings_per_sec: 2.0,
+            sellers_per_buyer: 0,
             exact_share: 0.0,
             deposit_readings: 50,
             top_up: 50_000_000,

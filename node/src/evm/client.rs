@@ -11,6 +11,9 @@ use tokio::sync::Mutex;
 
 use super::{SharedSigner, WalletTxSigner};
 
+/// How often receipts are polled on a loopback RPC endpoint.
+pub const LOCAL_RECEIPT_POLL: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// A chain operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ChainError {
@@ -114,6 +117,11 @@ impl SettlementClient {
             .wallet(EthereumWallet::new(WalletTxSigner(signer.clone())))
             .connect_http(url)
             .erased();
+        if provider.client().is_local() {
+            // A local dev chain (anvil) mines at once; alloy's 250 ms default for local
+            // endpoints would make every on-chain payment wait a quarter second for its receipt.
+            provider.client().set_poll_interval(LOCAL_RECEIPT_POLL);
+        }
         let chain_id = provider
             .get_chain_id()
             .await

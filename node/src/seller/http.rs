@@ -29,6 +29,9 @@ use crate::x402::headers::{
 };
 use crate::x402::types::{PaymentPayload, PaymentRequirements};
 
+/// How long requests in flight may take to finish when the server stops.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
+
 /// The client's address, attached to every request by the connection loop.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ClientAddr(pub(crate) SocketAddr);
@@ -49,10 +52,11 @@ pub struct ServerHandle {
 }
 
 impl ServerHandle {
-    /// Stops accepting, waits up to a second for requests in flight, and returns.
+    /// Stops accepting, gives requests in flight [`SHUTDOWN_GRACE`] to finish, cuts off the
+    /// rest, and returns once every connection is closed.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
-        let _ = tokio::time::timeout(Duration::from_secs(1), self.task).await;
+        let _ = self.task.await;
     }
 }
 
@@ -83,7 +87,9 @@ pub async fn serve(
     let (stop, mut stopped) = watch::channel(false);
     let connections = Arc::new(Semaphore::new(limits.max_connections));
     let task = tokio::spawn(async move {
+        let mut open = tokio::task::JoinSet::new();
         loop {
+            while open.try_join_next().is_some() {} // reap finished connections
             let (stream, peer) = tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok(pair) => pair,
@@ -111,7 +117,7 @@ pub async fn serve(
                 .header_read_timeout(Duration::from_millis(limits.header_read_timeout_ms))
                 .max_buf_size(limits.max_header_bytes);
             let mut stopped = stopped.clone();
-            tokio::spawn(async move {
+            open.spawn(async move {
                 let connection = builder.serve_connection(TokioIo::new(stream), service);
                 tokio::pin!(connection);
                 tokio::select! {
@@ -123,6 +129,13 @@ pub async fn serve(
                 }
                 drop(permit);
             });
+        }
+        // Requests in flight get a grace period, then are cut off (a request cut off after its
+        // payment was persisted is a lost response, which the channel rules absorb).
+        let drain = async { while open.join_next().await.is_some() {} };
+        if tokio::time::timeout(SHUTDOWN_GRACE, drain).await.is_err() {
+            open.abort_all();
+            while open.join_next().await.is_some() {}
         }
     });
     Ok(ServerHandle {
