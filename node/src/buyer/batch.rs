@@ -317,10 +317,6 @@ impl Buyer {
         corrective: &PaymentRequired,
     ) -> Result<bool, BuyerError> {
         let code = corrective.error.as_deref().unwrap_or_default();
-        if code != codes::BATCH_CUMULATIVE_MISMATCH && code != codes::BATCH_CUMULATIVE_BELOW_CLAIMED
-        {
-            return Ok(false);
-        }
         let Some(extra) = corrective
             .accepts
             .iter()
@@ -330,6 +326,23 @@ impl Buyer {
             return Ok(false);
         };
         let number = |v: &Value| v.as_str().and_then(|s| s.parse::<u128>().ok());
+        if code == codes::BATCH_CUMULATIVE_EXCEEDS_BALANCE {
+            // Our balance is stale; believing a lower one only makes us deposit (into our own
+            // channel) on the retry, so it needs no proof.
+            let terms = *channel.terms();
+            return match number(&extra["channelState"]["balance"]) {
+                Some(balance) if balance < channel.record().deposit_units => {
+                    let record = channel.set_deposit(terms.amount(balance))?;
+                    self.persist(channel, record).await?;
+                    Ok(true)
+                }
+                _ => Ok(false),
+            };
+        }
+        if code != codes::BATCH_CUMULATIVE_MISMATCH && code != codes::BATCH_CUMULATIVE_BELOW_CLAIMED
+        {
+            return Ok(false);
+        }
         let charged = number(&extra["channelState"]["chargedCumulativeAmount"]);
         let signed = number(&extra["voucherState"]["signedMaxClaimable"]);
         let signature = extra["voucherState"]["signature"]

@@ -363,9 +363,11 @@ fn refusal_for(channel: &SellerChannel, error: ChannelError) -> Refusal {
                 ..Refusal::new(code, message)
             }
         }
-        ChannelError::ExceedsDeposit { .. } => {
-            Refusal::new(codes::BATCH_CUMULATIVE_EXCEEDS_BALANCE, message)
-        }
+        // The payer's view of the balance is stale (e.g. a withdrawal is pending): tell it.
+        ChannelError::ExceedsDeposit { .. } => Refusal {
+            extra: Some(json!({ "channelState": channel_state_json(channel) })),
+            ..Refusal::new(codes::BATCH_CUMULATIVE_EXCEEDS_BALANCE, message)
+        },
         ChannelError::InvalidSignature => Refusal::new(codes::BATCH_VOUCHER_SIGNATURE, message),
         ChannelError::WrongChannel { .. } => {
             Refusal::new(codes::BATCH_CHANNEL_ID_MISMATCH, message)
