@@ -12,7 +12,9 @@ use axum::response::{IntoResponse, Response};
 use m2m_contracts::bindings::ChannelConfig;
 use m2m_contracts::eip712;
 use m2m_node::x402::headers;
-use m2m_node::x402::types::{PaymentPayload, PaymentRequired, SettlementResponse};
+use m2m_node::x402::types::{
+    PaymentPayload, PaymentRequired, PaymentRequirements, SettlementResponse,
+};
 use m2m_wallet::Signer;
 use serde_json::{Value, json};
 
@@ -116,8 +118,19 @@ pub fn voucher_payload(
         withdrawDelay: U40::from(extra.get("withdrawDelay")?.as_u64()?),
         salt: B256::ZERO,
     };
+    signed_voucher_payload(chain_id, &config, signer, cumulative)
+}
+
+/// A `voucher` payload for `config`'s channel (settlement at the canonical address), signed by
+/// `signer` — whoever that is.
+pub fn signed_voucher_payload(
+    chain_id: u64,
+    config: &ChannelConfig,
+    signer: &dyn Signer,
+    cumulative: u128,
+) -> Option<Value> {
     let domain = eip712::settlement_domain(chain_id, m2m_contracts::CANONICAL_SETTLEMENT);
-    let id = eip712::channel_id(&domain, &config);
+    let id = eip712::channel_id(&domain, config);
     let signature = signer
         .sign_evm_digest(&eip712::voucher_digest(&domain, id, cumulative))
         .ok()?;
@@ -131,6 +144,26 @@ pub fn voucher_payload(
         "voucher": { "channelId": id, "maxClaimableAmount": cumulative.to_string(),
                      "signature": Bytes::from(signature.as_bytes().to_vec()) },
     }))
+}
+
+/// Sends `payload` to `url` as a payment under `accepted`, as any client could.
+pub async fn send_payment(
+    http: &reqwest::Client,
+    url: &str,
+    accepted: PaymentRequirements,
+    payload: Value,
+) -> reqwest::Result<reqwest::Response> {
+    let message = PaymentPayload {
+        x402_version: 2,
+        resource: None,
+        accepted,
+        payload,
+        extensions: None,
+    };
+    http.get(url)
+        .header("PAYMENT-SIGNATURE", headers::encode(&message))
+        .send()
+        .await
 }
 
 /// Sends one crafted payment to `url` (under `required`); true if it was refused with a 402.
@@ -148,19 +181,7 @@ pub async fn attempt(
     else {
         return true;
     };
-    let message = PaymentPayload {
-        x402_version: 2,
-        resource: None,
-        accepted,
-        payload,
-        extensions: None,
-    };
-    match http
-        .get(url)
-        .header("PAYMENT-SIGNATURE", headers::encode(&message))
-        .send()
-        .await
-    {
+    match send_payment(http, url, accepted, payload).await {
         Ok(response) => response.status() == StatusCode::PAYMENT_REQUIRED,
         Err(_) => true, // a dropped connection serves nothing either
     }

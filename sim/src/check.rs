@@ -78,14 +78,7 @@ pub(crate) async fn start_withdrawal(
     if unclaimed < 2 {
         return Ok(None); // no channel with this seller yet
     }
-    settlement
-        .initiateWithdraw(config.clone(), unclaimed / 2)
-        .send()
-        .await
-        .map_err(SimError::contract)?
-        .get_receipt()
-        .await
-        .map_err(|e| SimError::Setup(e.to_string()))?;
+    crate::confirm(settlement.initiateWithdraw(config.clone(), unclaimed / 2)).await?;
     Ok(Some(Withdrawal {
         keys: keys.clone(),
         config,
@@ -130,14 +123,11 @@ pub(crate) async fn finalize_withdrawals(
         .map_err(SimError::rpc)?;
     for withdrawal in withdrawals {
         let provider = provider_for(&withdrawal.rpc, &withdrawal.keys)?;
-        BatchSettlement::new(withdrawal.settlement, &provider)
-            .finalizeWithdraw(withdrawal.config.clone())
-            .send()
-            .await
-            .map_err(SimError::contract)?
-            .get_receipt()
-            .await
-            .map_err(|e| SimError::Setup(e.to_string()))?;
+        crate::confirm(
+            BatchSettlement::new(withdrawal.settlement, &provider)
+                .finalizeWithdraw(withdrawal.config.clone()),
+        )
+        .await?;
     }
     Ok(())
 }

@@ -52,6 +52,21 @@ pub enum SimError {
     Scenario(#[from] scenario::ScenarioError),
 }
 
+/// Sends a transaction and waits until it is mined.
+pub(crate) async fn confirm<P, D>(call: alloy::contract::CallBuilder<P, D>) -> Result<(), SimError>
+where
+    P: alloy::providers::Provider,
+    D: alloy::contract::CallDecoder,
+{
+    call.send()
+        .await
+        .map_err(SimError::contract)?
+        .get_receipt()
+        .await
+        .map_err(|e| SimError::Setup(e.to_string()))?;
+    Ok(())
+}
+
 impl SimError {
     pub(crate) fn rpc(error: alloy::transports::TransportError) -> Self {
         SimError::Rpc(error)

@@ -101,14 +101,7 @@ impl Chain {
         let (EvmAsset::Erc20 { token }, Some(amount)) = (request.asset, request.amount) else {
             return Err(SimError::Setup(format!("unexpected top-up request {uri}")));
         };
-        TestToken::new(token, &self.owner)
-            .transfer(request.to, amount)
-            .send()
-            .await
-            .map_err(SimError::contract)?
-            .get_receipt()
-            .await
-            .map_err(|e| SimError::Setup(e.to_string()))?;
+        crate::confirm(TestToken::new(token, &self.owner).transfer(request.to, amount)).await?;
         Ok(())
     }
 }
@@ -178,14 +171,10 @@ pub async fn run(scenario: &Scenario, options: &RunOptions) -> Result<RunReport,
     };
     let price = scenario.sellers.price;
     let buyers_total = U256::from(scenario.buyers.top_up) * U256::from(scenario.buyers.count);
-    TestToken::new(chain.token, &chain.owner)
-        .mint(chain.owner_address, buyers_total)
-        .send()
-        .await
-        .map_err(SimError::contract)?
-        .get_receipt()
-        .await
-        .map_err(|e| SimError::Setup(e.to_string()))?;
+    crate::confirm(
+        TestToken::new(chain.token, &chain.owner).mint(chain.owner_address, buyers_total),
+    )
+    .await?;
     let mut buyers = Vec::with_capacity(scenario.buyers.count);
     for index in 0..scenario.buyers.count {
         let keys = new_device()?;

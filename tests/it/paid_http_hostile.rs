@@ -15,13 +15,14 @@ use m2m::node::buyer::{Buyer, BuyerOptions};
 use m2m::node::datadir::DataDir;
 use m2m::node::store::ChannelStore;
 use m2m::node::x402::headers;
-use m2m::node::x402::types::{PaymentPayload, PaymentRequired};
+use m2m::node::x402::types::PaymentRequired;
 use m2m::wallet::{DeviceKeys, Signer};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::paid_http::{PRICE, start_seller};
 use crate::support::{LocalChain, funded_device, send};
+use m2m::sim::adversary::{send_payment, signed_voucher_payload};
 
 /// Sends `payload` for `path` as the offer of `scheme`; returns status, error code, body.
 async fn pay_raw(
@@ -41,19 +42,7 @@ async fn pay_raw(
         .find(|o| o.scheme == scheme)
         .unwrap()
         .clone();
-    let message = PaymentPayload {
-        x402_version: 2,
-        resource: None,
-        accepted,
-        payload,
-        extensions: None,
-    };
-    let response = http
-        .get(&url)
-        .header("PAYMENT-SIGNATURE", headers::encode(&message))
-        .send()
-        .await
-        .unwrap();
+    let response = send_payment(&http, &url, accepted, payload).await.unwrap();
     let status = response.status().as_u16();
     let code = response.headers().get("PAYMENT-REQUIRED").map(|v| {
         headers::decode::<PaymentRequired>(v.to_str().unwrap())
@@ -65,21 +54,7 @@ async fn pay_raw(
 }
 
 fn voucher_payload(config: &ChannelConfig, signer: &dyn Signer, cumulative: u128) -> Value {
-    let domain = eip712::settlement_domain(31337, m2m::contracts::CANONICAL_SETTLEMENT);
-    let id = eip712::channel_id(&domain, config);
-    let signature = signer
-        .sign_evm_digest(&eip712::voucher_digest(&domain, id, cumulative))
-        .unwrap();
-    json!({
-        "type": "voucher",
-        "channelConfig": {
-            "payer": config.payer, "payerAuthorizer": config.payerAuthorizer, "receiver": config.receiver,
-            "receiverAuthorizer": config.receiverAuthorizer, "token": config.token,
-            "withdrawDelay": 900, "salt": config.salt,
-        },
-        "voucher": { "channelId": id, "maxClaimableAmount": cumulative.to_string(),
-                     "signature": Bytes::from(signature.as_bytes().to_vec()) },
-    })
+    signed_voucher_payload(31337, config, signer, cumulative).expect("sign a voucher")
 }
 
 fn exact_payload(buyer: &DeviceKeys, pay_to: Address, token: Address) -> Value {
