@@ -151,6 +151,24 @@ pub struct Audit {
     pub charged: String,
     /// Every violation found; the run fails if any.
     pub violations: Vec<String>,
+    /// Each device at the end (also written to `devices.csv`).
+    #[serde(skip)]
+    pub devices: Vec<DeviceRow>,
+}
+
+/// One device at the end of a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeviceRow {
+    /// `buyer`, `seller` or `overcharging-seller`.
+    pub kind: &'static str,
+    /// Its EVM address.
+    pub address: Address,
+    /// Test tokens it holds.
+    pub tokens: U256,
+    /// Channels it is paid on (sellers).
+    pub channels: usize,
+    /// Total it charged (sellers).
+    pub charged: u128,
 }
 
 /// Checks, to the unit: buyers + sellers + cheats + escrow = tokens topped up; for every channel,
@@ -178,13 +196,43 @@ pub(crate) async fn conservation(
     let mut audit = Audit::default();
     let (mut in_buyers, mut in_sellers, mut in_cheats) = (U256::ZERO, U256::ZERO, U256::ZERO);
     for buyer in buyers {
-        in_buyers += balance(buyer.keys.evm_address()).await?;
+        let tokens = balance(buyer.keys.evm_address()).await?;
+        in_buyers += tokens;
+        audit.devices.push(DeviceRow {
+            kind: "buyer",
+            address: buyer.keys.evm_address(),
+            tokens,
+            channels: 0,
+            charged: 0,
+        });
     }
     for seller in sellers {
-        in_sellers += balance(seller.keys.evm_address()).await?;
+        let tokens = balance(seller.keys.evm_address()).await?;
+        in_sellers += tokens;
+        let (mut channels, mut charged) = (0, 0);
+        if let Some(live) = seller.seller() {
+            let summaries = live.channel_summaries().await;
+            channels = summaries.len();
+            charged = summaries.iter().map(|c| c.charged).sum();
+        }
+        audit.devices.push(DeviceRow {
+            kind: "seller",
+            address: seller.keys.evm_address(),
+            tokens,
+            channels,
+            charged,
+        });
     }
     for (cheat, _) in cheats {
-        in_cheats += balance(cheat.evm_address()).await?;
+        let tokens = balance(cheat.evm_address()).await?;
+        in_cheats += tokens;
+        audit.devices.push(DeviceRow {
+            kind: "overcharging-seller",
+            address: cheat.evm_address(),
+            tokens,
+            channels: 0,
+            charged: 0,
+        });
     }
     let escrow = balance(chain.settlement).await?;
     let owner_left = balance(chain.owner_address).await?;

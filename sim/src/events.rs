@@ -26,6 +26,8 @@ pub enum Outcome {
 /// One request.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct Event {
+    /// The buyer (its index in the fleet).
+    pub buyer: u32,
     /// Milliseconds since the paying phase began.
     pub at_ms: u64,
     /// Request latency in microseconds.
@@ -68,9 +70,10 @@ impl Recorder {
         self.started.elapsed()
     }
 
-    /// Records one request that began at `begun`.
-    pub fn record(&self, begun: Instant, outcome: Outcome) {
+    /// Records one request of `buyer` that began at `begun`.
+    pub fn record(&self, buyer: u32, begun: Instant, outcome: Outcome) {
         let event = Event {
+            buyer,
             at_ms: begun.duration_since(self.started).as_millis() as u64,
             latency_us: begun.elapsed().as_micros() as u64,
             outcome,

@@ -193,7 +193,9 @@ impl RunReport {
                 text.push_str(&format!("- VIOLATION: {violation}\n"));
             }
         }
-        text.push_str("\nPlots: `payments.svg`, `latency.svg`, `gas_per_payment.svg`.\n");
+        text.push_str(
+            "\nPer device: `devices.csv`. Plots: `payments.svg`, `latency.svg`, `gas_per_payment.svg`.\n",
+        );
         text
     }
 
@@ -203,6 +205,7 @@ impl RunReport {
             std::fs::write(dir.join(name), bytes).map_err(|e| SimError::Output(dir.join(name), e))
         };
         write("summary.md", self.markdown().as_bytes())?;
+        write("devices.csv", self.devices_csv().as_bytes())?;
         write(
             "summary.json",
             &serde_json::to_vec_pretty(self).unwrap_or_default(),
@@ -210,6 +213,40 @@ impl RunReport {
         self.plot_payments(&dir.join("payments.svg"))?;
         self.plot_latency(&dir.join("latency.svg"))?;
         self.plot_gas(&dir.join("gas_per_payment.svg"))
+    }
+
+    /// One line per device: what it paid for or earned, and what it holds at the end.
+    fn devices_csv(&self) -> String {
+        let mut per_buyer: std::collections::HashMap<u32, (u64, u64, u64)> =
+            std::collections::HashMap::new();
+        for event in &self.events {
+            let row = per_buyer.entry(event.buyer).or_default();
+            match event.outcome {
+                Outcome::Voucher | Outcome::Exact => row.0 += 1,
+                Outcome::Failed => row.2 += 1,
+                _ => row.1 += 1,
+            }
+        }
+        let mut csv = String::from(
+            "kind,address,paid_readings,refused,failed,channels,charged,tokens_at_end\n",
+        );
+        let mut buyer_index = 0u32;
+        for device in &self.audit.devices {
+            let (paid, refused, failed) = if device.kind == "buyer" {
+                buyer_index += 1;
+                per_buyer
+                    .get(&(buyer_index - 1))
+                    .copied()
+                    .unwrap_or_default()
+            } else {
+                (0, 0, 0)
+            };
+            csv.push_str(&format!(
+                "{},{:#x},{paid},{refused},{failed},{},{},{}\n",
+                device.kind, device.address, device.channels, device.charged, device.tokens
+            ));
+        }
+        csv
     }
 
     fn plot_payments(&self, path: &Path) -> Result<(), SimError> {

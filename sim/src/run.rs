@@ -257,8 +257,9 @@ pub async fn run(scenario: &Scenario, options: &RunOptions) -> Result<RunReport,
     let deadline = Instant::now() + duration;
     let forged = Arc::new((AtomicU64::new(0), AtomicU64::new(0)));
     let mut tasks = Vec::new();
-    for (buyer, (role, suppliers)) in buyers.iter().zip(plans) {
+    for (index, (buyer, (role, suppliers))) in buyers.iter().zip(plans).enumerate() {
         tasks.push(tokio::spawn(buyer_loop(BuyerTask {
+            index: index as u32,
             buyer: buyer.clone(),
             suppliers,
             urls: urls.clone(),
@@ -463,6 +464,7 @@ pub(crate) struct ChainRef {
 }
 
 struct BuyerTask {
+    index: u32,
     buyer: Arc<SimBuyer>,
     /// Indices into `urls` of the sellers this buyer deals with.
     suppliers: Vec<usize>,
@@ -529,7 +531,7 @@ async fn buyer_loop(task: BuyerTask) -> Result<Option<check::Withdrawal>, SimErr
             ) => Outcome::BuyerRefused,
             Err(_) => Outcome::Failed,
         };
-        task.recorder.record(begun, outcome);
+        task.recorder.record(task.index, begun, outcome);
         if outcome == Outcome::SellerCaught {
             avoided.insert(seller);
         }
