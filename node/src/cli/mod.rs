@@ -18,7 +18,13 @@ use crate::tools::ToolError;
 
 /// M2M micropayment node: a payment agent for autonomous devices.
 #[derive(Debug, Parser)]
-#[command(name = "m2m", version, about, long_about = None)]
+#[command(
+    name = "m2m",
+    version,
+    about = "M2M micropayment node: a payment agent for autonomous devices",
+    long_about = None,
+    after_help = "The default build also has `m2m sim [quick|FILE.toml]`, the fleet simulator."
+)]
 pub struct Cli {
     #[command(flatten)]
     global: GlobalArgs,
