@@ -16,6 +16,7 @@ pub mod channel_crypto;
 pub mod cli;
 pub mod datadir;
 pub mod evm;
+pub mod gateway;
 pub mod seller;
 pub mod sessions;
 pub mod store;

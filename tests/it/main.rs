@@ -3,6 +3,7 @@
 
 mod anvil;
 mod cli;
+mod gateway;
 mod paid_http;
 mod paid_http_hostile;
 mod settlement;

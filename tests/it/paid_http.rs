@@ -50,6 +50,12 @@ fn seller_config(chain: &LocalChain, extra: &str) -> SellerConfig {
     .expect("seller config")
 }
 
+/// A channel store in a fresh data directory (the directory lock is released: tests reopen).
+pub fn open_store(dir: &std::path::Path) -> ChannelStore {
+    let data_dir = DataDir::open(dir).unwrap();
+    ChannelStore::open(&data_dir).unwrap()
+}
+
 pub async fn start_seller(
     chain: &LocalChain,
     keys: &Arc<m2m::wallet::DeviceKeys>,

@@ -72,9 +72,6 @@ pub async fn serve(
             .await
             .map_err(|source| SellerError::Listen { addr, source })?,
     };
-    let local_addr = listener
-        .local_addr()
-        .map_err(|source| SellerError::Listen { addr, source })?;
     let limits = seller.config.limits.clone();
     let state = AppState {
         limiter: Arc::new(RateLimiter::new(
@@ -83,7 +80,19 @@ pub async fn serve(
         )),
         seller,
     };
-    let router = router(state);
+    serve_router(router(state), listener, &limits)
+        .map_err(|source| SellerError::Listen { addr, source })
+}
+
+/// Serves `router` on `listener` with `limits` (also used by the connectivity gateway, whose
+/// CONNECT tunnels need HTTP upgrades).
+pub fn serve_router(
+    router: Router,
+    listener: TcpListener,
+    limits: &super::config::LimitsConfig,
+) -> std::io::Result<ServerHandle> {
+    let local_addr = listener.local_addr()?;
+    let limits = limits.clone();
     let (stop, mut stopped) = watch::channel(false);
     let connections = Arc::new(Semaphore::new(limits.max_connections));
     let task = tokio::spawn(async move {
@@ -118,7 +127,9 @@ pub async fn serve(
                 .max_buf_size(limits.max_header_bytes);
             let mut stopped = stopped.clone();
             open.spawn(async move {
-                let connection = builder.serve_connection(TokioIo::new(stream), service);
+                let connection = builder
+                    .serve_connection(TokioIo::new(stream), service)
+                    .with_upgrades();
                 tokio::pin!(connection);
                 tokio::select! {
                     _ = connection.as_mut() => {}

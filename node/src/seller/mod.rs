@@ -34,7 +34,7 @@ use crate::evm::{ChainError, SettlementClient, SharedSigner, TokenInfo};
 use crate::store::{ChannelStore, StoreError};
 use crate::x402::types::{PaymentRequired, PaymentRequirements, ResourceInfo, X402_VERSION};
 pub use config::{Scheme, SellerConfig};
-pub use http::{ServerHandle, serve};
+pub use http::{ServerHandle, serve, serve_router};
 use sensor::SensorSource;
 
 /// The seller could not start or stopped.

@@ -1,0 +1,302 @@
+//! The gateway's HTTP side: the offer, sessions, ticks, `/cover`, and CONNECT tunnels.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use hyper_util::rt::TokioIo;
+use m2m_core::ticks::{TickCommitment, TickStream};
+use m2m_core::{Amount, Asset, ChannelId};
+use serde::Deserialize;
+use serde_json::json;
+use tokio::net::TcpListener;
+
+use super::{COVER_PATH, Gateway, Session, lock};
+use crate::seller::ServerHandle;
+use crate::x402::headers::{self, PAYMENT_REQUIRED, PAYMENT_RESPONSE, PAYMENT_SIGNATURE};
+use crate::x402::types::PaymentPayload;
+
+/// How often open tunnels are checked against their session's payments.
+const WATCHDOG: Duration = Duration::from_millis(100);
+
+/// Serves the gateway on its configured address (or `listener`).
+pub async fn serve(
+    gateway: Arc<Gateway>,
+    listener: Option<TcpListener>,
+) -> std::io::Result<ServerHandle> {
+    let listener = match listener {
+        Some(listener) => listener,
+        None => TcpListener::bind(gateway.config.listen).await?,
+    };
+    let limits = gateway.config.limits.clone();
+    let router = Router::new()
+        .route("/", get(offer))
+        .route("/sessions", post(open_session))
+        .route("/sessions/{id}/ticks", post(tick))
+        .route("/sessions/{id}/cover", get(cover))
+        .fallback(connect)
+        .with_state(gateway);
+    crate::seller::serve_router(router, listener, &limits)
+}
+
+fn error(status: StatusCode, code: &str, message: impl std::fmt::Display) -> Response {
+    (
+        status,
+        axum::Json(json!({ "error": code, "message": message.to_string() })),
+    )
+        .into_response()
+}
+
+/// `GET /`: the price, in the gateway's terms and as the x402 offer of `/cover`.
+async fn offer(State(gateway): State<Arc<Gateway>>) -> Response {
+    let config = &gateway.config;
+    axum::Json(json!({
+        "pricePerMinute": config.price_per_minute.to_string(),
+        "tickSecs": config.tick_secs,
+        "ticksPerVoucher": config.ticks_per_voucher,
+        "tickPrice": config.tick_price().unwrap_or_default().to_string(),
+        "asset": config.asset,
+        "network": config.network,
+    }))
+    .into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct OpenSession {
+    /// `c_n`, hex.
+    anchor: alloy::primitives::B256,
+    /// Ticks in the chain.
+    length: u32,
+}
+
+async fn open_session(
+    State(gateway): State<Arc<Gateway>>,
+    axum::Json(request): axum::Json<OpenSession>,
+) -> Response {
+    let config = &gateway.config;
+    let chain_id = crate::evm::parse_eip155(&config.network).unwrap_or_default();
+    let asset = Asset::Erc20 {
+        chain_id,
+        token: config.asset.0.0,
+    };
+    let commitment = TickCommitment {
+        channel_id: ChannelId([0; 32]), // bound by the first voucher
+        anchor: request.anchor.0,
+        tick_price: Amount::new(asset, config.tick_price().unwrap_or_default()),
+        length: request.length,
+    };
+    let interval = config.tick_secs * u64::from(config.ticks_per_voucher);
+    let session = Session {
+        stream: TickStream::new(commitment, config.ticks_per_voucher, interval),
+        channel: None,
+        last_tick: None,
+        started: Instant::now(),
+        covers: 0,
+        bytes: 0,
+        cuts: 0,
+    };
+    let id = gateway.next_session.fetch_add(1, Ordering::Relaxed);
+    lock(&gateway.sessions).insert(id, Arc::new(std::sync::Mutex::new(session)));
+    axum::Json(json!({ "session": id, "cover": format!("/sessions/{id}/cover") })).into_response()
+}
+
+#[derive(Deserialize)]
+struct TickBody {
+    preimage: alloy::primitives::B256,
+    #[serde(default = "one")]
+    count: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// One tick (or several proven by one preimage): one SHA-256 per tick to check.
+async fn tick(
+    State(gateway): State<Arc<Gateway>>,
+    Path(id): Path<u64>,
+    axum::Json(body): axum::Json<TickBody>,
+) -> Response {
+    let Some(session) = gateway.session(id) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "unknown_session",
+            "open a session first",
+        );
+    };
+    let mut session = lock(&session);
+    match session
+        .stream
+        .on_ticks(&body.preimage.0, body.count, crate::now_secs())
+    {
+        Ok(received) => {
+            session.last_tick = Some(Instant::now());
+            axum::Json(json!({ "received": received, "uncovered": session.stream.uncovered() }))
+                .into_response()
+        }
+        Err(refused) => error(StatusCode::PAYMENT_REQUIRED, "tick_refused", refused),
+    }
+}
+
+/// `GET /sessions/{id}/cover`: an x402 `batch-settlement` payment for the next K ticks.
+async fn cover(
+    State(gateway): State<Arc<Gateway>>,
+    Path(id): Path<u64>,
+    request: Request,
+) -> Response {
+    let seller = &gateway.seller;
+    let Some(route) = seller.route(COVER_PATH) else {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
+    let Some(session) = gateway.session(id) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "unknown_session",
+            "open a session first",
+        );
+    };
+    let url = format!("http://{}/sessions/{id}/cover", gateway.config.listen);
+    let required = |code: Option<&str>| {
+        let body = seller.payment_required(route, &url, code);
+        let mut response = (StatusCode::PAYMENT_REQUIRED, axum::Json(&body)).into_response();
+        if let Ok(value) = HeaderValue::from_str(&headers::encode(&body)) {
+            response.headers_mut().insert(PAYMENT_REQUIRED, value);
+        }
+        response
+    };
+    let Some(payload) = request
+        .headers()
+        .get(PAYMENT_SIGNATURE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| headers::decode::<PaymentPayload>(v).ok())
+    else {
+        return required(None);
+    };
+    // One voucher per session at a time, bound to one channel.
+    let channel = payload.payload["voucher"]["channelId"]
+        .as_str()
+        .and_then(|id| id.parse::<alloy::primitives::B256>().ok())
+        .map(|id| ChannelId(id.0));
+    {
+        let session = lock(&session);
+        if session.channel.is_some() && session.channel != channel {
+            return required(Some(crate::x402::codes::BATCH_CHANNEL_ID_MISMATCH));
+        }
+    }
+    match seller.pay_batch(route, &payload.payload).await {
+        Ok(settlement) => {
+            let mut session = lock(&session);
+            session.channel = channel;
+            session.stream.on_covered();
+            session.covers += 1;
+            let mut response = axum::Json(json!({ "covers": session.covers })).into_response();
+            if let Ok(value) = HeaderValue::from_str(&headers::encode(&settlement)) {
+                response.headers_mut().insert(PAYMENT_RESPONSE, value);
+            }
+            response
+        }
+        Err(refusal) if refusal.internal => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+        Err(refusal) => {
+            let mut response = required(Some(refusal.code));
+            if let Some(extra) = &refusal.extra {
+                // Corrective 402: the seller's state goes to the buyer, as on a reading route.
+                let mut body = seller.payment_required(route, &url, Some(refusal.code));
+                for offer in &mut body.accepts {
+                    if let (Some(target), Some(patch)) = (
+                        offer.extra.as_mut().and_then(|e| e.as_object_mut()),
+                        extra.as_object(),
+                    ) {
+                        target.extend(patch.clone());
+                    }
+                }
+                if let Ok(value) = HeaderValue::from_str(&headers::encode(&body)) {
+                    response.headers_mut().insert(PAYMENT_REQUIRED, value);
+                }
+            }
+            response
+        }
+    }
+}
+
+/// `CONNECT host:port` with `Proxy-Authorization: M2M <session>`: a tunnel while paid ahead.
+async fn connect(State(gateway): State<Arc<Gateway>>, request: Request) -> Response {
+    if request.method() != Method::CONNECT {
+        return StatusCode::NOT_FOUND.into_response();
+    }
+    let Some(authority) = request.uri().authority().map(|a| a.to_string()) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_target",
+            "CONNECT needs host:port",
+        );
+    };
+    if !gateway.config.upstream_allowed(&authority) {
+        return error(StatusCode::FORBIDDEN, "upstream_not_allowed", &authority);
+    }
+    let session_id = request
+        .headers()
+        .get(header::PROXY_AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("M2M "))
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let Some((id, session)) = session_id.and_then(|id| Some((id, gateway.session(id)?))) else {
+        let mut response = error(
+            StatusCode::PROXY_AUTHENTICATION_REQUIRED,
+            "session_required",
+            "open a paid session (GET / for the price)",
+        );
+        response
+            .headers_mut()
+            .insert(header::PROXY_AUTHENTICATE, HeaderValue::from_static("M2M"));
+        return response;
+    };
+    if !gateway.paid_ahead(&lock(&session)) {
+        return error(
+            StatusCode::PAYMENT_REQUIRED,
+            "session_not_paid",
+            "tick and cover first",
+        );
+    }
+    let upstream = match tokio::net::TcpStream::connect(&authority).await {
+        Ok(upstream) => upstream,
+        Err(e) => return error(StatusCode::BAD_GATEWAY, "upstream_unreachable", e),
+    };
+    tokio::spawn(async move {
+        let Ok(upgraded) = hyper::upgrade::on(request).await else {
+            return;
+        };
+        let mut client = TokioIo::new(upgraded);
+        let mut upstream = upstream;
+        let copy = tokio::io::copy_bidirectional(&mut client, &mut upstream);
+        tokio::pin!(copy);
+        let mut watchdog = tokio::time::interval(WATCHDOG);
+        let moved = loop {
+            tokio::select! {
+                result = &mut copy => break result.map(|(a, b)| a + b).unwrap_or(0),
+                _ = watchdog.tick() => {
+                    if !gateway.paid_ahead(&lock(&session)) {
+                        lock(&session).cuts += 1;
+                        tracing::info!(session = id, "payments stopped: tunnel cut");
+                        break 0;
+                    }
+                }
+            }
+        };
+        lock(&session).bytes += moved;
+    });
+    Response::new(Body::empty())
+}
+
+impl Session {
+    /// Seconds since the session opened.
+    pub fn age(&self) -> Duration {
+        self.started.elapsed()
+    }
+}

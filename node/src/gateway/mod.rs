@@ -1,0 +1,234 @@
+//! The connectivity gateway (`m2m gateway`): a CONNECT proxy sold by the minute.
+//!
+//! A client opens a session by publishing a hash-chain commitment, then sends one tick (one
+//! SHA-256 preimage) per `tick_secs` and pays a `batch-settlement` voucher for every
+//! `ticks_per_voucher` ticks through the x402 route `/cover` (the seller machinery: deposits,
+//! persistence before acknowledging, claims). Tunnels are forwarded only while the session is
+//! paid ahead: the last tick is fresh and no more than K ticks are on credit; a watchdog cuts
+//! them otherwise (within `tick_secs` + `grace_ms` + 100 ms of the last tick).
+//!
+//! - [`GatewayConfig`] is `gateway.toml`.
+//! - `http`: the offer, session and tick endpoints, `/cover`, and CONNECT tunnels.
+//! - [`client`] is `m2m connect` — ticks, vouchers and a local CONNECT proxy for applications.
+
+pub mod client;
+mod http;
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use alloy::primitives::Address;
+use m2m_core::ChannelId;
+use m2m_core::ticks::TickStream;
+use serde::Deserialize;
+
+pub use http::serve;
+
+use crate::seller::config::{ClaimConfig, LimitsConfig};
+use crate::seller::{Seller, SellerConfig};
+
+/// Path of the x402 route that covers a block of ticks.
+pub const COVER_PATH: &str = "/cover";
+
+/// `gateway.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// Listening address.
+    #[serde(default = "default_listen")]
+    pub listen: std::net::SocketAddr,
+    /// The chain's JSON-RPC endpoint.
+    pub rpc_url: String,
+    /// CAIP-2 network, `eip155:<chain id>`.
+    pub network: String,
+    /// The token paid in (EIP-3009).
+    pub asset: Address,
+    /// Price of one minute of connectivity (atomic units); `price_per_minute × tick_secs` must
+    /// be a multiple of 60.
+    pub price_per_minute: u128,
+    /// Seconds of connectivity one tick buys.
+    #[serde(default = "default_tick_secs")]
+    pub tick_secs: u64,
+    /// Ticks per voucher (K): at most this many ticks run on credit.
+    #[serde(default = "default_ticks_per_voucher")]
+    pub ticks_per_voucher: u32,
+    /// Extra time after a tick runs out before tunnels are cut (milliseconds).
+    #[serde(default = "default_grace_ms")]
+    pub grace_ms: u64,
+    /// Upstreams clients may reach, as `host:port` with `*` allowed for the port
+    /// (default: loopback only, for tests and demos).
+    #[serde(default = "default_upstreams")]
+    pub upstreams: Vec<String>,
+    /// Claiming (as for a seller).
+    #[serde(default)]
+    pub claim: ClaimConfig,
+    /// Limits (as for a seller).
+    #[serde(default)]
+    pub limits: LimitsConfig,
+}
+
+fn default_listen() -> std::net::SocketAddr {
+    std::net::SocketAddr::from(([127, 0, 0, 1], 8118))
+}
+fn default_tick_secs() -> u64 {
+    1
+}
+fn default_ticks_per_voucher() -> u32 {
+    10
+}
+fn default_grace_ms() -> u64 {
+    500
+}
+fn default_upstreams() -> Vec<String> {
+    vec!["127.0.0.1:*".into(), "localhost:*".into()]
+}
+
+impl GatewayConfig {
+    /// Parses and checks TOML text.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let config: Self = toml::from_str(text).map_err(|e| format!("gateway config: {e}"))?;
+        config.tick_price()?;
+        if config.ticks_per_voucher == 0 {
+            return Err("ticks_per_voucher must be positive".into());
+        }
+        Ok(config)
+    }
+
+    /// The price of one tick.
+    pub fn tick_price(&self) -> Result<u128, String> {
+        let per_tick = self
+            .price_per_minute
+            .saturating_mul(u128::from(self.tick_secs));
+        if self.tick_secs == 0 || per_tick == 0 || per_tick % 60 != 0 {
+            return Err("price_per_minute × tick_secs must be a positive multiple of 60".into());
+        }
+        Ok(per_tick / 60)
+    }
+
+    /// The seller behind `/cover`: one route priced at K ticks, channels only.
+    fn seller_config(&self) -> Result<SellerConfig, String> {
+        let cover = self.tick_price()? * u128::from(self.ticks_per_voucher);
+        let mut config = SellerConfig::parse(&format!(
+            "rpc_url = \"{}\"\nnetwork = \"{}\"\nfacilitator = false\n\
+             [[route]]\npath = \"{COVER_PATH}\"\nprice = \"{cover}\"\nasset = \"{}\"\n\
+             schemes = [\"batch-settlement\"]\ndescription = \"{} ticks of connectivity\"\n",
+            self.rpc_url, self.network, self.asset, self.ticks_per_voucher
+        ))
+        .map_err(|e| e.to_string())?;
+        config.listen = self.listen;
+        config.claim = self.claim.clone();
+        config.limits = self.limits.clone();
+        Ok(config)
+    }
+
+    fn upstream_allowed(&self, authority: &str) -> bool {
+        let Some((host, port)) = authority.rsplit_once(':') else {
+            return false;
+        };
+        self.upstreams
+            .iter()
+            .any(|rule| match rule.rsplit_once(':') {
+                Some((rule_host, "*")) => rule_host.eq_ignore_ascii_case(host),
+                Some((rule_host, rule_port)) => {
+                    rule_host.eq_ignore_ascii_case(host) && rule_port == port
+                }
+                None => false,
+            })
+    }
+}
+
+/// One client's session.
+#[derive(Debug)]
+pub struct Session {
+    stream: TickStream,
+    /// The channel its vouchers pay on (bound by the first cover).
+    channel: Option<ChannelId>,
+    last_tick: Option<Instant>,
+    started: Instant,
+    /// Vouchers accepted (each covers K ticks).
+    pub covers: u64,
+    /// Bytes forwarded both ways.
+    pub bytes: u64,
+    /// Tunnels cut for lack of payment.
+    pub cuts: u64,
+}
+
+/// The gateway's state.
+pub struct Gateway {
+    config: GatewayConfig,
+    seller: Arc<Seller>,
+    sessions: Mutex<HashMap<u64, Arc<Mutex<Session>>>>,
+    next_session: AtomicU64,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Gateway {
+    /// Starts the payment side (the seller behind `/cover`) on the device wallet and store.
+    pub async fn start(
+        config: GatewayConfig,
+        signer: crate::evm::SharedSigner,
+        store: crate::store::ChannelStore,
+    ) -> Result<Arc<Self>, String> {
+        let sensor = Arc::new(crate::seller::sensor::SimulatedSensor::new("gateway"));
+        let seller = Seller::start(config.seller_config()?, signer, store, sensor)
+            .await
+            .map_err(|e| format!("gateway payments: {e}"))?;
+        Ok(Arc::new(Self {
+            config,
+            seller,
+            sessions: Mutex::new(HashMap::new()),
+            next_session: AtomicU64::new(1),
+        }))
+    }
+
+    /// The seller behind `/cover` (claims, channel summaries).
+    pub fn seller(&self) -> &Arc<Seller> {
+        &self.seller
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &GatewayConfig {
+        &self.config
+    }
+
+    /// (covers, ticks received, bytes, cuts) of a session, if it exists.
+    pub fn session_figures(&self, id: u64) -> Option<(u64, u32, u64, u64)> {
+        let session = self.session(id)?;
+        let session = lock(&session);
+        let received =
+            session.stream.uncovered() + (session.covers as u32) * self.config.ticks_per_voucher;
+        Some((session.covers, received, session.bytes, session.cuts))
+    }
+
+    fn session(&self, id: u64) -> Option<Arc<Mutex<Session>>> {
+        lock(&self.sessions).get(&id).cloned()
+    }
+
+    /// Whether `session` may use the network now: its last tick still runs, and no more than
+    /// K ticks are on credit.
+    fn paid_ahead(&self, session: &Session) -> bool {
+        let Some(last) = session.last_tick else {
+            return false;
+        };
+        let runs = std::time::Duration::from_secs(self.config.tick_secs)
+            + std::time::Duration::from_millis(self.config.grace_ms);
+        // Up to K ticks on credit: the K-th tick is followed at once by its voucher, and a tick
+        // beyond the limit is refused, so freshness then runs out.
+        last.elapsed() < runs && session.stream.uncovered() <= self.config.ticks_per_voucher
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}

@@ -1,0 +1,166 @@
+//! Pay per minute through the connectivity gateway, with real traffic on loopback: a paid
+//! session tunnels to a local HTTP server; forged ticks are refused; when payments stop the
+//! tunnel is cut within 2 s and new tunnels are refused; every voucher was billed on chain.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use alloy::primitives::U256;
+use m2m::contracts::bindings::TestToken;
+use m2m::node::buyer::{Buyer, BuyerOptions};
+use m2m::node::gateway::{self, Gateway, GatewayConfig};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::support::{LocalChain, funded_device, send};
+
+/// A tiny upstream: answers every request with `hello`.
+async fn upstream() -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = axum::Router::new().fallback(|| async { "hello" });
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr
+}
+
+/// Opens a tunnel through the client's local proxy; returns the stream after `200`, or the
+/// status line the proxy answered.
+async fn tunnel(
+    proxy: std::net::SocketAddr,
+    target: std::net::SocketAddr,
+) -> Result<TcpStream, String> {
+    let mut stream = TcpStream::connect(proxy).await.unwrap();
+    stream
+        .write_all(format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if stream.read(&mut byte).await.unwrap_or(0) == 0 {
+            return Err(String::from_utf8_lossy(&head).into_owned());
+        }
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    if head.starts_with("HTTP/1.1 200") {
+        Ok(stream)
+    } else {
+        Err(head)
+    }
+}
+
+async fn get_hello(stream: &mut TcpStream) -> std::io::Result<String> {
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: upstream\r\n\r\n")
+        .await?;
+    let mut buffer = vec![0u8; 1024];
+    let n = stream.read(&mut buffer).await?;
+    Ok(String::from_utf8_lossy(&buffer[..n]).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paid_session_tunnels_and_is_cut_when_payments_stop() {
+    let chain = LocalChain::start(31337).await;
+    let gateway_keys = funded_device(&chain, 10u128.pow(20)).await;
+    let client_keys = funded_device(&chain, 0).await;
+    let token = TestToken::new(chain.token, &chain.facilitator);
+    send(
+        token.mint(
+            m2m::wallet::Signer::evm_address(&*client_keys),
+            U256::from(10_000_000u64),
+        ),
+        "mint",
+    )
+    .await;
+    let dirs = tempfile::tempdir().unwrap();
+    let config = GatewayConfig::parse(&format!(
+        "listen = \"127.0.0.1:0\"\nrpc_url = \"{}\"\nnetwork = \"eip155:31337\"\nasset = \"{}\"\n\
+         price_per_minute = 60000\ntick_secs = 1\nticks_per_voucher = 3\ngrace_ms = 500\n",
+        chain.anvil.endpoint(),
+        chain.token
+    ))
+    .unwrap();
+    let store = crate::paid_http::open_store(&dirs.path().join("gateway"));
+    let gateway = Gateway::start(config, gateway_keys, store).await.unwrap();
+    let server = gateway::serve(gateway.clone(), None).await.unwrap();
+    let base = format!("http://{}", server.local_addr);
+    let upstream = upstream().await;
+
+    // Without a session: 407.
+    let mut raw = TcpStream::connect(server.local_addr).await.unwrap();
+    raw.write_all(format!("CONNECT {upstream} HTTP/1.1\r\nHost: {upstream}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut answer = vec![0u8; 64];
+    let n = raw.read(&mut answer).await.unwrap();
+    assert!(String::from_utf8_lossy(&answer[..n]).starts_with("HTTP/1.1 407"));
+
+    let buyer = Arc::new(Buyer::new(
+        client_keys,
+        crate::paid_http::open_store(&dirs.path().join("client")),
+        BuyerOptions::default(),
+    ));
+    let client = gateway::client::connect(&base, buyer, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+
+    // Paid: traffic flows, across several vouchers.
+    let mut stream = tunnel(client.local_addr, upstream)
+        .await
+        .expect("tunnel while paid");
+    assert!(get_hello(&mut stream).await.unwrap().contains("hello"));
+    tokio::time::sleep(Duration::from_millis(7_500)).await;
+    assert!(
+        get_hello(&mut stream).await.unwrap().contains("hello"),
+        "still paid after 7 s"
+    );
+    let covers = client.covers.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(covers >= 2, "vouchers paid: {covers}");
+
+    // A forged tick is refused.
+    let forged = reqwest::Client::new()
+        .post(format!("{base}/sessions/{}/ticks", client.session))
+        .json(&serde_json::json!({ "preimage": alloy::primitives::B256::repeat_byte(7) }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 402);
+
+    // Payments stop: the open tunnel is cut within 2 s of the last tick, new ones are refused.
+    client.stop_paying();
+    let stopped = Instant::now();
+    let mut buffer = [0u8; 16];
+    let cut = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buffer)).await;
+    assert!(
+        matches!(cut, Ok(Ok(0)) | Ok(Err(_))),
+        "tunnel closed: {cut:?}"
+    );
+    let latency = stopped.elapsed();
+    println!("cut-off {latency:?} after the ticker stopped (the last tick was ≤ 1 s before that)");
+    assert!(latency < Duration::from_secs(2), "cut after {latency:?}");
+    let refused = tunnel(client.local_addr, upstream)
+        .await
+        .expect_err("refused after payments stopped");
+    assert!(refused.starts_with("HTTP/1.1 402"), "{refused}");
+
+    // Billing: every voucher is durable at the gateway and claimable on chain.
+    let (covers_seen, ticks, _, cuts) = gateway.session_figures(client.session).unwrap();
+    assert_eq!(
+        covers_seen,
+        client.covers.load(std::sync::atomic::Ordering::Relaxed)
+    );
+    assert!(u64::from(ticks) >= covers_seen * 3 && cuts >= 1);
+    assert_eq!(gateway.seller().claim_all().await.unwrap(), 1);
+    let tick_price = 1000u128;
+    assert_eq!(
+        token
+            .balanceOf(gateway.seller().receiver())
+            .call()
+            .await
+            .unwrap(),
+        U256::from(u128::from(covers_seen as u32) * 3 * tick_price),
+        "the gateway earned exactly the covered ticks"
+    );
+    server.shutdown().await;
+}
