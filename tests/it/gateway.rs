@@ -59,6 +59,16 @@ async fn get_hello(stream: &mut TcpStream) -> std::io::Result<String> {
     Ok(String::from_utf8_lossy(&buffer[..n]).into_owned())
 }
 
+fn gateway_config(chain: &LocalChain, listen: &str) -> GatewayConfig {
+    GatewayConfig::parse(&format!(
+        "listen = \"{listen}\"\nrpc_url = \"{}\"\nnetwork = \"eip155:31337\"\nasset = \"{}\"\n\
+         price_per_minute = 60000\ntick_secs = 1\nticks_per_voucher = 3\ngrace_ms = 500\n",
+        chain.anvil.endpoint(),
+        chain.token
+    ))
+    .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paid_session_tunnels_and_is_cut_when_payments_stop() {
     let chain = LocalChain::start(31337).await;
@@ -74,13 +84,7 @@ async fn a_paid_session_tunnels_and_is_cut_when_payments_stop() {
     )
     .await;
     let dirs = tempfile::tempdir().unwrap();
-    let config = GatewayConfig::parse(&format!(
-        "listen = \"127.0.0.1:0\"\nrpc_url = \"{}\"\nnetwork = \"eip155:31337\"\nasset = \"{}\"\n\
-         price_per_minute = 60000\ntick_secs = 1\nticks_per_voucher = 3\ngrace_ms = 500\n",
-        chain.anvil.endpoint(),
-        chain.token
-    ))
-    .unwrap();
+    let config = gateway_config(&chain, "127.0.0.1:0");
     let store = crate::paid_http::open_store(&dirs.path().join("gateway"));
     let gateway = Gateway::start(config, gateway_keys, store).await.unwrap();
     let server = gateway::serve(gateway.clone(), None).await.unwrap();
@@ -120,7 +124,10 @@ async fn a_paid_session_tunnels_and_is_cut_when_payments_stop() {
 
     // A forged tick is refused.
     let forged = reqwest::Client::new()
-        .post(format!("{base}/sessions/{}/ticks", client.session))
+        .post(format!(
+            "{base}/sessions/{}/ticks",
+            client.session.load(std::sync::atomic::Ordering::Relaxed)
+        ))
         .json(&serde_json::json!({ "preimage": alloy::primitives::B256::repeat_byte(7) }))
         .send()
         .await
@@ -145,7 +152,12 @@ async fn a_paid_session_tunnels_and_is_cut_when_payments_stop() {
     assert!(refused.starts_with("HTTP/1.1 402"), "{refused}");
 
     // Billing: every voucher is durable at the gateway and claimable on chain.
-    let (covers_seen, ticks, _, cuts) = gateway.session_figures(client.session).unwrap();
+    let session = client.session.load(std::sync::atomic::Ordering::Relaxed);
+    let (covers_seen, ticks, bytes, cuts) = gateway.session_figures(session).unwrap();
+    println!(
+        "session: {covers_seen} vouchers, {ticks} ticks, {bytes} bytes metered, {cuts} cut(s)"
+    );
+    assert!(bytes > 200, "both exchanges were metered: {bytes} bytes");
     assert_eq!(
         covers_seen,
         client.covers.load(std::sync::atomic::Ordering::Relaxed)
@@ -161,6 +173,108 @@ async fn a_paid_session_tunnels_and_is_cut_when_payments_stop() {
             .unwrap(),
         U256::from(u128::from(covers_seen as u32) * 3 * tick_price),
         "the gateway earned exactly the covered ticks"
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_restart_loses_no_paid_minute() {
+    let chain = LocalChain::start(31337).await;
+    let gateway_keys = funded_device(&chain, 10u128.pow(20)).await;
+    let client_keys = funded_device(&chain, 0).await;
+    let token = TestToken::new(chain.token, &chain.facilitator);
+    send(
+        token.mint(
+            m2m::wallet::Signer::evm_address(&*client_keys),
+            U256::from(10_000_000u64),
+        ),
+        "mint",
+    )
+    .await;
+    let dirs = tempfile::tempdir().unwrap();
+    let store_dir = dirs.path().join("gateway");
+    let gateway = Gateway::start(
+        gateway_config(&chain, "127.0.0.1:0"),
+        gateway_keys.clone(),
+        crate::paid_http::open_store(&store_dir),
+    )
+    .await
+    .unwrap();
+    let server = gateway::serve(gateway.clone(), None).await.unwrap();
+    let addr = server.local_addr;
+    let buyer = Arc::new(Buyer::new(
+        client_keys,
+        crate::paid_http::open_store(&dirs.path().join("client")),
+        BuyerOptions::default(),
+    ));
+    let client = gateway::client::connect(
+        &format!("http://{addr}"),
+        buyer,
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(4_500)).await;
+    let paid_before = client.covers.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(paid_before >= 1);
+
+    // Crash: the server and every in-memory session go; the store stays.
+    server.shutdown().await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Arc::strong_count(&gateway) > 1 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(gateway);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let gateway = Gateway::start(
+        gateway_config(&chain, &addr.to_string()),
+        gateway_keys,
+        crate::paid_http::open_store(&store_dir),
+    )
+    .await
+    .unwrap();
+    let charged: u128 = gateway
+        .seller()
+        .channel_summaries()
+        .await
+        .iter()
+        .map(|c| c.charged)
+        .sum();
+    let per_voucher = 3 * 1000u128;
+    assert!(
+        charged >= u128::from(paid_before as u32) * per_voucher,
+        "paid minutes survived: {charged}"
+    );
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+    let server = gateway::serve(gateway.clone(), Some(listener))
+        .await
+        .unwrap();
+
+    // The client opens a new session by itself and keeps paying; traffic flows again.
+    tokio::time::sleep(Duration::from_millis(4_500)).await;
+    let upstream = upstream().await;
+    let mut stream = tunnel(client.local_addr, upstream)
+        .await
+        .expect("tunnel after the restart");
+    assert!(get_hello(&mut stream).await.unwrap().contains("hello"));
+    let paid_total = client.covers.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        paid_total > paid_before,
+        "payments resumed: {paid_before} → {paid_total}"
+    );
+    client.stop_paying();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    gateway.seller().claim_all().await.unwrap();
+    let earned = token
+        .balanceOf(gateway.seller().receiver())
+        .call()
+        .await
+        .unwrap()
+        .to::<u128>();
+    assert_eq!(
+        earned,
+        u128::from(client.covers.load(std::sync::atomic::Ordering::Relaxed) as u32) * per_voucher,
+        "every voucher billed once"
     );
     server.shutdown().await;
 }

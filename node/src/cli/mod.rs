@@ -63,6 +63,10 @@ enum Command {
     Serve(pay_cmd::ServeArgs),
     /// Fetch a resource, paying its HTTP 402 from the device wallet within limits.
     Get(pay_cmd::GetArgs),
+    /// Sell connectivity by the minute: a CONNECT proxy paid with ticks and vouchers.
+    Gateway(pay_cmd::GatewayArgs),
+    /// Buy connectivity from a gateway by the minute; applications use a local CONNECT proxy.
+    Connect(pay_cmd::ConnectArgs),
     /// Run a local EVM chain (anvil) with the settlement contracts and a test token.
     Devnet(pay_cmd::DevnetArgs),
     /// Provision and inspect the pinned local tools (anvil, forge, cast, solc).
@@ -131,6 +135,8 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Serve(args) => pay_cmd::serve(global, args),
         Command::Get(args) => pay_cmd::get(global, args),
         Command::Devnet(args) => pay_cmd::devnet(global, args),
+        Command::Gateway(args) => pay_cmd::gateway(global, args),
+        Command::Connect(args) => pay_cmd::connect(global, args),
         Command::Tools { action } => tools_cmd::run(global, action),
     }
 }

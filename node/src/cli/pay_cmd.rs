@@ -49,6 +49,27 @@ pub struct GetArgs {
     deposit_readings: u32,
 }
 
+/// `m2m gateway`.
+#[derive(Debug, Args)]
+pub struct GatewayArgs {
+    /// The gateway configuration (price per minute, chain, upstreams).
+    #[arg(long, short, value_name = "FILE", default_value = "gateway.toml")]
+    config: PathBuf,
+}
+
+/// `m2m connect`.
+#[derive(Debug, Args)]
+pub struct ConnectArgs {
+    /// The gateway, e.g. `http://127.0.0.1:8118`.
+    gateway: String,
+    /// Local CONNECT proxy for applications.
+    #[arg(long, default_value = "127.0.0.1:8119")]
+    listen: std::net::SocketAddr,
+    /// Largest single channel deposit, atomic units.
+    #[arg(long, default_value_t = 10_000_000)]
+    max_deposit: u128,
+}
+
 /// `m2m devnet`.
 #[derive(Debug, Args)]
 pub struct DevnetArgs {
@@ -151,6 +172,64 @@ pub(super) fn get(global: &GlobalArgs, args: &GetArgs) -> Result<(), CliError> {
     })?;
     drop(data_dir);
     Ok(())
+}
+
+pub(super) fn gateway(global: &GlobalArgs, args: &GatewayArgs) -> Result<(), CliError> {
+    let text = std::fs::read_to_string(&args.config)
+        .map_err(|e| failed(&args.config.display().to_string())(&e))?;
+    let config = crate::gateway::GatewayConfig::parse(&text).map_err(|e| CliError::Usage(e))?;
+    let (data_dir, keystore) = wallet_cmd::open(global)?;
+    let store = ChannelStore::open(&data_dir).map_err(|e| failed("channel store")(&e))?;
+    runtime()?.block_on(async move {
+        let gateway = crate::gateway::Gateway::start(config, Arc::new(keystore), store)
+            .await
+            .map_err(CliError::Usage)?;
+        let server = crate::gateway::serve(gateway.clone(), None)
+            .await
+            .map_err(|e| failed("listening")(&e))?;
+        let claimer = tokio::spawn(gateway.seller().clone().run_claimer());
+        let config = gateway.config();
+        println!(
+            "selling connectivity at http://{} for {} units per minute (Ctrl-C stops)",
+            server.local_addr, config.price_per_minute
+        );
+        let _ = tokio::signal::ctrl_c().await;
+        server.shutdown().await;
+        claimer.abort();
+        match gateway.seller().claim_all().await {
+            Ok(count) => eprintln!("claimed {count} channel(s) on chain"),
+            Err(error) => eprintln!("claiming on shutdown failed (the next start claims): {error}"),
+        }
+        drop(data_dir);
+        Ok(())
+    })
+}
+
+pub(super) fn connect(global: &GlobalArgs, args: &ConnectArgs) -> Result<(), CliError> {
+    let (data_dir, keystore) = wallet_cmd::open(global)?;
+    let store = ChannelStore::open(&data_dir).map_err(|e| failed("channel store")(&e))?;
+    let options = BuyerOptions {
+        max_deposit: Some(args.max_deposit),
+        ..BuyerOptions::default()
+    };
+    let buyer = Arc::new(Buyer::new(Arc::new(keystore), store, options));
+    runtime()?.block_on(async move {
+        let client = crate::gateway::client::connect(&args.gateway, buyer, args.listen)
+            .await
+            .map_err(|e| failed(&args.gateway)(&e))?;
+        println!(
+            "paying {} by the minute; point applications at the CONNECT proxy http://{} (Ctrl-C stops)",
+            args.gateway, client.local_addr
+        );
+        let _ = tokio::signal::ctrl_c().await;
+        eprintln!(
+            "stopped after {} ticks and {} vouchers",
+            client.ticks.load(std::sync::atomic::Ordering::Relaxed),
+            client.covers.load(std::sync::atomic::Ordering::Relaxed)
+        );
+        drop(data_dir);
+        Ok(())
+    })
 }
 
 pub(super) fn devnet(global: &GlobalArgs, args: &DevnetArgs) -> Result<(), CliError> {

@@ -40,8 +40,8 @@ pub enum ConnectError {
 pub struct ConnectClient {
     /// Where applications connect (an HTTP CONNECT proxy).
     pub local_addr: SocketAddr,
-    /// The gateway's session id.
-    pub session: u64,
+    /// The gateway's current session id (a new one after a gateway restart).
+    pub session: Arc<AtomicU64>,
     /// Ticks sent.
     pub ticks: Arc<AtomicU64>,
     /// Vouchers paid.
@@ -79,43 +79,57 @@ pub async fn connect(
             .ok_or_else(|| ConnectError::Protocol(format!("offer lacks {key}")))
     };
     let (tick_secs, per_voucher) = (field("tickSecs")?, field("ticksPerVoucher")?);
-    let mut seed = [0u8; 32];
-    getrandom::getrandom(&mut seed)?;
-    let mut chain = TickChain::new(seed, CHAIN_LENGTH);
-    let opened: Value = http
-        .post(format!("{gateway}/sessions"))
-        .json(&json!({ "anchor": alloy::primitives::B256::from(chain.anchor()), "length": CHAIN_LENGTH }))
-        .send()
-        .await?
-        .json()
-        .await?;
-    let session = opened["session"]
-        .as_u64()
-        .ok_or_else(|| ConnectError::Protocol("no session id".into()))?;
+    let (id, mut chain) = open_session(&http, gateway).await?;
+    let session = Arc::new(AtomicU64::new(id));
     let ticks = Arc::new(AtomicU64::new(0));
     let covers = Arc::new(AtomicU64::new(0));
-    let tick_url = format!("{gateway}/sessions/{session}/ticks");
-    let cover_url = format!("{gateway}/sessions/{session}/cover");
-    send_tick(&http, &tick_url, &mut chain).await?; // paid ahead from the start
+    send_tick(&http, gateway, id, &mut chain)
+        .await
+        .map_err(|e| ConnectError::Protocol(format!("first tick: {e}")))?; // paid ahead from the start
     ticks.fetch_add(1, Ordering::Relaxed);
     let ticker = {
-        let (ticks, covers) = (ticks.clone(), covers.clone());
+        let (ticks, covers, session) = (ticks.clone(), covers.clone(), session.clone());
+        let gateway = gateway.to_owned();
         tokio::spawn(async move {
             let mut every = tokio::time::interval(Duration::from_secs(tick_secs));
             every.tick().await; // the first tick went out above
+            let mut since_cover = 1u64;
             loop {
-                if ticks.load(Ordering::Relaxed) % per_voucher == 0 {
-                    match buyer.get(&cover_url).await {
+                if since_cover == per_voucher {
+                    let cover = format!(
+                        "{gateway}/sessions/{}/cover",
+                        session.load(Ordering::Relaxed)
+                    );
+                    match buyer.get(&cover).await {
                         Ok(_) => {
                             covers.fetch_add(1, Ordering::Relaxed);
+                            since_cover = 0;
                         }
                         Err(error) => tracing::warn!(%error, "paying for connectivity"),
                     }
                 }
                 every.tick().await;
-                match send_tick(&http, &tick_url, &mut chain).await {
+                let id = session.load(Ordering::Relaxed);
+                match send_tick(&http, &gateway, id, &mut chain).await {
                     Ok(()) => {
                         ticks.fetch_add(1, Ordering::Relaxed);
+                        since_cover += 1;
+                    }
+                    Err(TickFailure::UnknownSession) => {
+                        // The gateway restarted: its sessions are gone, its vouchers are not.
+                        // Start a new session (a new chain) and go on paying.
+                        match open_session(&http, &gateway).await {
+                            Ok((id, fresh)) => {
+                                tracing::info!(session = id, "gateway restarted; new session");
+                                session.store(id, Ordering::Relaxed);
+                                chain = fresh;
+                                if send_tick(&http, &gateway, id, &mut chain).await.is_ok() {
+                                    ticks.fetch_add(1, Ordering::Relaxed);
+                                    since_cover = 1;
+                                }
+                            }
+                            Err(error) => tracing::warn!(%error, "reopening the session"),
+                        }
                     }
                     Err(error) => tracing::warn!(%error, "tick refused"),
                 }
@@ -128,14 +142,16 @@ pub async fn connect(
         .trim_start_matches("http://")
         .trim_end_matches('/')
         .to_owned();
+    let current = session.clone();
     let proxy = tokio::spawn(async move {
         loop {
             let Ok((app, _)) = listener.accept().await else {
                 continue;
             };
             let gateway_addr = gateway_addr.clone();
+            let id = current.load(Ordering::Relaxed);
             tokio::spawn(async move {
-                let _ = forward(app, &gateway_addr, session).await;
+                let _ = forward(app, &gateway_addr, id).await;
             });
         }
     });
@@ -149,25 +165,60 @@ pub async fn connect(
     })
 }
 
+/// Why a tick was not accepted.
+#[derive(Debug, thiserror::Error)]
+enum TickFailure {
+    /// The gateway does not know the session (it restarted).
+    #[error("unknown session")]
+    UnknownSession,
+    /// Anything else (network, refusal, exhausted chain).
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Opens a session: a fresh random chain and its anchor.
+async fn open_session(
+    http: &reqwest::Client,
+    gateway: &str,
+) -> Result<(u64, TickChain), ConnectError> {
+    let mut seed = [0u8; 32];
+    getrandom::getrandom(&mut seed)?;
+    let chain = TickChain::new(seed, CHAIN_LENGTH);
+    let opened: Value = http
+        .post(format!("{gateway}/sessions"))
+        .json(&json!({ "anchor": alloy::primitives::B256::from(chain.anchor()), "length": CHAIN_LENGTH }))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let id = opened["session"]
+        .as_u64()
+        .ok_or_else(|| ConnectError::Protocol("no session id".into()))?;
+    Ok((id, chain))
+}
+
 async fn send_tick(
     http: &reqwest::Client,
-    url: &str,
+    gateway: &str,
+    session: u64,
     chain: &mut TickChain,
-) -> Result<(), ConnectError> {
+) -> Result<(), TickFailure> {
     let tick = chain
         .next_tick()
-        .ok_or_else(|| ConnectError::Protocol("tick chain exhausted".into()))?;
+        .ok_or_else(|| TickFailure::Other("tick chain exhausted".into()))?;
     let response = http
-        .post(url)
+        .post(format!("{gateway}/sessions/{session}/ticks"))
         .json(&json!({ "preimage": alloy::primitives::B256::from(tick.preimage) }))
         .send()
-        .await?;
-    if !response.status().is_success() {
-        return Err(ConnectError::Protocol(
+        .await
+        .map_err(|e| TickFailure::Other(e.to_string()))?;
+    match response.status().as_u16() {
+        200..=299 => Ok(()),
+        404 => Err(TickFailure::UnknownSession),
+        _ => Err(TickFailure::Other(
             response.text().await.unwrap_or_default(),
-        ));
+        )),
     }
-    Ok(())
 }
 
 /// Reads an application's `CONNECT host:port` and replays it to the gateway with the session's

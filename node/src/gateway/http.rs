@@ -99,7 +99,7 @@ async fn open_session(
         last_tick: None,
         started: Instant::now(),
         covers: 0,
-        bytes: 0,
+        bytes: Arc::new(std::sync::atomic::AtomicU64::new(0)),
         cuts: 0,
     };
     let id = gateway.next_session.fetch_add(1, Ordering::Relaxed);
@@ -268,30 +268,62 @@ async fn connect(State(gateway): State<Arc<Gateway>>, request: Request) -> Respo
         Ok(upstream) => upstream,
         Err(e) => return error(StatusCode::BAD_GATEWAY, "upstream_unreachable", e),
     };
+    let bytes = lock(&session).bytes.clone();
     tokio::spawn(async move {
         let Ok(upgraded) = hyper::upgrade::on(request).await else {
             return;
         };
-        let mut client = TokioIo::new(upgraded);
-        let mut upstream = upstream;
-        let copy = tokio::io::copy_bidirectional(&mut client, &mut upstream);
-        tokio::pin!(copy);
+        let relay = relay(TokioIo::new(upgraded), upstream, &bytes);
+        tokio::pin!(relay);
         let mut watchdog = tokio::time::interval(WATCHDOG);
-        let moved = loop {
+        loop {
             tokio::select! {
-                result = &mut copy => break result.map(|(a, b)| a + b).unwrap_or(0),
+                _ = &mut relay => break,
                 _ = watchdog.tick() => {
                     if !gateway.paid_ahead(&lock(&session)) {
                         lock(&session).cuts += 1;
                         tracing::info!(session = id, "payments stopped: tunnel cut");
-                        break 0;
+                        break;
                     }
                 }
             }
-        };
-        lock(&session).bytes += moved;
+        }
     });
     Response::new(Body::empty())
+}
+
+/// Copies both ways until either side closes, counting every byte as it passes (metering).
+async fn relay<C>(client: C, upstream: tokio::net::TcpStream, bytes: &std::sync::atomic::AtomicU64)
+where
+    C: tokio::io::AsyncRead + tokio::io::AsyncWrite,
+{
+    let (client_read, client_write) = tokio::io::split(client);
+    let (upstream_read, upstream_write) = upstream.into_split();
+    let _ = tokio::join!(
+        pump(client_read, upstream_write, bytes),
+        pump(upstream_read, client_write, bytes),
+    );
+}
+
+async fn pump<R, W>(
+    mut from: R,
+    mut to: W,
+    bytes: &std::sync::atomic::AtomicU64,
+) -> std::io::Result<()>
+where
+    R: tokio::io::AsyncRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buffer = vec![0u8; 16 * 1024];
+    loop {
+        let n = from.read(&mut buffer).await?;
+        if n == 0 {
+            return to.shutdown().await;
+        }
+        to.write_all(&buffer[..n]).await?;
+        bytes.fetch_add(n as u64, Ordering::Relaxed);
+    }
 }
 
 impl Session {

@@ -149,8 +149,8 @@ pub struct Session {
     started: Instant,
     /// Vouchers accepted (each covers K ticks).
     pub covers: u64,
-    /// Bytes forwarded both ways.
-    pub bytes: u64,
+    /// Bytes forwarded both ways (updated as they pass).
+    pub bytes: Arc<AtomicU64>,
     /// Tunnels cut for lack of payment.
     pub cuts: u64,
 }
@@ -206,7 +206,8 @@ impl Gateway {
         let session = lock(&session);
         let received =
             session.stream.uncovered() + (session.covers as u32) * self.config.ticks_per_voucher;
-        Some((session.covers, received, session.bytes, session.cuts))
+        let bytes = session.bytes.load(std::sync::atomic::Ordering::Relaxed);
+        Some((session.covers, received, bytes, session.cuts))
     }
 
     fn session(&self, id: u64) -> Option<Arc<Mutex<Session>>> {
