@@ -177,7 +177,7 @@ pub(super) fn get(global: &GlobalArgs, args: &GetArgs) -> Result<(), CliError> {
 pub(super) fn gateway(global: &GlobalArgs, args: &GatewayArgs) -> Result<(), CliError> {
     let text = std::fs::read_to_string(&args.config)
         .map_err(|e| failed(&args.config.display().to_string())(&e))?;
-    let config = crate::gateway::GatewayConfig::parse(&text).map_err(|e| CliError::Usage(e))?;
+    let config = crate::gateway::GatewayConfig::parse(&text).map_err(CliError::Usage)?;
     let (data_dir, keystore) = wallet_cmd::open(global)?;
     let store = ChannelStore::open(&data_dir).map_err(|e| failed("channel store")(&e))?;
     runtime()?.block_on(async move {
