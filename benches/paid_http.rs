@@ -83,6 +83,80 @@ async fn load(buyers: &[Arc<Buyer>], concurrency: usize, url: &str, duration: Du
     }
 }
 
+/// Tick overhead at the connectivity gateway: sequential ticks over one keep-alive connection,
+/// written by hand so the wire bytes are exact; each costs the client's hash-chain step, the HTTP
+/// round trip and the gateway's one SHA-256.
+async fn gateway_ticks(
+    rpc: &str,
+    token: alloy::primitives::Address,
+    keys: Arc<DeviceKeys>,
+    dir: &std::path::Path,
+) {
+    use m2m::node::gateway::{Gateway, GatewayConfig, serve as serve_gateway};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const TICKS: u32 = 5_000;
+    let config = GatewayConfig::parse(&format!(
+        "listen = \"127.0.0.1:0\"\nrpc_url = \"{rpc}\"\nnetwork = \"eip155:31337\"\nasset = \"{token}\"\n\
+         price_per_minute = 60000\nticks_per_voucher = {TICKS}\n"
+    ))
+    .unwrap();
+    let data_dir = DataDir::open(dir).unwrap();
+    let gateway = Gateway::start(config, keys, ChannelStore::open(&data_dir).unwrap())
+        .await
+        .unwrap();
+    let server = serve_gateway(gateway, None).await.unwrap();
+    let base = format!("http://{}", server.local_addr);
+    let mut chain = m2m::core::ticks::TickChain::new([7; 32], TICKS);
+    let opened: serde_json::Value = reqwest::Client::new()
+        .post(format!("{base}/sessions"))
+        .json(&serde_json::json!({ "anchor": alloy::primitives::B256::from(chain.anchor()), "length": TICKS }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let session = opened["session"].as_u64().unwrap();
+    let mut stream = tokio::net::TcpStream::connect(server.local_addr)
+        .await
+        .unwrap();
+    stream.set_nodelay(true).unwrap();
+    let (mut sent, mut received) = (0usize, 0usize);
+    let mut buffer = vec![0u8; 4096];
+    let started = Instant::now();
+    for _ in 0..TICKS {
+        let tick = chain.next_tick().unwrap();
+        let body = format!(
+            "{{\"preimage\":\"{}\"}}",
+            alloy::primitives::B256::from(tick.preimage)
+        );
+        let request = format!(
+            "POST /sessions/{session}/ticks HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        stream.write_all(request.as_bytes()).await.unwrap();
+        sent += request.len();
+        let n = stream.read(&mut buffer).await.unwrap();
+        assert!(
+            buffer[..n].starts_with(b"HTTP/1.1 200"),
+            "{}",
+            String::from_utf8_lossy(&buffer[..n])
+        );
+        received += n;
+    }
+    let per_tick = started.elapsed() / TICKS;
+    println!(
+        "gateway ticks: {:.1} µs per tick round trip (client + gateway, sequential), {} B up + {} B down per tick; \
+         one minute at 1 tick/s = {:.2} ms and {:.1} KiB",
+        per_tick.as_secs_f64() * 1e6,
+        sent / TICKS as usize,
+        received / TICKS as usize,
+        per_tick.as_secs_f64() * 1e3 * 60.0,
+        (sent + received) as f64 / f64::from(TICKS) * 60.0 / 1024.0
+    );
+    server.shutdown().await;
+}
+
 fn main() {
     let secs: u64 = std::env::var("M2M_LOAD_SECS")
         .ok()
@@ -163,6 +237,7 @@ fn main() {
             heavy.per_second() / best_exact
         );
         server.shutdown().await;
+        gateway_ticks(&anvil.endpoint(), token_address, device(), &dirs.path().join("gateway")).await;
         drop(anvil);
     });
 }
