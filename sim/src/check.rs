@@ -17,7 +17,7 @@ use serde::Serialize;
 
 use crate::SimError;
 use crate::adversary::OverchargingSeller;
-use crate::fleet::{SimBuyer, SimSeller};
+use crate::fleet::SimBuyer;
 use crate::run::{CHAIN_ID, Chain, ChainRef};
 
 /// A timed withdrawal a buyer started.
@@ -132,6 +132,13 @@ pub(crate) async fn finalize_withdrawals(
     Ok(())
 }
 
+/// A device that is paid: a seller or a gateway, with its payment state if it is running.
+pub(crate) struct Earner {
+    pub(crate) kind: &'static str,
+    pub(crate) address: Address,
+    pub(crate) seller: Option<std::sync::Arc<m2m_node::seller::Seller>>,
+}
+
 /// What the conservation check found.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Audit {
@@ -139,7 +146,7 @@ pub struct Audit {
     pub topped_up: String,
     /// Held by buyers at the end.
     pub buyers: String,
-    /// Held by honest sellers.
+    /// Held by honest sellers and gateways.
     pub sellers: String,
     /// Held by overcharging sellers (must be 0: they can claim nothing).
     pub cheats: String,
@@ -176,7 +183,7 @@ pub struct DeviceRow {
 /// store says it signed.
 pub(crate) async fn conservation(
     chain: &Chain,
-    sellers: &[SimSeller],
+    earners: &[Earner],
     buyers: &[std::sync::Arc<SimBuyer>],
     cheats: &[(std::sync::Arc<DeviceKeys>, OverchargingSeller)],
     topped_up: U256,
@@ -206,18 +213,18 @@ pub(crate) async fn conservation(
             charged: 0,
         });
     }
-    for seller in sellers {
-        let tokens = balance(seller.keys.evm_address()).await?;
+    for earner in earners {
+        let tokens = balance(earner.address).await?;
         in_sellers += tokens;
         let (mut channels, mut charged) = (0, 0);
-        if let Some(live) = seller.seller() {
+        if let Some(live) = &earner.seller {
             let summaries = live.channel_summaries().await;
             channels = summaries.len();
             charged = summaries.iter().map(|c| c.charged).sum();
         }
         audit.devices.push(DeviceRow {
-            kind: "seller",
-            address: seller.keys.evm_address(),
+            kind: earner.kind,
+            address: earner.address,
             tokens,
             channels,
             charged,
@@ -252,8 +259,8 @@ pub(crate) async fn conservation(
         .map(|b| (b.keys.evm_address(), b.as_ref()))
         .collect();
     let mut charged_total = 0u128;
-    for seller in sellers {
-        let Some(live) = seller.seller() else {
+    for earner in earners {
+        let Some(live) = &earner.seller else {
             continue;
         };
         for channel in live.channel_summaries().await {

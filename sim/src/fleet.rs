@@ -134,9 +134,9 @@ pub struct SimBuyer {
     /// Its wallet.
     pub keys: Arc<DeviceKeys>,
     /// Pays with channels.
-    pub buyer: Buyer,
+    pub buyer: Arc<Buyer>,
     /// Pays with `exact` only.
-    pub exact: Buyer,
+    pub exact: Arc<Buyer>,
     /// Its channel store (read by the conservation check).
     pub store: Arc<ChannelStore>,
 }
@@ -150,8 +150,8 @@ impl SimBuyer {
             ..options.clone()
         };
         Ok(Self {
-            buyer: Buyer::new(keys.clone(), store.clone(), options),
-            exact: Buyer::new(keys.clone(), store.clone(), exact),
+            buyer: Arc::new(Buyer::new(keys.clone(), store.clone(), options)),
+            exact: Arc::new(Buyer::new(keys.clone(), store.clone(), exact)),
             keys,
             store,
         })

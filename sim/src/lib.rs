@@ -15,6 +15,7 @@
 //! - [`proxy`]: the fault-injecting TCP proxy in front of each seller.
 //! - [`adversary`]: the overcharging seller and the forging buyer's attacks.
 //! - [`events`]: per-request events and the figures derived from them.
+//! - [`roaming`]: connectivity hotspots and roaming clients (pay per minute).
 //! - [`cli`]: `m2m sim`.
 
 pub mod adversary;
@@ -24,6 +25,7 @@ pub mod events;
 pub mod fleet;
 pub mod proxy;
 pub mod report;
+pub mod roaming;
 pub mod run;
 pub mod scenario;
 

@@ -55,6 +55,83 @@ pub(crate) struct Inputs<'a> {
     pub(crate) withdrawals: usize,
     pub(crate) memory_per_device: Option<u64>,
     pub(crate) opening: (u64, Duration),
+    pub(crate) roaming: Option<Roaming>,
+}
+
+/// Pay-per-minute figures of a run with hotspots.
+#[derive(Debug, Clone, Serialize)]
+pub struct Roaming {
+    /// Hotspots.
+    pub hotspots: usize,
+    /// Roaming clients.
+    pub clients: usize,
+    /// Sessions opened.
+    pub sessions: u64,
+    /// Requests answered through paid tunnels.
+    pub requests: u64,
+    /// Sessions that failed to open or carry traffic.
+    pub failed: u64,
+    /// Minutes sold: vouchers × K ticks × tick length.
+    pub minutes_sold: f64,
+    /// Ticks received in all sessions.
+    pub ticks: u64,
+    /// Bytes metered.
+    pub bytes: u64,
+    /// Revenue of all hotspots (atomic units, claimed on chain).
+    pub revenue: u128,
+    /// Cut-offs measured after payments stopped: count, median and worst (ms).
+    pub cutoffs: (usize, u64, u64),
+    /// Tunnels still open 5 s after payments stopped (violations).
+    pub not_cut: u64,
+}
+
+impl Roaming {
+    pub(crate) fn of(
+        scenario: &Scenario,
+        hotspots: &[crate::roaming::Hotspot],
+        audit: &Audit,
+        roamed: &[crate::roaming::RoamingFigures],
+    ) -> Option<Self> {
+        if hotspots.is_empty() {
+            return None;
+        }
+        let (covers, ticks, bytes, _) = hotspots
+            .iter()
+            .map(|h| h.gateway.totals())
+            .fold((0, 0, 0, 0), |a, b| {
+                (a.0 + b.0, a.1 + b.1, a.2 + b.2, a.3 + b.3)
+            });
+        let mut cutoffs: Vec<u64> = roamed
+            .iter()
+            .flat_map(|r| r.cutoffs_ms.iter().copied())
+            .collect();
+        cutoffs.sort_unstable();
+        let tick_secs = hotspots[0].gateway.config().tick_secs;
+        Some(Self {
+            hotspots: hotspots.len(),
+            clients: roamed.len(),
+            sessions: roamed.iter().map(|r| r.sessions).sum(),
+            requests: roamed.iter().map(|r| r.requests).sum(),
+            failed: roamed.iter().map(|r| r.failed).sum(),
+            minutes_sold: (covers * u64::from(scenario.gateways.ticks_per_voucher) * tick_secs)
+                as f64
+                / 60.0,
+            ticks,
+            bytes,
+            revenue: audit
+                .devices
+                .iter()
+                .filter(|d| d.kind == "gateway")
+                .map(|d| d.tokens.to::<u128>())
+                .sum(),
+            cutoffs: (
+                cutoffs.len(),
+                cutoffs.get(cutoffs.len() / 2).copied().unwrap_or(0),
+                cutoffs.last().copied().unwrap_or(0),
+            ),
+            not_cut: roamed.iter().map(|r| r.not_cut).sum(),
+        })
+    }
 }
 
 /// The outcome of a run.
@@ -90,6 +167,8 @@ pub struct RunReport {
     pub channels_opened: u64,
     /// How long opening them took (seconds).
     pub opening_secs: f64,
+    /// Pay per minute, if the scenario has hotspots.
+    pub roaming: Option<Roaming>,
     /// The conservation check.
     pub audit: Audit,
     /// Whether every check passed.
@@ -106,7 +185,9 @@ impl RunReport {
         let last = inputs.samples.last().copied();
         let (gas, transactions) = last.map_or((0, 0), |s| (s.gas, s.transactions));
         let paid = figures.vouchers + figures.exact;
-        let passed = inputs.audit.violations.is_empty() && inputs.forgeries.served == 0;
+        let passed = inputs.audit.violations.is_empty()
+            && inputs.forgeries.served == 0
+            && inputs.roaming.as_ref().is_none_or(|r| r.not_cut == 0);
         Self {
             scenario: inputs.scenario.name.clone(),
             devices: inputs.devices,
@@ -123,6 +204,7 @@ impl RunReport {
             memory_per_device: inputs.memory_per_device,
             channels_opened: inputs.opening.0,
             opening_secs: inputs.opening.1.as_secs_f64(),
+            roaming: inputs.roaming,
             audit: inputs.audit,
             passed,
             events: inputs.events,
@@ -177,6 +259,16 @@ impl RunReport {
             text.push_str(&format!(
                 "| memory per device | {:.1} KiB |\n",
                 bytes as f64 / 1024.0
+            ));
+        }
+        if let Some(r) = &self.roaming {
+            text.push_str(&format!(
+                "\n## Pay per minute ({} hotspots, {} roaming clients)\n\n\
+                 | | |\n|---|---|\n| sessions | {} ({} failed) |\n| requests through paid tunnels | {} |\n\
+                 | minutes sold | {:.2} ({} ticks received) |\n| bytes metered | {} |\n| revenue (claimed) | {} |\n\
+                 | cut-offs after payments stopped | {} (median {} ms, worst {} ms; {} tunnels not cut) |\n",
+                r.hotspots, r.clients, r.sessions, r.failed, r.requests, r.minutes_sold, r.ticks, r.bytes,
+                r.revenue, r.cutoffs.0, r.cutoffs.1, r.cutoffs.2, r.not_cut
             ));
         }
         let a = &self.audit;

@@ -24,6 +24,7 @@ use crate::adversary::{ForgeryOutcome, OverchargingSeller, attempt, voucher_payl
 use crate::events::{Outcome, Recorder, Sample, resident_bytes};
 use crate::fleet::{SimBuyer, SimSeller, new_device};
 use crate::proxy::FaultProxy;
+use crate::roaming::{self, Hotspot};
 use crate::scenario::Scenario;
 use crate::{SimError, check, report};
 
@@ -170,7 +171,8 @@ pub async fn run(scenario: &Scenario, options: &RunOptions) -> Result<RunReport,
         token: chain.token.0.0,
     };
     let price = scenario.sellers.price;
-    let buyers_total = U256::from(scenario.buyers.top_up) * U256::from(scenario.buyers.count);
+    let payers = scenario.buyers.count + scenario.gateways.clients;
+    let buyers_total = U256::from(scenario.buyers.top_up) * U256::from(payers);
     crate::confirm(
         TestToken::new(chain.token, &chain.owner).mint(chain.owner_address, buyers_total),
     )
@@ -201,7 +203,40 @@ pub async fn run(scenario: &Scenario, options: &RunOptions) -> Result<RunReport,
             options,
         )?));
     }
-    let devices = sellers.len() + cheats.len() + buyers.len();
+    // Hotspots and the devices roaming between them (topped up the same way).
+    let mut hotspots = Vec::with_capacity(scenario.gateways.count);
+    let mut hotspot_keys = Vec::with_capacity(scenario.gateways.count);
+    for index in 0..scenario.gateways.count {
+        let keys = new_device()?;
+        chain.set_eth(keys.evm_address(), 10u128.pow(21)).await?;
+        let config = gateway_config(scenario, &chain)?;
+        hotspots.push(
+            Hotspot::start(
+                config,
+                keys.clone(),
+                &devices_dir.path().join(format!("gateway-{index}")),
+            )
+            .await?,
+        );
+        hotspot_keys.push(keys);
+    }
+    let mut roamers = Vec::with_capacity(scenario.gateways.clients);
+    for index in 0..scenario.gateways.clients {
+        let keys = new_device()?;
+        let request = EvmTopUp {
+            to: keys.evm_address(),
+            chain_id: CHAIN_ID,
+            asset: EvmAsset::Erc20 { token: chain.token },
+            amount: Some(U256::from(scenario.buyers.top_up)),
+        };
+        chain.pay_top_up(&request.to_string()).await?;
+        roamers.push(Arc::new(SimBuyer::new(
+            keys,
+            &devices_dir.path().join(format!("roamer-{index}")),
+            BuyerOptions::default(),
+        )?));
+    }
+    let devices = sellers.len() + cheats.len() + buyers.len() + hotspots.len() + roamers.len();
     let rss_after = resident_bytes();
 
     // Who plays which part, and which sellers each buyer deals with.
@@ -280,6 +315,23 @@ pub async fn run(scenario: &Scenario, options: &RunOptions) -> Result<RunReport,
             halfway: Instant::now() + duration / 2,
         })));
     }
+    let internet = roaming::upstream()
+        .await
+        .map_err(|e| SimError::Setup(e.to_string()))?;
+    let hotspot_urls: Vec<String> = hotspots.iter().map(|h| h.url.clone()).collect();
+    let roaming_tasks: Vec<_> = roamers
+        .iter()
+        .map(|roamer| {
+            tokio::spawn(roaming::roam(
+                roamer.buyer.clone(),
+                hotspot_urls.clone(),
+                internet,
+                Duration::from_secs(scenario.gateways.session_secs),
+                deadline,
+                rng.random(),
+            ))
+        })
+        .collect();
     let progress = report::Progress::new(options.progress, scenario.duration_secs);
     let mut samples = Vec::new();
     let mut last_block = chain.first_block;
@@ -318,6 +370,18 @@ pub async fn run(scenario: &Scenario, options: &RunOptions) -> Result<RunReport,
         }
     }
     progress.finish();
+    let mut roamed = Vec::with_capacity(roaming_tasks.len());
+    for task in roaming_tasks {
+        roamed.push(task.await.map_err(|e| SimError::Setup(e.to_string()))?);
+    }
+    for hotspot in &hotspots {
+        hotspot
+            .gateway
+            .seller()
+            .claim_all()
+            .await
+            .map_err(|e| SimError::Setup(format!("final gateway claim: {e}")))?;
+    }
 
     // Settle: every honest seller claims what it holds; withdrawals complete after the delay.
     for seller in &sellers {
@@ -336,7 +400,28 @@ pub async fn run(scenario: &Scenario, options: &RunOptions) -> Result<RunReport,
         transactions,
     });
 
-    let audit = check::conservation(&chain, &sellers, &buyers, &cheats, buyers_total).await?;
+    let mut earners: Vec<check::Earner> = sellers
+        .iter()
+        .map(|seller| check::Earner {
+            kind: "seller",
+            address: seller.keys.evm_address(),
+            seller: seller.seller().cloned(),
+        })
+        .collect();
+    for (hotspot, keys) in hotspots.iter().zip(&hotspot_keys) {
+        earners.push(check::Earner {
+            kind: "gateway",
+            address: keys.evm_address(),
+            seller: Some(hotspot.gateway.seller().clone()),
+        });
+    }
+    let payers: Vec<Arc<SimBuyer>> = buyers.iter().chain(&roamers).cloned().collect();
+    let audit = check::conservation(&chain, &earners, &payers, &cheats, buyers_total).await?;
+    drop(earners); // they hold the sellers, which are stopped below
+    let roaming = report::Roaming::of(scenario, &hotspots, &audit, &roamed);
+    for hotspot in hotspots {
+        hotspot.stop().await;
+    }
     let forgeries = ForgeryOutcome {
         refused: forged.0.load(Ordering::Relaxed),
         served: forged.1.load(Ordering::Relaxed),
@@ -366,6 +451,7 @@ pub async fn run(scenario: &Scenario, options: &RunOptions) -> Result<RunReport,
         withdrawals: withdrawals.len(),
         memory_per_device,
         opening,
+        roaming,
     });
     report.write(&options.out_dir)?;
     Ok(report)
@@ -382,6 +468,21 @@ fn suppliers(rng: &mut rand::rngs::StdRng, sellers: usize, count: usize, role: R
         chosen[0] = 0;
     }
     chosen
+}
+
+fn gateway_config(
+    scenario: &Scenario,
+    chain: &Chain,
+) -> Result<m2m_node::gateway::GatewayConfig, SimError> {
+    m2m_node::gateway::GatewayConfig::parse(&format!(
+        "listen = \"127.0.0.1:0\"\nrpc_url = \"{}\"\nnetwork = \"eip155:{CHAIN_ID}\"\nasset = \"{}\"\n\
+         price_per_minute = {}\nticks_per_voucher = {}\n[claim]\ncheck_secs = 1\non_shutdown = false\n",
+        chain.anvil.endpoint(),
+        chain.token,
+        scenario.gateways.price_per_minute,
+        scenario.gateways.ticks_per_voucher,
+    ))
+    .map_err(SimError::Setup)
 }
 
 fn restart_period(scenario: &Scenario) -> Duration {

@@ -77,6 +77,34 @@ impl Default for Buyers {
     }
 }
 
+/// Connectivity hotspots and the devices roaming between them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Gateways {
+    /// Hotspots (0 = none).
+    pub count: usize,
+    /// Price of a minute (atomic units; × 1 s / 60 must be whole).
+    pub price_per_minute: u128,
+    /// Ticks per voucher (K).
+    pub ticks_per_voucher: u32,
+    /// Roaming clients.
+    pub clients: usize,
+    /// How long a client stays at one hotspot before payments stop and it moves on.
+    pub session_secs: u64,
+}
+
+impl Default for Gateways {
+    fn default() -> Self {
+        Self {
+            count: 0,
+            price_per_minute: 60_000,
+            ticks_per_voucher: 5,
+            clients: 0,
+            session_secs: 8,
+        }
+    }
+}
+
 /// Faults to inject.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -131,6 +159,9 @@ pub struct Scenario {
     /// Faults.
     #[serde(default)]
     pub faults: Faults,
+    /// Hotspots and roaming clients.
+    #[serde(default)]
+    pub gateways: Gateways,
 }
 
 /// A scenario is unusable.
@@ -183,6 +214,11 @@ impl Scenario {
         }
         if self.faults.forging_buyers + self.faults.withdrawing_buyers > self.buyers.count {
             return invalid("more faulty buyers than buyers");
+        }
+        if self.gateways.count > 0
+            && (self.gateways.clients == 0 || self.gateways.session_secs == 0)
+        {
+            return invalid("gateways need clients and a positive session_secs");
         }
         if self.sellers.price == 0 || self.duration_secs == 0 {
             return invalid("price and duration must be positive");

@@ -25,6 +25,11 @@ lost_response_rate = 0.1
 overcharging_sellers = 1
 forging_buyers = 1
 withdrawing_buyers = 1
+[gateways]
+count = 1
+ticks_per_voucher = 3
+clients = 1
+session_secs = 4
 "#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -55,6 +60,19 @@ async fn a_faulty_fleet_conserves_every_unit() {
     assert!(report.lost_responses > 0, "responses were dropped");
     assert_eq!(report.withdrawals, 1, "the withdrawing payer withdrew");
     assert!(report.audit.channels >= 4);
+    let roaming = report.roaming.as_ref().expect("hotspots ran");
+    assert!(
+        roaming.sessions >= 1 && roaming.requests >= 2,
+        "{roaming:?}"
+    );
+    assert_eq!(roaming.not_cut, 0);
+    assert!(roaming.cutoffs.2 < 2_000, "cut within 2 s: {roaming:?}");
+    assert!(roaming.minutes_sold > 0.0);
+    assert_eq!(
+        roaming.revenue as f64,
+        roaming.minutes_sold * 60_000.0,
+        "revenue is exactly the minutes sold"
+    );
     for file in [
         "summary.md",
         "summary.json",

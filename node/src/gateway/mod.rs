@@ -210,6 +210,20 @@ impl Gateway {
         Some((session.covers, received, bytes, session.cuts))
     }
 
+    /// Totals over every session: (vouchers, ticks received, bytes, tunnels cut).
+    pub fn totals(&self) -> (u64, u64, u64, u64) {
+        let sessions: Vec<_> = lock(&self.sessions).keys().copied().collect();
+        sessions
+            .into_iter()
+            .filter_map(|id| self.session_figures(id))
+            .fold(
+                (0, 0, 0, 0),
+                |(c, t, b, x), (covers, ticks, bytes, cuts)| {
+                    (c + covers, t + u64::from(ticks), b + bytes, x + cuts)
+                },
+            )
+    }
+
     fn session(&self, id: u64) -> Option<Arc<Mutex<Session>>> {
         lock(&self.sessions).get(&id).cloned()
     }
