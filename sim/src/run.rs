@@ -94,6 +94,22 @@ impl Chain {
         Ok(())
     }
 
+    /// A new device whose owner topped it up with `amount` test tokens through its EIP-681 request.
+    async fn topped_up_device(
+        &self,
+        amount: u128,
+    ) -> Result<Arc<m2m_wallet::DeviceKeys>, SimError> {
+        let keys = new_device()?;
+        let request = EvmTopUp {
+            to: keys.evm_address(),
+            chain_id: CHAIN_ID,
+            asset: EvmAsset::Erc20 { token: self.token },
+            amount: Some(U256::from(amount)),
+        };
+        self.pay_top_up(&request.to_string()).await?;
+        Ok(keys)
+    }
+
     /// The owner pays a device's EIP-681 top-up request, read from its URI like a wallet would.
     async fn pay_top_up(&self, uri: &str) -> Result<(), SimError> {
         let request: EvmTopUp = uri
@@ -179,14 +195,7 @@ pub async fn run(scenario: &Scenario, options: &RunOptions) -> Result<RunReport,
     .await?;
     let mut buyers = Vec::with_capacity(scenario.buyers.count);
     for index in 0..scenario.buyers.count {
-        let keys = new_device()?;
-        let request = EvmTopUp {
-            to: keys.evm_address(),
-            chain_id: CHAIN_ID,
-            asset: EvmAsset::Erc20 { token: chain.token },
-            amount: Some(U256::from(scenario.buyers.top_up)),
-        };
-        chain.pay_top_up(&request.to_string()).await?;
+        let keys = chain.topped_up_device(scenario.buyers.top_up).await?;
         let options = BuyerOptions {
             deposit_readings: scenario.buyers.deposit_readings,
             max_price: Some(price * 10),
@@ -222,14 +231,7 @@ pub async fn run(scenario: &Scenario, options: &RunOptions) -> Result<RunReport,
     }
     let mut roamers = Vec::with_capacity(scenario.gateways.clients);
     for index in 0..scenario.gateways.clients {
-        let keys = new_device()?;
-        let request = EvmTopUp {
-            to: keys.evm_address(),
-            chain_id: CHAIN_ID,
-            asset: EvmAsset::Erc20 { token: chain.token },
-            amount: Some(U256::from(scenario.buyers.top_up)),
-        };
-        chain.pay_top_up(&request.to_string()).await?;
+        let keys = chain.topped_up_device(scenario.buyers.top_up).await?;
         roamers.push(Arc::new(SimBuyer::new(
             keys,
             &devices_dir.path().join(format!("roamer-{index}")),

@@ -9,54 +9,45 @@ use alloy::primitives::U256;
 use m2m::contracts::bindings::TestToken;
 use m2m::node::buyer::{Buyer, BuyerOptions};
 use m2m::node::gateway::{self, Gateway, GatewayConfig};
+use m2m::sim::roaming::{self, get_through, tunnel};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::support::{LocalChain, funded_device, send};
 
-/// A tiny upstream: answers every request with `hello`.
 async fn upstream() -> std::net::SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let app = axum::Router::new().fallback(|| async { "hello" });
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    addr
-}
-
-/// Opens a tunnel through the client's local proxy; returns the stream after `200`, or the
-/// status line the proxy answered.
-async fn tunnel(
-    proxy: std::net::SocketAddr,
-    target: std::net::SocketAddr,
-) -> Result<TcpStream, String> {
-    let mut stream = TcpStream::connect(proxy).await.unwrap();
-    stream
-        .write_all(format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        if stream.read(&mut byte).await.unwrap_or(0) == 0 {
-            return Err(String::from_utf8_lossy(&head).into_owned());
-        }
-        head.push(byte[0]);
-    }
-    let head = String::from_utf8_lossy(&head).into_owned();
-    if head.starts_with("HTTP/1.1 200") {
-        Ok(stream)
-    } else {
-        Err(head)
-    }
+    roaming::upstream().await.expect("an upstream on loopback")
 }
 
 async fn get_hello(stream: &mut TcpStream) -> std::io::Result<String> {
-    stream
-        .write_all(b"GET / HTTP/1.1\r\nHost: upstream\r\n\r\n")
-        .await?;
-    let mut buffer = vec![0u8; 1024];
-    let n = stream.read(&mut buffer).await?;
-    Ok(String::from_utf8_lossy(&buffer[..n]).into_owned())
+    get_through(stream).await
+}
+
+/// A chain with a funded gateway device and a client device holding test tokens.
+async fn setup() -> (
+    LocalChain,
+    Arc<m2m::wallet::DeviceKeys>,
+    Arc<m2m::wallet::DeviceKeys>,
+    tempfile::TempDir,
+) {
+    let chain = LocalChain::start(31337).await;
+    let gateway_keys = funded_device(&chain, 10u128.pow(20)).await;
+    let client_keys = funded_device(&chain, 0).await;
+    let token = TestToken::new(chain.token, &chain.facilitator);
+    send(
+        token.mint(
+            m2m::wallet::Signer::evm_address(&*client_keys),
+            U256::from(10_000_000u64),
+        ),
+        "mint",
+    )
+    .await;
+    (
+        chain,
+        gateway_keys,
+        client_keys,
+        tempfile::tempdir().unwrap(),
+    )
 }
 
 fn gateway_config(chain: &LocalChain, listen: &str) -> GatewayConfig {
@@ -71,19 +62,8 @@ fn gateway_config(chain: &LocalChain, listen: &str) -> GatewayConfig {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paid_session_tunnels_and_is_cut_when_payments_stop() {
-    let chain = LocalChain::start(31337).await;
-    let gateway_keys = funded_device(&chain, 10u128.pow(20)).await;
-    let client_keys = funded_device(&chain, 0).await;
+    let (chain, gateway_keys, client_keys, dirs) = setup().await;
     let token = TestToken::new(chain.token, &chain.facilitator);
-    send(
-        token.mint(
-            m2m::wallet::Signer::evm_address(&*client_keys),
-            U256::from(10_000_000u64),
-        ),
-        "mint",
-    )
-    .await;
-    let dirs = tempfile::tempdir().unwrap();
     let config = gateway_config(&chain, "127.0.0.1:0");
     let store = crate::paid_http::open_store(&dirs.path().join("gateway"));
     let gateway = Gateway::start(config, gateway_keys, store).await.unwrap();
@@ -113,10 +93,10 @@ async fn a_paid_session_tunnels_and_is_cut_when_payments_stop() {
     let mut stream = tunnel(client.local_addr, upstream)
         .await
         .expect("tunnel while paid");
-    assert!(get_hello(&mut stream).await.unwrap().contains("hello"));
+    assert!(get_hello(&mut stream).await.unwrap().contains("xxxx"));
     tokio::time::sleep(Duration::from_millis(7_500)).await;
     assert!(
-        get_hello(&mut stream).await.unwrap().contains("hello"),
+        get_hello(&mut stream).await.unwrap().contains("xxxx"),
         "still paid after 7 s"
     );
     let covers = client.covers.load(std::sync::atomic::Ordering::Relaxed);
@@ -214,19 +194,8 @@ async fn a_paid_session_tunnels_and_is_cut_when_payments_stop() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gateway_restart_loses_no_paid_minute() {
-    let chain = LocalChain::start(31337).await;
-    let gateway_keys = funded_device(&chain, 10u128.pow(20)).await;
-    let client_keys = funded_device(&chain, 0).await;
+    let (chain, gateway_keys, client_keys, dirs) = setup().await;
     let token = TestToken::new(chain.token, &chain.facilitator);
-    send(
-        token.mint(
-            m2m::wallet::Signer::evm_address(&*client_keys),
-            U256::from(10_000_000u64),
-        ),
-        "mint",
-    )
-    .await;
-    let dirs = tempfile::tempdir().unwrap();
     let store_dir = dirs.path().join("gateway");
     let gateway = Gateway::start(
         gateway_config(&chain, "127.0.0.1:0"),
@@ -291,7 +260,7 @@ async fn a_gateway_restart_loses_no_paid_minute() {
     let mut stream = tunnel(client.local_addr, upstream)
         .await
         .expect("tunnel after the restart");
-    assert!(get_hello(&mut stream).await.unwrap().contains("hello"));
+    assert!(get_hello(&mut stream).await.unwrap().contains("xxxx"));
     let paid_total = client.covers.load(std::sync::atomic::Ordering::Relaxed);
     assert!(
         paid_total > paid_before,
