@@ -107,16 +107,14 @@ async fn gateway_ticks(
     let server = serve_gateway(gateway, None).await.unwrap();
     let base = format!("http://{}", server.local_addr);
     let mut chain = m2m::core::ticks::TickChain::new([7; 32], TICKS);
-    let opened: serde_json::Value = reqwest::Client::new()
-        .post(format!("{base}/sessions"))
-        .json(&serde_json::json!({ "anchor": alloy::primitives::B256::from(chain.anchor()), "length": TICKS }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let session = opened["session"].as_u64().unwrap();
+    let session = m2m::node::gateway::client::open_session_with(
+        &reqwest::Client::new(),
+        &base,
+        &chain,
+        TICKS,
+    )
+    .await
+    .unwrap();
     let mut stream = tokio::net::TcpStream::connect(server.local_addr)
         .await
         .unwrap();

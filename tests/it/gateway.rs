@@ -117,17 +117,11 @@ async fn a_paid_session_tunnels_and_is_cut_when_payments_stop() {
     // A replayed tick is refused too: a session of our own, its first tick sent twice.
     let mut chain_of_ours = m2m::core::ticks::TickChain::new([9; 32], 16);
     let http = reqwest::Client::new();
-    let opened: serde_json::Value = http
-        .post(format!("{base}/sessions"))
-        .json(&serde_json::json!({ "anchor": alloy::primitives::B256::from(chain_of_ours.anchor()), "length": 16 }))
-        .send()
-        .await
-        .unwrap()
-        .json()
+    let ours = gateway::client::open_session_with(&http, &base, &chain_of_ours, 16)
         .await
         .unwrap();
     let first = chain_of_ours.next_tick().unwrap();
-    let tick_url = format!("{base}/sessions/{}/ticks", opened["session"]);
+    let tick_url = format!("{base}/sessions/{ours}/ticks");
     let body = serde_json::json!({ "preimage": alloy::primitives::B256::from(first.preimage) });
     assert_eq!(
         http.post(&tick_url)

@@ -184,17 +184,27 @@ async fn open_session(
     let mut seed = [0u8; 32];
     getrandom::getrandom(&mut seed)?;
     let chain = TickChain::new(seed, CHAIN_LENGTH);
+    let id = open_session_with(http, gateway, &chain, CHAIN_LENGTH).await?;
+    Ok((id, chain))
+}
+
+/// Opens a session for `chain` (of `length` ticks) and returns its id.
+pub async fn open_session_with(
+    http: &reqwest::Client,
+    gateway: &str,
+    chain: &TickChain,
+    length: u32,
+) -> Result<u64, ConnectError> {
     let opened: Value = http
         .post(format!("{gateway}/sessions"))
-        .json(&json!({ "anchor": alloy::primitives::B256::from(chain.anchor()), "length": CHAIN_LENGTH }))
+        .json(&json!({ "anchor": alloy::primitives::B256::from(chain.anchor()), "length": length }))
         .send()
         .await?
         .json()
         .await?;
-    let id = opened["session"]
+    opened["session"]
         .as_u64()
-        .ok_or_else(|| ConnectError::Protocol("no session id".into()))?;
-    Ok((id, chain))
+        .ok_or_else(|| ConnectError::Protocol("no session id".into()))
 }
 
 async fn send_tick(
