@@ -2,6 +2,7 @@
 //! architecture prescribes). Tools are provisioned on first use and cached per user.
 
 mod anvil;
+mod bitcoind;
 mod cli;
 mod gateway;
 mod paid_http;

@@ -6,6 +6,7 @@
 //! provisioning (parallel tests, CI) is serialised by a lock file.
 
 mod anvil;
+mod bitcoind;
 mod foundry;
 mod npm;
 
@@ -13,6 +14,7 @@ use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 
 pub use anvil::{AnvilHandle, start_anvil, start_anvil_on};
+pub use bitcoind::{BITCOIND_SOURCE, BitcoindHandle, locate_bitcoind, start_bitcoind};
 pub use foundry::{FOUNDRY_VERSION, Foundry, SOLC_VERSION};
 pub use npm::{BundleFile, NpmBundle};
 
