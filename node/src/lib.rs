@@ -2,11 +2,16 @@
 //!
 //! - [`datadir`]: the device's data directory, held under an exclusive lock.
 //! - [`tools`]: locating and provisioning the local chains and compilers (anvil, forge, cast,
-//!   solc-js), pinned and cached per user.
+//!   solc-js, bitcoind), pinned and cached per user.
 //! - [`store`]: the channel store on redb, with group commit.
-//! - [`sessions`]: payer and payee channels bound to the store (persist before release/serve).
+//! - [`sessions`]: payer and payee channels bound to the store (persist before release/serve),
+//!   for synchronous callers.
 //! - [`channel_crypto`]: voucher signing (device wallet) and checking (libsecp256k1).
-//! - [`x402`]: x402 v2 messages, batch-settlement payloads, HTTP header codec.
+//! - [`x402`]: x402 v2 messages, batch-settlement and exact payloads, header codec, error codes.
+//! - [`evm`]: the device wallet as a transaction signer; the settlement and token contracts.
+//! - [`seller`]: `m2m serve` — priced readings behind HTTP 402.
+//! - [`buyer`]: `m2m get` — pays 402s by itself, inside a budget.
+//! - [`gateway`]: `m2m gateway` / `m2m connect` — connectivity sold by the minute.
 //! - [`cli`]: the `m2m` command line.
 //!
 //! This is the only crate with a runtime and IO; the channel logic lives in `m2m-core`.

@@ -35,7 +35,6 @@ pub(crate) async fn start_withdrawal(
     chain: &ChainRef,
     keys: &std::sync::Arc<DeviceKeys>,
     terms: &PaymentRequired,
-    _first_seller: Option<&String>,
 ) -> Result<Option<Withdrawal>, SimError> {
     let Some(offer) = terms
         .accepts

@@ -644,13 +644,8 @@ async fn buyer_loop(task: BuyerTask) -> Result<Option<check::Withdrawal>, SimErr
             forge(&task, &http, &url, &mut rng).await;
         }
         if task.role == Role::Withdrawer && withdrawal.is_none() && Instant::now() >= task.halfway {
-            withdrawal = check::start_withdrawal(
-                &task.chain,
-                &task.buyer.keys,
-                &task.terms,
-                task.urls.first(),
-            )
-            .await?;
+            withdrawal =
+                check::start_withdrawal(&task.chain, &task.buyer.keys, &task.terms).await?;
         }
     }
     Ok(withdrawal)

@@ -218,7 +218,7 @@ impl Buyer {
 
     /// Pays one request of `url` under `required`.
     async fn pay(&self, url: &str, required: &PaymentRequired) -> Result<Fetched, BuyerError> {
-        let offer = self.choose(required)?.clone();
+        let offer = self.choose(required)?;
         let price: u128 = offer
             .amount
             .parse()
@@ -227,11 +227,11 @@ impl Buyer {
             return Err(BuyerError::PriceAboveLimit(price));
         }
         let peer = origin(url);
-        self.authorize(&peer, &offer, price)?;
+        self.authorize(&peer, offer, price)?;
         let outcome = if offer.scheme == crate::x402::batch::SCHEME {
-            self.pay_batch(url, required, &offer, price).await
+            self.pay_batch(url, required, offer, price).await
         } else {
-            self.pay_exact(url, required, &offer, price).await
+            self.pay_exact(url, required, offer, price).await
         };
         if let Err(BuyerError::SellerMisbehaved(_)) = &outcome
             && let Some(budget) = self.lock_budget().as_mut()

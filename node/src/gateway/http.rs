@@ -19,7 +19,9 @@ use tokio::net::TcpListener;
 
 use super::{COVER_PATH, Gateway, Session, lock};
 use crate::seller::ServerHandle;
-use crate::x402::headers::{self, PAYMENT_REQUIRED, PAYMENT_RESPONSE, PAYMENT_SIGNATURE};
+use crate::seller::batch::Refusal;
+use crate::seller::http::payment_required;
+use crate::x402::headers::{self, PAYMENT_RESPONSE, PAYMENT_SIGNATURE};
 use crate::x402::types::PaymentPayload;
 
 /// How often open tunnels are checked against their session's payments.
@@ -97,7 +99,6 @@ async fn open_session(
         stream: TickStream::new(commitment, config.ticks_per_voucher, interval),
         channel: None,
         last_tick: None,
-        started: Instant::now(),
         covers: 0,
         bytes: Arc::new(std::sync::atomic::AtomicU64::new(0)),
         cuts: 0,
@@ -163,14 +164,7 @@ async fn cover(
         );
     };
     let url = format!("http://{}/sessions/{id}/cover", gateway.config.listen);
-    let required = |code: Option<&str>| {
-        let body = seller.payment_required(route, &url, code);
-        let mut response = (StatusCode::PAYMENT_REQUIRED, axum::Json(&body)).into_response();
-        if let Ok(value) = HeaderValue::from_str(&headers::encode(&body)) {
-            response.headers_mut().insert(PAYMENT_REQUIRED, value);
-        }
-        response
-    };
+    let required = |refusal: Option<&Refusal>| payment_required(seller, route, &url, refusal);
     let Some(payload) = request
         .headers()
         .get(PAYMENT_SIGNATURE)
@@ -187,7 +181,10 @@ async fn cover(
     {
         let session = lock(&session);
         if session.channel.is_some() && session.channel != channel {
-            return required(Some(crate::x402::codes::BATCH_CHANNEL_ID_MISMATCH));
+            return required(Some(&Refusal::new(
+                crate::x402::codes::BATCH_CHANNEL_ID_MISMATCH,
+                "this session pays on another channel",
+            )));
         }
     }
     match seller.pay_batch(route, &payload.payload).await {
@@ -202,26 +199,7 @@ async fn cover(
             }
             response
         }
-        Err(refusal) if refusal.internal => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
-        Err(refusal) => {
-            let mut response = required(Some(refusal.code));
-            if let Some(extra) = &refusal.extra {
-                // Corrective 402: the seller's state goes to the buyer, as on a reading route.
-                let mut body = seller.payment_required(route, &url, Some(refusal.code));
-                for offer in &mut body.accepts {
-                    if let (Some(target), Some(patch)) = (
-                        offer.extra.as_mut().and_then(|e| e.as_object_mut()),
-                        extra.as_object(),
-                    ) {
-                        target.extend(patch.clone());
-                    }
-                }
-                if let Ok(value) = HeaderValue::from_str(&headers::encode(&body)) {
-                    response.headers_mut().insert(PAYMENT_REQUIRED, value);
-                }
-            }
-            response
-        }
+        Err(refusal) => required(Some(&refusal)),
     }
 }
 
@@ -323,12 +301,5 @@ where
         }
         to.write_all(&buffer[..n]).await?;
         bytes.fetch_add(n as u64, Ordering::Relaxed);
-    }
-}
-
-impl Session {
-    /// Seconds since the session opened.
-    pub fn age(&self) -> Duration {
-        self.started.elapsed()
     }
 }

@@ -146,7 +146,6 @@ pub struct Session {
     /// The channel its vouchers pay on (bound by the first cover).
     channel: Option<ChannelId>,
     last_tick: Option<Instant>,
-    started: Instant,
     /// Vouchers accepted (each covers K ticks).
     pub covers: u64,
     /// Bytes forwarded both ways (updated as they pass).

@@ -214,7 +214,8 @@ impl Seller {
         self.store
             .save_terms(&id, &encode_config(config))
             .map_err(|e| Refusal::internal(format!("saving channel terms: {e}")))?;
-        let payee = PayeeChannel::open(self.terms_of(config, id), self.zero(config), now_secs())
+        let terms = self.terms_of(config, id);
+        let payee = PayeeChannel::open(terms, terms.amount(0), now_secs())
             .map_err(|e| Refusal::internal(e.to_string()))?;
         let mut channels = self.lock_channels();
         let entry = channels.entry(id).or_insert_with(|| {
@@ -224,10 +225,6 @@ impl Seller {
             }))
         });
         Ok(entry.clone())
-    }
-
-    fn zero(&self, config: &ChannelConfig) -> m2m_core::Amount {
-        self.terms_of(config, ChannelId([0; 32])).amount(0)
     }
 
     async fn read_channel(&self, id: B256) -> Result<OnChainChannel, Refusal> {

@@ -308,9 +308,10 @@ fn offered_scheme(
     Ok(scheme)
 }
 
-/// `402` with `PAYMENT-REQUIRED` (and the same JSON as the body, for humans and v1 tooling);
-/// `500` if the server itself failed.
-fn payment_required(
+/// `402` with `PAYMENT-REQUIRED` (and the same JSON as the body, for humans and v1 tooling),
+/// carrying a refusal's corrective state; `500` if the server itself failed. Reading routes and
+/// the gateway's `/cover` answer through this one function.
+pub(crate) fn payment_required(
     seller: &Seller,
     route: &Route,
     url: &str,

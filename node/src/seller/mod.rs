@@ -10,12 +10,12 @@
 //!   withdrawal.
 //! - `http`: the axum router, facilitator endpoints and hardening (limits, timeouts, rate limit).
 
-mod batch;
+pub(crate) mod batch;
 mod claimer;
 pub mod config;
 mod exact;
 mod facilitator;
-mod http;
+pub(crate) mod http;
 mod limits;
 pub mod sensor;
 
