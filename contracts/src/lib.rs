@@ -8,6 +8,7 @@
 //! - [`bindings`]: alloy `sol!` bindings (`BatchSettlement`, `ERC3009DepositCollector`, `TestToken`).
 //! - [`eip712`]: channel ids and the digests of vouchers, refunds, claim batches and EIP-3009
 //!   authorizations, computed off chain exactly as the contracts do.
+//! - [`btc`]: the Bitcoin Taproot script channel (miniscript leaves, commitments, close, refund).
 //! - [`deploy`]: deploying to any chain, or placing the code at the scheme's canonical addresses
 //!   on anvil so that off-the-shelf x402 clients find it.
 
@@ -26,3 +27,5 @@ pub const CANONICAL_ERC3009_COLLECTOR: Address =
 pub const MIN_WITHDRAW_DELAY_SECS: u64 = 15 * 60;
 /// Longest withdraw delay the contract accepts (30 days).
 pub const MAX_WITHDRAW_DELAY_SECS: u64 = 30 * 24 * 3600;
+
+pub mod btc;
