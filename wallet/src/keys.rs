@@ -32,6 +32,8 @@ pub struct DeviceKeys {
     taproot_tweaked: Keypair,
     evm: SecretKey,
     evm_address: EvmAddress,
+    /// The BIP-32 master key: the on-chain wallet derives its BIP-86 descriptors from it.
+    master: Xpriv,
 }
 
 /// The public side of [`DeviceKeys`]: what a user may see and share.
@@ -53,11 +55,9 @@ impl DeviceKeys {
     pub fn derive(seed: &DeviceSeed, network: Network) -> Result<Self, SeedError> {
         let secp = Secp256k1::new();
         let bip32_seed = seed.bip32_seed();
-        let mut master =
-            Xpriv::new_master(network, &bip32_seed[..]).map_err(SeedError::Derivation)?;
+        let master = Xpriv::new_master(network, &bip32_seed[..]).map_err(SeedError::Derivation)?;
         let taproot_secret = derive_secret(&secp, &master, &taproot_path(network))?;
         let evm = derive_secret(&secp, &master, EVM_PATH)?;
-        master.private_key.non_secure_erase();
 
         let taproot = Keypair::from_secret_key(&secp, &taproot_secret);
         let taproot_tweaked = taproot.tap_tweak(&secp, None).to_keypair();
@@ -69,6 +69,7 @@ impl DeviceKeys {
             taproot_tweaked,
             evm,
             evm_address,
+            master,
         })
     }
 
@@ -103,6 +104,10 @@ impl DeviceKeys {
 
     pub(crate) fn secp(&self) -> &Secp256k1<All> {
         &self.secp
+    }
+
+    pub(crate) fn master(&self) -> &Xpriv {
+        &self.master
     }
 
     pub(crate) fn evm_secret(&self) -> &SecretKey {
@@ -151,6 +156,7 @@ impl Drop for DeviceKeys {
         self.taproot.non_secure_erase();
         self.taproot_tweaked.non_secure_erase();
         self.evm.non_secure_erase();
+        self.master.private_key.non_secure_erase();
     }
 }
 

@@ -9,11 +9,13 @@
 //! Everything that needs a key goes through the [`Signer`] trait, so keys never leave the
 //! keystore and no type here prints key material (their `Debug` output is redacted).
 //!
-//! Top-up requests (BIP-21, EIP-681) are built in [`topup`].
+//! Top-up requests (BIP-21, EIP-681) are built in [`topup`]; the on-chain Bitcoin wallet (BDK over
+//! the seed's BIP-86 descriptors) is [`onchain::OnChainWallet`].
 
 mod error;
 mod keys;
 mod keystore;
+pub mod onchain;
 mod seed;
 mod signer;
 pub mod topup;
