@@ -1,6 +1,7 @@
 //! `m2m-node`: the agent shell around the sans-IO core.
 //!
 //! - [`datadir`]: the device's data directory, held under an exclusive lock.
+//! - [`btc`]: bitcoind RPC, the on-chain wallet, Taproot script channels.
 //! - [`tools`]: locating and provisioning the local chains and compilers (anvil, forge, cast,
 //!   solc-js, bitcoind), pinned and cached per user.
 //! - [`store`]: the channel store on redb, with group commit.
@@ -16,6 +17,7 @@
 //!
 //! This is the only crate with a runtime and IO; the channel logic lives in `m2m-core`.
 
+pub mod btc;
 pub mod buyer;
 pub mod channel_crypto;
 pub mod cli;

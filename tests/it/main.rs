@@ -3,6 +3,7 @@
 
 mod anvil;
 mod bitcoind;
+mod btc_channel;
 mod cli;
 mod gateway;
 mod paid_http;

@@ -16,6 +16,7 @@ use bitcoin::{Address, Amount, Block, FeeRate, ScriptBuf, Transaction, Txid};
 
 use crate::keys::DeviceKeys;
 
+pub use bdk_wallet::chain::Merge;
 pub use bdk_wallet::{Balance, ChangeSet as WalletChanges, LocalOutput};
 
 /// An on-chain wallet operation failed; the wallet is unchanged.
@@ -23,16 +24,16 @@ pub use bdk_wallet::{Balance, ChangeSet as WalletChanges, LocalOutput};
 pub enum OnChainError {
     /// The BIP-86 descriptors could not be built from the seed.
     #[error("wallet descriptor: {0}")]
-    Descriptor(#[from] bdk_wallet::descriptor::DescriptorError),
+    Descriptor(#[source] Box<bdk_wallet::descriptor::DescriptorError>),
     /// Stored wallet state does not belong to this seed or network.
     #[error("stored wallet state does not match this device: {0}")]
-    Load(#[from] bdk_wallet::LoadError),
+    Load(#[source] Box<bdk_wallet::LoadError>),
     /// A block does not connect to the wallet's chain (a reorganisation to resolve first).
     #[error("block does not connect to the wallet's chain: {0}")]
     Connect(#[from] bdk_wallet::chain::local_chain::CannotConnectError),
     /// BDK could not build the transaction (for example: not enough confirmed coins).
     #[error("cannot build transaction: {0}")]
-    Build(#[from] bdk_wallet::error::CreateTxError),
+    Build(#[source] Box<bdk_wallet::error::CreateTxError>),
     /// Signing failed.
     #[error("cannot sign transaction: {0}")]
     Sign(#[from] bdk_wallet::signer::SignerError),
@@ -62,14 +63,16 @@ impl OnChainWallet {
                 .descriptor(KeychainKind::Internal, Some(internal.clone()))
                 .extract_keys()
                 .check_network(network)
-                .load_wallet_no_persist(changes)?;
+                .load_wallet_no_persist(changes)
+                .map_err(|e| OnChainError::Load(Box::new(e)))?;
             if let Some(inner) = loaded {
                 return Ok(Self { inner });
             }
         }
         let inner = Wallet::create(external, internal)
             .network(network)
-            .create_wallet_no_persist()?;
+            .create_wallet_no_persist()
+            .map_err(|e| OnChainError::Descriptor(Box::new(e)))?;
         Ok(Self { inner })
     }
 
@@ -86,7 +89,10 @@ impl OnChainWallet {
 
     /// The hash the wallet holds for `height`, if it has a checkpoint there (for reorg checks).
     pub fn checkpoint_hash(&self, height: u32) -> Option<bitcoin::BlockHash> {
-        self.inner.latest_checkpoint().get(height).map(|cp| cp.hash())
+        self.inner
+            .latest_checkpoint()
+            .get(height)
+            .map(|cp| cp.hash())
     }
 
     /// Heights of the wallet's checkpoints, newest first.
@@ -139,7 +145,9 @@ impl OnChainWallet {
         builder
             .add_recipient(script.clone(), amount)
             .fee_rate(fee_rate);
-        let psbt = builder.finish()?;
+        let psbt = builder
+            .finish()
+            .map_err(|e| OnChainError::Build(Box::new(e)))?;
         let tx = self.sign(psbt)?;
         let vout = tx
             .output
@@ -156,7 +164,9 @@ impl OnChainWallet {
             .drain_wallet()
             .drain_to(to.script_pubkey())
             .fee_rate(fee_rate);
-        let psbt = builder.finish()?;
+        let psbt = builder
+            .finish()
+            .map_err(|e| OnChainError::Build(Box::new(e)))?;
         self.sign(psbt)
     }
 
@@ -191,7 +201,9 @@ mod tests {
         let keys = DeviceKeys::derive(&seed, Network::Regtest).unwrap();
         let mut wallet = OnChainWallet::open(&keys, None).unwrap();
         assert_eq!(wallet.receive_address(), keys.bitcoin_address());
-        let changes = wallet.take_changes().expect("a new wallet has state to store");
+        let changes = wallet
+            .take_changes()
+            .expect("a new wallet has state to store");
         let reopened = OnChainWallet::open(&keys, Some(changes.clone())).unwrap();
         assert_eq!(reopened.tip(), wallet.tip());
 

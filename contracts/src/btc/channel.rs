@@ -71,7 +71,10 @@ pub struct TaprootChannel {
 
 impl TaprootChannel {
     /// The fee a close pays at `fee_rate`: the virtual size of a signed two-output commitment.
-    pub fn close_fee_at(parties: ChannelParties, fee_rate: FeeRate) -> Result<Amount, BtcChannelError> {
+    pub fn close_fee_at(
+        parties: ChannelParties,
+        fee_rate: FeeRate,
+    ) -> Result<Amount, BtcChannelError> {
         let probe = Self::new(ChannelTermsBtc {
             parties,
             funding: ChannelFunding {
@@ -86,7 +89,10 @@ impl TaprootChannel {
             sighash_type: TapSighashType::Default,
         };
         let leaf = probe.script.cooperative_leaf().hash;
-        let sigs = BTreeMap::from([((parties.payer, leaf), dummy), ((parties.payee, leaf), dummy)]);
+        let sigs = BTreeMap::from([
+            ((parties.payer, leaf), dummy),
+            ((parties.payee, leaf), dummy),
+        ]);
         probe.satisfy(&mut tx, &sigs)?;
         fee_rate
             .fee_vb(tx.vsize() as u64)

@@ -18,7 +18,9 @@ pub mod state;
 #[cfg(test)]
 mod tests;
 
-pub use channel::{BtcVoucher, ChannelFunding, ChannelTermsBtc, DUST_LIMIT, TaprootChannel, channel_id};
+pub use channel::{
+    BtcVoucher, ChannelFunding, ChannelTermsBtc, DUST_LIMIT, TaprootChannel, channel_id,
+};
 pub use script::{ChannelParties, ChannelScript, device_script_pubkey};
 pub use state::{AcceptedBtcPayment, BtcPayee, BtcPayer, PreparedBtcPayment};
 

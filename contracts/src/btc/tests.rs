@@ -100,7 +100,10 @@ fn wrong_amounts_and_forged_signatures_are_refused() {
     ));
     // Signed by the payee itself (or anyone but the payer).
     let forged = BtcVoucher {
-        signature: sign(&f.payee, f.channel.commitment_sighash(voucher.cumulative).unwrap()),
+        signature: sign(
+            &f.payee,
+            f.channel.commitment_sighash(voucher.cumulative).unwrap(),
+        ),
         ..voucher
     };
     assert_eq!(

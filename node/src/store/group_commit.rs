@@ -10,12 +10,13 @@
 //! nothing after a lost write may be acknowledged. The process must restart and reload.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
 use redb::Database;
 
-use super::{PAYEE_TABLE, PAYER_TABLE, RecordWrite, StoreError};
+use super::{RecordWrite, StoreError};
 
 /// Most records written in one transaction.
 pub const MAX_BATCH: usize = 4096;
@@ -213,33 +214,24 @@ fn run(db: &Database, shared: &Shared) {
 /// Writes a batch in one transaction. A channel's later record supersedes its earlier ones
 /// (callers serialise each channel's updates), so only the last one per channel is written.
 fn commit(db: &Database, batch: &[RecordWrite]) -> Result<(), StoreError> {
-    let mut newest: HashMap<(bool, [u8; 32]), &RecordWrite> = HashMap::with_capacity(batch.len());
+    let mut newest: HashMap<(usize, [u8; 32]), &RecordWrite> = HashMap::with_capacity(batch.len());
     for write in batch {
-        let key = match write {
-            RecordWrite::Payer(id, _) => (true, id.0),
-            RecordWrite::Payee(id, _) => (false, id.0),
-        };
-        newest.insert(key, write);
+        newest.insert((write.kind(), write.channel().0), write);
     }
     let txn = db.begin_write().map_err(StoreError::from_redb)?;
     {
-        let mut payers = txn.open_table(PAYER_TABLE).map_err(StoreError::from_redb)?;
-        let mut payees = txn.open_table(PAYEE_TABLE).map_err(StoreError::from_redb)?;
-        for write in newest.into_values() {
-            match write {
-                RecordWrite::Payer(id, record) => {
-                    let bytes = m2m_core::records::encode_payer(record);
-                    payers
-                        .insert(&id.0, bytes.as_slice())
-                        .map_err(StoreError::from_redb)?;
-                }
-                RecordWrite::Payee(id, record) => {
-                    let bytes = m2m_core::records::encode_payee(record);
-                    payees
-                        .insert(&id.0, bytes.as_slice())
-                        .map_err(StoreError::from_redb)?;
-                }
-            }
+        let mut tables = HashMap::new();
+        for ((kind, id), write) in newest {
+            let table = match tables.entry(kind) {
+                Entry::Occupied(open) => open.into_mut(),
+                Entry::Vacant(slot) => slot.insert(
+                    txn.open_table(write.table())
+                        .map_err(StoreError::from_redb)?,
+                ),
+            };
+            table
+                .insert(&id, write.encode().as_slice())
+                .map_err(StoreError::from_redb)?;
         }
     }
     txn.commit().map_err(StoreError::from_redb) // default durability: immediate (fsync)

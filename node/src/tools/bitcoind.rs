@@ -3,9 +3,8 @@
 //!
 //! The binary comes from `BITCOIND_EXE`, `bitcoind` on `PATH`, or the per-user build that
 //! `scripts/bitcoind` makes once from the Bitcoin Core source vendored in the crates.io package
-//! `libbitcoinkernel-sys` 0.4.1. The JSON-RPC client is a few lines over reqwest (cookie
-//! authentication, one generic `call`): the RPC crates for Bitcoin Core pull in their own
-//! versions of `bitcoin` and a blocking HTTP stack for what is one POST.
+//! `libbitcoinkernel-sys` 0.4.1. Its RPC is reached through [`crate::btc::BitcoinRpc`] with
+//! cookie authentication.
 
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -13,6 +12,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+
+use crate::btc::{BitcoinRpc, RpcAuth, RpcError};
 
 use super::ToolError;
 
@@ -47,10 +48,8 @@ pub fn locate_bitcoind() -> Result<PathBuf, ToolError> {
 #[derive(Debug)]
 pub struct BitcoindHandle {
     child: Child,
-    rpc_url: String,
-    cookie: PathBuf,
+    rpc: BitcoinRpc,
     _data_dir: tempfile::TempDir,
-    http: reqwest::Client,
 }
 
 impl Drop for BitcoindHandle {
@@ -98,10 +97,11 @@ pub async fn start_bitcoind() -> Result<BitcoindHandle, ToolError> {
         })?;
     let mut node = BitcoindHandle {
         child,
-        rpc_url: format!("http://127.0.0.1:{rpc_port}/"),
-        cookie: data_dir.path().join("regtest/.cookie"),
+        rpc: BitcoinRpc::new(
+            format!("http://127.0.0.1:{rpc_port}/"),
+            RpcAuth::Cookie(data_dir.path().join("regtest/.cookie")),
+        ),
         _data_dir: data_dir,
-        http: reqwest::Client::new(),
     };
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -129,37 +129,18 @@ pub async fn start_bitcoind() -> Result<BitcoindHandle, ToolError> {
 }
 
 impl BitcoindHandle {
-    /// The JSON-RPC endpoint.
-    pub fn rpc_url(&self) -> &str {
-        &self.rpc_url
+    /// The node's RPC endpoint.
+    pub fn rpc(&self) -> &BitcoinRpc {
+        &self.rpc
     }
 
-    /// Calls an RPC method (cookie authentication); the `result`, or the node's error.
-    pub async fn call(&self, method: &str, params: Value) -> Result<Value, ToolError> {
-        let failed = |detail: String| ToolError::Start {
-            tool: "bitcoind",
-            detail: format!("{method}: {detail}"),
-        };
-        let cookie =
-            std::fs::read_to_string(&self.cookie).map_err(|e| failed(format!("cookie: {e}")))?;
-        let (user, password) = cookie
-            .trim()
-            .split_once(':')
-            .ok_or_else(|| failed("malformed cookie".into()))?;
-        let response: Value = self
-            .http
-            .post(&self.rpc_url)
-            .basic_auth(user, Some(password))
-            .json(&json!({ "jsonrpc": "1.0", "id": 1, "method": method, "params": params }))
-            .send()
-            .await
-            .map_err(|e| failed(e.to_string()))?
-            .json()
-            .await
-            .map_err(|e| failed(e.to_string()))?;
-        match &response["error"] {
-            Value::Null => Ok(response["result"].clone()),
-            error => Err(failed(error.to_string())),
-        }
+    /// The JSON-RPC endpoint.
+    pub fn rpc_url(&self) -> &str {
+        self.rpc.url()
+    }
+
+    /// Calls an RPC method; the `result`, or the node's error.
+    pub async fn call(&self, method: &str, params: Value) -> Result<Value, RpcError> {
+        self.rpc.call(method, params).await
     }
 }

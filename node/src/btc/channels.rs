@@ -1,0 +1,437 @@
+//! Taproot script channels bound to the store, the wallet and bitcoind.
+//!
+//! Payer: [`PayerChannels::open`] saves the terms before the funding is broadcast (a crash
+//! leaves a known channel, never lost coins); [`PayerChannels::pay`] persists "highest signed"
+//! before the voucher is returned; [`PayerChannels::refund`] takes the output back once the
+//! expiry height is reached.
+//!
+//! Payee: [`PayeeChannels::register`] checks the funding output on chain (value, script,
+//! confirmations, time left before expiry) before the first voucher counts; [`PayeeChannels::accept`]
+//! persists each voucher before it returns; [`PayeeChannels::close`] broadcasts the newest
+//! commitment co-signed; [`PayeeChannels::watch`] closes every channel that comes within
+//! `close_margin_blocks` of its expiry, so the payer's refund path never opens on unclaimed value.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bitcoin::secp256k1::XOnlyPublicKey;
+use bitcoin::{Amount, FeeRate, OutPoint, Txid};
+use m2m_contracts::btc::{
+    BtcChannelError, BtcPayee, BtcPayer, BtcVoucher, ChannelFunding, ChannelParties,
+    ChannelTermsBtc, TaprootChannel,
+};
+use m2m_core::ChannelId;
+use m2m_wallet::{SchnorrKey, Signer, SignerError};
+use tokio::sync::Mutex;
+
+use super::rpc::{BitcoinRpc, RpcError};
+use super::wallet::{BtcWallet, WalletError};
+use crate::store::btc::BtcRole;
+use crate::store::{ChannelStore, RecordWrite, StoreError};
+
+/// A channel operation failed; nothing was promised or acknowledged.
+#[derive(Debug, thiserror::Error)]
+pub enum BtcChannelsError {
+    /// The channel rules refused.
+    #[error(transparent)]
+    Channel(#[from] BtcChannelError),
+    /// The wallet could not fund or broadcast.
+    #[error(transparent)]
+    Wallet(#[from] WalletError),
+    /// bitcoind failed or refused.
+    #[error(transparent)]
+    Rpc(#[from] RpcError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The signer failed.
+    #[error(transparent)]
+    Signer(#[from] SignerError),
+    /// No such channel here.
+    #[error("unknown bitcoin channel {0}")]
+    Unknown(String),
+    /// The funding output is not (or no longer) what the terms say.
+    #[error("funding {outpoint}: {problem}")]
+    Funding {
+        /// The outpoint.
+        outpoint: OutPoint,
+        /// What is wrong.
+        problem: String,
+    },
+    /// The terms are not acceptable to this payee.
+    #[error("channel terms refused: {0}")]
+    Terms(String),
+    /// The refund path is not open yet.
+    #[error("refund possible from block {expiry}; the chain is at {height}")]
+    NotExpired {
+        /// The expiry height.
+        expiry: u32,
+        /// The current height.
+        height: u32,
+    },
+    /// Nothing to close with.
+    #[error("no voucher received on this channel yet")]
+    NoVoucher,
+}
+
+/// The signer, shared.
+pub type SharedSigner = Arc<dyn Signer + Send + Sync>;
+
+/// The channels this device pays on.
+pub struct PayerChannels {
+    store: Arc<ChannelStore>,
+    wallet: Arc<BtcWallet>,
+    signer: SharedSigner,
+    channels: Mutex<HashMap<[u8; 32], BtcPayer>>,
+}
+
+impl std::fmt::Debug for PayerChannels {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PayerChannels").finish_non_exhaustive()
+    }
+}
+
+impl PayerChannels {
+    /// Loads the payer channels in the store.
+    pub fn load(
+        store: Arc<ChannelStore>,
+        wallet: Arc<BtcWallet>,
+        signer: SharedSigner,
+    ) -> Result<Self, BtcChannelsError> {
+        let mut channels = HashMap::new();
+        for (role, terms) in store.btc_channels()? {
+            if role == BtcRole::Payer {
+                let channel = TaprootChannel::new(terms)?;
+                let signed = store.load_btc_signed(&ChannelId(channel.id()))?;
+                channels.insert(channel.id(), BtcPayer::new(channel, signed)?);
+            }
+        }
+        Ok(Self {
+            store,
+            wallet,
+            signer,
+            channels: Mutex::new(channels),
+        })
+    }
+
+    /// Funds a channel to `payee` with `capacity`, refundable from `expiry_height`. The close
+    /// fee is fixed at `fee_rate`, which also pays for the funding transaction.
+    pub async fn open(
+        &self,
+        payee: XOnlyPublicKey,
+        capacity: Amount,
+        expiry_height: u32,
+        fee_rate: FeeRate,
+    ) -> Result<TaprootChannel, BtcChannelsError> {
+        let parties = ChannelParties {
+            payer: self.signer.taproot_internal_key(),
+            payee,
+            expiry_height,
+        };
+        let close_fee = TaprootChannel::close_fee_at(parties, fee_rate)?;
+        let script = m2m_contracts::btc::ChannelScript::new(parties)?.script_pubkey();
+        let (funding_tx, vout) = self
+            .wallet
+            .build_funding(script, capacity, fee_rate)
+            .await?;
+        let channel = TaprootChannel::new(ChannelTermsBtc {
+            parties,
+            funding: ChannelFunding {
+                outpoint: OutPoint::new(funding_tx.compute_txid(), vout),
+                capacity,
+            },
+            close_fee,
+        })?;
+        self.store
+            .save_btc_channel(BtcRole::Payer, channel.terms())?;
+        self.wallet.broadcast(&funding_tx).await?;
+        self.channels
+            .lock()
+            .await
+            .insert(channel.id(), BtcPayer::new(channel.clone(), Amount::ZERO)?);
+        Ok(channel)
+    }
+
+    /// A voucher paying `price` more; durable before it is returned.
+    pub async fn pay(&self, id: &[u8; 32], price: Amount) -> Result<BtcVoucher, BtcChannelsError> {
+        let mut channels = self.channels.lock().await;
+        let payer = channels
+            .get_mut(id)
+            .ok_or_else(|| BtcChannelsError::Unknown(hex(id)))?;
+        let prepared = payer.prepare(price)?;
+        let signature = self
+            .signer
+            .sign_schnorr(&prepared.sighash, SchnorrKey::ScriptPath)?;
+        self.store
+            .submit(RecordWrite::BtcPayer(ChannelId(*id), prepared.cumulative))
+            .durable()
+            .await?;
+        Ok(payer.commit(prepared, signature))
+    }
+
+    /// What is left to spend on a channel.
+    pub async fn remaining(&self, id: &[u8; 32]) -> Option<Amount> {
+        self.channels.lock().await.get(id).map(BtcPayer::remaining)
+    }
+
+    /// Takes the whole output back through the refund leaf (from the expiry height on),
+    /// paying `fee`.
+    pub async fn refund(&self, id: &[u8; 32], fee: Amount) -> Result<Txid, BtcChannelsError> {
+        let channel = {
+            let channels = self.channels.lock().await;
+            let payer = channels
+                .get(id)
+                .ok_or_else(|| BtcChannelsError::Unknown(hex(id)))?;
+            payer.channel().clone()
+        };
+        let height = self.wallet.rpc().block_count().await?;
+        let expiry = channel.terms().parties.expiry_height;
+        // Lock time `expiry` makes the refund final in blocks above `expiry`: the next block
+        // (`height + 1`) must be one, so the tip must have reached the expiry.
+        if height < expiry {
+            return Err(BtcChannelsError::NotExpired { expiry, height });
+        }
+        let refund = channel.refund(fee)?;
+        let signature = self
+            .signer
+            .sign_schnorr(&channel.refund_sighash(&refund), SchnorrKey::ScriptPath)?;
+        let refund = channel.finalize_refund(refund, signature)?;
+        Ok(self.wallet.broadcast(&refund).await?)
+    }
+
+    /// Signs a refund without the expiry check (for tests that show bitcoind refusing it).
+    pub async fn signed_refund(
+        &self,
+        id: &[u8; 32],
+        fee: Amount,
+    ) -> Result<bitcoin::Transaction, BtcChannelsError> {
+        let channels = self.channels.lock().await;
+        let channel = channels
+            .get(id)
+            .ok_or_else(|| BtcChannelsError::Unknown(hex(id)))?
+            .channel();
+        let refund = channel.refund(fee)?;
+        let signature = self
+            .signer
+            .sign_schnorr(&channel.refund_sighash(&refund), SchnorrKey::ScriptPath)?;
+        Ok(channel.finalize_refund(refund, signature)?)
+    }
+}
+
+/// What a payee asks of new channels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PayeePolicy {
+    /// Confirmations the funding output needs before vouchers count (0 accepts the mempool).
+    pub min_confirmations: u32,
+    /// Blocks that must remain before expiry when a channel is registered.
+    pub min_blocks_to_expiry: u32,
+    /// The watcher closes a channel when this many blocks remain before its expiry.
+    pub close_margin_blocks: u32,
+    /// The lowest close-fee rate accepted (so the close confirms in time).
+    pub min_close_fee_rate: FeeRate,
+}
+
+impl Default for PayeePolicy {
+    fn default() -> Self {
+        Self {
+            min_confirmations: 1,
+            min_blocks_to_expiry: 144,
+            close_margin_blocks: 12,
+            min_close_fee_rate: FeeRate::from_sat_per_vb_u32(1),
+        }
+    }
+}
+
+/// The channels this device is paid on.
+pub struct PayeeChannels {
+    store: Arc<ChannelStore>,
+    rpc: BitcoinRpc,
+    signer: SharedSigner,
+    policy: PayeePolicy,
+    channels: Mutex<HashMap<[u8; 32], Arc<Mutex<BtcPayee>>>>,
+}
+
+impl std::fmt::Debug for PayeeChannels {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PayeeChannels")
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PayeeChannels {
+    /// Loads the payee channels in the store (each stored voucher is checked again).
+    pub fn load(
+        store: Arc<ChannelStore>,
+        rpc: BitcoinRpc,
+        signer: SharedSigner,
+        policy: PayeePolicy,
+    ) -> Result<Self, BtcChannelsError> {
+        let mut channels = HashMap::new();
+        for (role, terms) in store.btc_channels()? {
+            if role == BtcRole::Payee {
+                let channel = TaprootChannel::new(terms)?;
+                let latest = store.load_btc_voucher(&ChannelId(channel.id()))?;
+                let id = channel.id();
+                channels.insert(id, Arc::new(Mutex::new(BtcPayee::new(channel, latest)?)));
+            }
+        }
+        Ok(Self {
+            store,
+            rpc,
+            signer,
+            policy,
+            channels: Mutex::new(channels),
+        })
+    }
+
+    /// Our key: what payers put in the cooperative leaf.
+    pub fn payee_key(&self) -> XOnlyPublicKey {
+        self.signer.taproot_internal_key()
+    }
+
+    /// Checks a new channel's terms and funding on chain, then saves it. Idempotent.
+    pub async fn register(&self, terms: ChannelTermsBtc) -> Result<[u8; 32], BtcChannelsError> {
+        let channel = TaprootChannel::new(terms)?;
+        let id = channel.id();
+        if self.channels.lock().await.contains_key(&id) {
+            return Ok(id);
+        }
+        if terms.parties.payee != self.payee_key() {
+            return Err(BtcChannelsError::Terms(
+                "the channel pays another key".into(),
+            ));
+        }
+        let min_fee = TaprootChannel::close_fee_at(terms.parties, self.policy.min_close_fee_rate)?;
+        if terms.close_fee < min_fee {
+            return Err(BtcChannelsError::Terms(format!(
+                "close fee {} is below {min_fee}",
+                terms.close_fee
+            )));
+        }
+        let height = self.rpc.block_count().await?;
+        if terms.parties.expiry_height < height + self.policy.min_blocks_to_expiry {
+            return Err(BtcChannelsError::Terms(format!(
+                "expiry {} is less than {} blocks after the tip {height}",
+                terms.parties.expiry_height, self.policy.min_blocks_to_expiry
+            )));
+        }
+        let outpoint = terms.funding.outpoint;
+        let funding = |problem: String| BtcChannelsError::Funding { outpoint, problem };
+        let found = self
+            .rpc
+            .tx_out(&outpoint)
+            .await?
+            .ok_or_else(|| funding("not an unspent output".into()))?;
+        if found.script_pubkey != channel.script().script_pubkey() {
+            return Err(funding("pays another script".into()));
+        }
+        if found.value != terms.funding.capacity {
+            return Err(funding(format!(
+                "holds {}, the terms say {}",
+                found.value, terms.funding.capacity
+            )));
+        }
+        if found.confirmations < self.policy.min_confirmations {
+            return Err(funding(format!(
+                "{} confirmations, {} needed",
+                found.confirmations, self.policy.min_confirmations
+            )));
+        }
+        self.store.save_btc_channel(BtcRole::Payee, &terms)?;
+        self.channels.lock().await.entry(id).or_insert_with(|| {
+            Arc::new(Mutex::new(
+                BtcPayee::new(channel, None).expect("no voucher"),
+            ))
+        });
+        Ok(id)
+    }
+
+    /// Accepts a voucher paying `price` more; durable before it returns. Returns the new total.
+    pub async fn accept(
+        &self,
+        id: &[u8; 32],
+        voucher: &BtcVoucher,
+        price: Amount,
+    ) -> Result<Amount, BtcChannelsError> {
+        let payee = self.channel(id).await?;
+        let mut payee = payee.lock().await;
+        let accepted = payee.accept(voucher, price)?;
+        self.store
+            .submit(RecordWrite::BtcPayee(ChannelId(*id), accepted.voucher))
+            .durable()
+            .await?;
+        payee.commit(accepted);
+        Ok(accepted.charged)
+    }
+
+    /// The charged total and newest voucher of a channel.
+    pub async fn state(
+        &self,
+        id: &[u8; 32],
+    ) -> Result<(Amount, Option<BtcVoucher>), BtcChannelsError> {
+        let payee = self.channel(id).await?;
+        let payee = payee.lock().await;
+        Ok((payee.charged(), payee.latest().copied()))
+    }
+
+    /// Broadcasts the newest commitment, co-signed.
+    pub async fn close(&self, id: &[u8; 32]) -> Result<Txid, BtcChannelsError> {
+        let payee = self.channel(id).await?;
+        let payee = payee.lock().await;
+        let voucher = *payee.latest().ok_or(BtcChannelsError::NoVoucher)?;
+        let channel = payee.channel();
+        let sighash = channel.commitment_sighash(voucher.cumulative)?;
+        let signature = self.signer.sign_schnorr(&sighash, SchnorrKey::ScriptPath)?;
+        let close = channel.close_transaction(&voucher, signature)?;
+        Ok(self.rpc.broadcast(&close).await?)
+    }
+
+    /// Closes every open channel within the close margin of its expiry. Returns what it closed.
+    pub async fn watch(&self) -> Result<Vec<Txid>, BtcChannelsError> {
+        let height = self.rpc.block_count().await?;
+        let due: Vec<[u8; 32]> = {
+            let channels = self.channels.lock().await;
+            let mut due = Vec::new();
+            for (id, payee) in channels.iter() {
+                let payee = payee.lock().await;
+                let expiry = payee.channel().terms().parties.expiry_height;
+                if payee.latest().is_some() && height + self.policy.close_margin_blocks >= expiry {
+                    due.push(*id);
+                }
+            }
+            due
+        };
+        let mut closed = Vec::new();
+        for id in due {
+            let outpoint = self
+                .channel(&id)
+                .await?
+                .lock()
+                .await
+                .channel()
+                .terms()
+                .funding
+                .outpoint;
+            // Already spent (closed, or refunded): nothing left to do.
+            if self.rpc.tx_out(&outpoint).await?.is_none() {
+                continue;
+            }
+            closed.push(self.close(&id).await?);
+        }
+        Ok(closed)
+    }
+
+    async fn channel(&self, id: &[u8; 32]) -> Result<Arc<Mutex<BtcPayee>>, BtcChannelsError> {
+        self.channels
+            .lock()
+            .await
+            .get(id)
+            .cloned()
+            .ok_or_else(|| BtcChannelsError::Unknown(hex(id)))
+    }
+}
+
+fn hex(id: &[u8; 32]) -> String {
+    id.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,14 @@
+//! The Bitcoin leg: bitcoind RPC, the on-chain wallet's sync and storage, and Taproot script
+//! channels bound to the store (persist before a voucher leaves or a reading is served).
+//!
+//! - [`rpc`]: bitcoind JSON-RPC (blocks, UTXO lookups, broadcast).
+//! - [`wallet`]: the device's BDK wallet fed from bitcoind, its state kept in the store.
+//! - [`channels`]: opening, paying, accepting, closing and refunding Taproot channels.
+
+pub mod channels;
+pub mod rpc;
+pub mod wallet;
+
+pub use channels::{BtcChannelsError, PayeeChannels, PayerChannels};
+pub use rpc::{BitcoinRpc, RpcAuth, RpcError, TxOutInfo};
+pub use wallet::{BtcWallet, WalletError};
