@@ -54,7 +54,7 @@ impl BtcDevice {
 const FEE_RATE: FeeRate = FeeRate::from_sat_per_kwu(500); // 2 sat/vB
 
 /// A node, a payer with 50 spendable BTC, and a payee.
-async fn setup() -> (BitcoindHandle, BtcDevice, BtcDevice) {
+pub async fn setup() -> (BitcoindHandle, BtcDevice, BtcDevice) {
     let node = start_bitcoind()
         .await
         .expect("bitcoind (run scripts/bitcoind to build it)");
@@ -72,7 +72,7 @@ async fn setup() -> (BitcoindHandle, BtcDevice, BtcDevice) {
     (node, payer, payee)
 }
 
-async fn mine(rpc: &BitcoinRpc, blocks: u32) {
+pub async fn mine(rpc: &BitcoinRpc, blocks: u32) {
     // To a throwaway key, so mining changes no device's balance.
     static BURN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     let burn = BURN.get_or_init(|| {

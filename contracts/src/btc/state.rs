@@ -59,11 +59,28 @@ impl BtcPayer {
 
     /// The next voucher's amount and message for a payment of `price`. Changes nothing.
     pub fn prepare(&self, price: Amount) -> Result<PreparedBtcPayment, BtcChannelError> {
+        self.prepare_from(self.signed, price)
+    }
+
+    /// Like [`BtcPayer::prepare`], but on top of `charged`, what the payee says it holds, when
+    /// that is less than what was signed (a voucher that never arrived). Signing less than the
+    /// highest voucher already out adds no exposure; a payee claiming to hold more than was
+    /// ever signed is refused.
+    pub fn prepare_from(
+        &self,
+        charged: Amount,
+        price: Amount,
+    ) -> Result<PreparedBtcPayment, BtcChannelError> {
         if price == Amount::ZERO {
             return Err(BtcChannelError::ZeroPrice);
         }
-        let cumulative = self
-            .signed
+        if charged > self.signed {
+            return Err(BtcChannelError::CumulativeMismatch {
+                expected: self.signed,
+                found: charged,
+            });
+        }
+        let cumulative = charged
             .checked_add(price)
             .ok_or(BtcChannelError::FeeOverflow)?;
         let sighash = self.channel.commitment_sighash(cumulative)?;

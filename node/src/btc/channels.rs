@@ -154,19 +154,53 @@ impl PayerChannels {
 
     /// A voucher paying `price` more; durable before it is returned.
     pub async fn pay(&self, id: &[u8; 32], price: Amount) -> Result<BtcVoucher, BtcChannelsError> {
+        self.pay_from(id, None, price).await
+    }
+
+    /// A voucher paying `price` on top of `charged` (what the payee reported holding), or on
+    /// top of the highest signed when `None`; durable before it is returned.
+    pub async fn pay_from(
+        &self,
+        id: &[u8; 32],
+        charged: Option<Amount>,
+        price: Amount,
+    ) -> Result<BtcVoucher, BtcChannelsError> {
         let mut channels = self.channels.lock().await;
         let payer = channels
             .get_mut(id)
             .ok_or_else(|| BtcChannelsError::Unknown(hex(id)))?;
-        let prepared = payer.prepare(price)?;
+        let prepared = payer.prepare_from(charged.unwrap_or(payer.signed()), price)?;
         let signature = self
             .signer
             .sign_schnorr(&prepared.sighash, SchnorrKey::ScriptPath)?;
+        // "Highest signed" never goes down, even for a voucher re-signed from a lower base.
+        let highest = payer.signed().max(prepared.cumulative);
         self.store
-            .submit(RecordWrite::BtcPayer(ChannelId(*id), prepared.cumulative))
+            .submit(RecordWrite::BtcPayer(ChannelId(*id), highest))
             .durable()
             .await?;
         Ok(payer.commit(prepared, signature))
+    }
+
+    /// A channel to `payee` with at least `price` left, if any.
+    pub async fn usable(&self, payee: &XOnlyPublicKey, price: Amount) -> Option<[u8; 32]> {
+        self.channels
+            .lock()
+            .await
+            .iter()
+            .find(|(_, payer)| {
+                payer.channel().terms().parties.payee == *payee && payer.remaining() >= price
+            })
+            .map(|(id, _)| *id)
+    }
+
+    /// The terms of a channel.
+    pub async fn terms(&self, id: &[u8; 32]) -> Option<ChannelTermsBtc> {
+        self.channels
+            .lock()
+            .await
+            .get(id)
+            .map(|payer| *payer.channel().terms())
     }
 
     /// What is left to spend on a channel.
@@ -433,5 +467,5 @@ impl PayeeChannels {
 }
 
 fn hex(id: &[u8; 32]) -> String {
-    id.iter().map(|b| format!("{b:02x}")).collect()
+    crate::x402::btc::channel_id_hex(id)
 }

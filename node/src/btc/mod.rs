@@ -4,11 +4,16 @@
 //! - [`rpc`]: bitcoind JSON-RPC (blocks, UTXO lookups, broadcast).
 //! - [`wallet`]: the device's BDK wallet fed from bitcoind, its state kept in the store.
 //! - [`channels`]: opening, paying, accepting, closing and refunding Taproot channels.
+//! - [`seller`] / [`buyer`]: readings priced in satoshi over HTTP 402, scheme `btc-channel`.
 
+pub mod buyer;
 pub mod channels;
 pub mod rpc;
+pub mod seller;
 pub mod wallet;
 
-pub use channels::{BtcChannelsError, PayeeChannels, PayerChannels};
+pub use buyer::{BtcBuyer, BtcBuyerError, BtcBuyerOptions};
+pub use channels::{BtcChannelsError, PayeeChannels, PayeePolicy, PayerChannels};
 pub use rpc::{BitcoinRpc, RpcAuth, RpcError, TxOutInfo};
+pub use seller::{BtcRoute, BtcSeller, serve_btc};
 pub use wallet::{BtcWallet, WalletError};

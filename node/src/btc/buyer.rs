@@ -1,0 +1,329 @@
+//! The buyer side of `btc-channel`: pays readings priced in satoshi over Taproot channels it
+//! opens from the device's on-chain wallet.
+//!
+//! First request to a seller: the 402's offer names the payee key and its rules; the buyer opens
+//! a channel (funding from the BDK wallet, expiry and close fee inside those rules), waits for
+//! the confirmations asked for, then pays. Later requests pay up front with the cached offer.
+//! Each voucher is durable before it leaves; the receipt must show exactly the new total. When
+//! a seller reports holding less than was signed (a voucher lost on the way), the next voucher
+//! is signed from the seller's total — never above what was already promised plus the price.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bitcoin::secp256k1::XOnlyPublicKey;
+use bitcoin::{Amount, FeeRate};
+use reqwest::StatusCode;
+use tokio::sync::Mutex;
+
+use super::channels::{BtcChannelsError, PayerChannels};
+use super::rpc::{BitcoinRpc, RpcError};
+use crate::x402::btc::{
+    BTC_CHANNEL, BTC_CUMULATIVE_MISMATCH, BtcChannelPayload, BtcChannelWire, BtcOfferExtra,
+    BtcVoucherWire, sats,
+};
+use crate::x402::headers::{self, PAYMENT_REQUIRED, PAYMENT_RESPONSE, PAYMENT_SIGNATURE};
+use crate::x402::types::{
+    PaymentPayload, PaymentRequired, PaymentRequirements, SettlementResponse, X402_VERSION,
+};
+
+/// Buyer settings.
+#[derive(Debug, Clone, Copy)]
+pub struct BtcBuyerOptions {
+    /// Value locked in each new channel.
+    pub capacity: Amount,
+    /// Blocks from now to a new channel's expiry (raised to the seller's minimum plus a day).
+    pub expiry_blocks: u32,
+    /// Fee rate for funding and closes (raised to the seller's minimum).
+    pub fee_rate: FeeRate,
+    /// Highest price per reading paid.
+    pub max_price: Amount,
+    /// How long to wait for a new channel's confirmations.
+    pub confirmation_timeout: Duration,
+}
+
+impl Default for BtcBuyerOptions {
+    fn default() -> Self {
+        Self {
+            capacity: Amount::from_sat(100_000),
+            expiry_blocks: 1_008,
+            fee_rate: FeeRate::from_sat_per_vb_u32(2),
+            max_price: Amount::from_sat(1_000),
+            confirmation_timeout: Duration::from_secs(600),
+        }
+    }
+}
+
+/// Paying failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BtcBuyerError {
+    /// The request itself failed.
+    #[error("request to {url}: {source}")]
+    Http {
+        /// The URL.
+        url: String,
+        /// The cause.
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The seller offers no `btc-channel` payment on our network.
+    #[error("no btc-channel offer on {0}")]
+    NoOffer(String),
+    /// The price is above the buyer's maximum.
+    #[error("price {price} is above the maximum {max}")]
+    TooExpensive {
+        /// The price.
+        price: Amount,
+        /// The maximum.
+        max: Amount,
+    },
+    /// The seller's answer is malformed or dishonest.
+    #[error("seller misbehaved: {0}")]
+    Seller(String),
+    /// The seller refused the payment.
+    #[error("payment refused: {0}")]
+    Refused(String),
+    /// The channel layer failed (wallet, store, signing).
+    #[error(transparent)]
+    Channel(#[from] BtcChannelsError),
+    /// bitcoind failed.
+    #[error(transparent)]
+    Rpc(#[from] RpcError),
+    /// A new channel did not confirm in time.
+    #[error("channel funding not confirmed after {0:?}")]
+    Unconfirmed(Duration),
+}
+
+/// A fetched reading.
+#[derive(Debug, Clone)]
+pub struct BtcFetched {
+    /// HTTP status.
+    pub status: u16,
+    /// Body.
+    pub body: Vec<u8>,
+    /// What this request cost.
+    pub paid: Option<Amount>,
+}
+
+/// The buyer.
+#[derive(Debug)]
+pub struct BtcBuyer {
+    payer: std::sync::Arc<PayerChannels>,
+    rpc: BitcoinRpc,
+    network: String,
+    options: BtcBuyerOptions,
+    http: reqwest::Client,
+    offers: Mutex<HashMap<String, PaymentRequirements>>,
+    opening: Mutex<()>,
+}
+
+impl BtcBuyer {
+    /// A buyer paying from `payer`'s channels on the chain behind `rpc`.
+    pub async fn new(
+        payer: std::sync::Arc<PayerChannels>,
+        rpc: BitcoinRpc,
+        options: BtcBuyerOptions,
+    ) -> Result<Self, BtcBuyerError> {
+        let network = rpc.caip2().await?;
+        Ok(Self {
+            payer,
+            rpc,
+            network,
+            options,
+            http: reqwest::Client::new(),
+            offers: Mutex::new(HashMap::new()),
+            opening: Mutex::new(()),
+        })
+    }
+
+    /// GETs `url`, paying a `btc-channel` 402 if one comes.
+    pub async fn get(&self, url: &str) -> Result<BtcFetched, BtcBuyerError> {
+        let cached = self.offers.lock().await.get(url).cloned();
+        let offer = match cached {
+            Some(offer) => offer,
+            None => {
+                let response = self.send(url, None).await?;
+                if response.status() != StatusCode::PAYMENT_REQUIRED {
+                    return Ok(fetched(response, None).await?);
+                }
+                let offer = self.choose(&response)?;
+                self.offers
+                    .lock()
+                    .await
+                    .insert(url.to_owned(), offer.clone());
+                offer
+            }
+        };
+        self.pay(url, &offer).await
+    }
+
+    async fn pay(
+        &self,
+        url: &str,
+        offer: &PaymentRequirements,
+    ) -> Result<BtcFetched, BtcBuyerError> {
+        let price =
+            sats(&offer.amount, "amount").map_err(|e| BtcBuyerError::Seller(e.to_string()))?;
+        let payee: XOnlyPublicKey = offer
+            .pay_to
+            .parse()
+            .map_err(|_| BtcBuyerError::Seller("payTo is not an x-only key".into()))?;
+        let extra: BtcOfferExtra = offer
+            .extra
+            .clone()
+            .and_then(|e| serde_json::from_value(e).ok())
+            .ok_or_else(|| BtcBuyerError::Seller("offer without btc-channel rules".into()))?;
+        let id = self.channel_for(payee, price, &extra).await?;
+        let terms = self
+            .payer
+            .terms(&id)
+            .await
+            .expect("the channel was just found");
+        let mut charged_hint = None;
+        for _attempt in 0..2 {
+            let voucher = self.payer.pay_from(&id, charged_hint, price).await?;
+            let payment = PaymentPayload {
+                x402_version: X402_VERSION,
+                resource: None,
+                accepted: offer.clone(),
+                payload: serde_json::to_value(BtcChannelPayload {
+                    channel: BtcChannelWire::from_terms(&terms),
+                    voucher: BtcVoucherWire::from_voucher(&voucher),
+                })
+                .unwrap_or_default(),
+                extensions: None,
+            };
+            let response = self.send(url, Some(headers::encode(&payment))).await?;
+            if response.status().is_success() {
+                let receipt: SettlementResponse = header(&response, PAYMENT_RESPONSE)
+                    .ok_or_else(|| BtcBuyerError::Seller("no PAYMENT-RESPONSE".into()))?;
+                let charged = receipt
+                    .extra
+                    .as_ref()
+                    .and_then(|e| e["chargedAmount"].as_str());
+                if charged != Some(voucher.cumulative.to_sat().to_string().as_str()) {
+                    return Err(BtcBuyerError::Seller(format!(
+                        "receipt says {charged:?}, the voucher pays {}",
+                        voucher.cumulative
+                    )));
+                }
+                return Ok(fetched(response, Some(price)).await?);
+            }
+            let required: Option<PaymentRequired> = header(&response, PAYMENT_REQUIRED);
+            let error = required
+                .as_ref()
+                .and_then(|r| r.error.clone())
+                .unwrap_or_default();
+            let reported = required
+                .as_ref()
+                .and_then(|r| r.accepts.first())
+                .and_then(|o| o.extra.as_ref())
+                .and_then(|e| e["chargedAmount"].as_str())
+                .and_then(|text| sats(text, "chargedAmount").ok());
+            match (error.as_str(), reported) {
+                (BTC_CUMULATIVE_MISMATCH, Some(charged)) if charged_hint.is_none() => {
+                    tracing::info!(%charged, "seller holds less than signed: re-signing from its total");
+                    charged_hint = Some(charged);
+                }
+                _ => return Err(BtcBuyerError::Refused(error)),
+            }
+        }
+        Err(BtcBuyerError::Refused(BTC_CUMULATIVE_MISMATCH.into()))
+    }
+
+    /// A channel to `payee` with room for `price`, opened (and confirmed) if none has.
+    async fn channel_for(
+        &self,
+        payee: XOnlyPublicKey,
+        price: Amount,
+        extra: &BtcOfferExtra,
+    ) -> Result<[u8; 32], BtcBuyerError> {
+        if let Some(id) = self.payer.usable(&payee, price).await {
+            return Ok(id);
+        }
+        let _one_at_a_time = self.opening.lock().await;
+        if let Some(id) = self.payer.usable(&payee, price).await {
+            return Ok(id);
+        }
+        let tip = self.rpc.block_count().await?;
+        let expiry_blocks = self
+            .options
+            .expiry_blocks
+            .max(extra.min_blocks_to_expiry + 144);
+        let fee_rate = self.options.fee_rate.max(extra.min_close_fee_rate());
+        let channel = self
+            .payer
+            .open(payee, self.options.capacity, tip + expiry_blocks, fee_rate)
+            .await?;
+        let outpoint = channel.terms().funding.outpoint;
+        let deadline = tokio::time::Instant::now() + self.options.confirmation_timeout;
+        loop {
+            let confirmations = self
+                .rpc
+                .tx_out(&outpoint)
+                .await?
+                .map_or(0, |o| o.confirmations);
+            if confirmations >= extra.min_confirmations {
+                return Ok(channel.id());
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(BtcBuyerError::Unconfirmed(
+                    self.options.confirmation_timeout,
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    fn choose(&self, response: &reqwest::Response) -> Result<PaymentRequirements, BtcBuyerError> {
+        let required: PaymentRequired = header(response, PAYMENT_REQUIRED)
+            .ok_or_else(|| BtcBuyerError::Seller("402 without PAYMENT-REQUIRED".into()))?;
+        let offer = required
+            .accepts
+            .into_iter()
+            .find(|o| o.scheme == BTC_CHANNEL && o.network == self.network)
+            .ok_or_else(|| BtcBuyerError::NoOffer(self.network.clone()))?;
+        let price =
+            sats(&offer.amount, "amount").map_err(|e| BtcBuyerError::Seller(e.to_string()))?;
+        if price > self.options.max_price {
+            return Err(BtcBuyerError::TooExpensive {
+                price,
+                max: self.options.max_price,
+            });
+        }
+        Ok(offer)
+    }
+
+    async fn send(
+        &self,
+        url: &str,
+        payment: Option<String>,
+    ) -> Result<reqwest::Response, BtcBuyerError> {
+        let mut request = self.http.get(url);
+        if let Some(payment) = payment {
+            request = request.header(PAYMENT_SIGNATURE, payment);
+        }
+        request.send().await.map_err(|source| BtcBuyerError::Http {
+            url: url.to_owned(),
+            source,
+        })
+    }
+}
+
+fn header<T: serde::de::DeserializeOwned>(response: &reqwest::Response, name: &str) -> Option<T> {
+    headers::decode(response.headers().get(name)?.to_str().ok()?).ok()
+}
+
+async fn fetched(
+    response: reqwest::Response,
+    paid: Option<Amount>,
+) -> Result<BtcFetched, BtcBuyerError> {
+    let status = response.status().as_u16();
+    let url = response.url().to_string();
+    let body = response
+        .bytes()
+        .await
+        .map_err(|source| BtcBuyerError::Http { url, source })?
+        .to_vec();
+    Ok(BtcFetched { status, body, paid })
+}
