@@ -144,7 +144,7 @@ impl BtcBuyer {
             None => {
                 let response = self.send(url, None).await?;
                 if response.status() != StatusCode::PAYMENT_REQUIRED {
-                    return Ok(fetched(response, None).await?);
+                    return fetched(response, None).await;
                 }
                 let offer = self.choose(&response)?;
                 self.offers
@@ -207,7 +207,7 @@ impl BtcBuyer {
                         voucher.cumulative
                     )));
                 }
-                return Ok(fetched(response, Some(price)).await?);
+                return fetched(response, Some(price)).await;
             }
             let required: Option<PaymentRequired> = header(&response, PAYMENT_REQUIRED);
             let error = required
