@@ -14,13 +14,13 @@ const PASSPHRASE: &str = "device passphrase for tests";
 const ABANDON_ABOUT: &str =
     "abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon about";
 
-struct Device {
+pub struct Device {
     _tmp: tempfile::TempDir,
     data_dir: PathBuf,
 }
 
 impl Device {
-    fn new() -> Self {
+    pub fn new() -> Self {
         let tmp = tempfile::tempdir().unwrap();
         let data_dir = tmp.path().join("device");
         Self {
@@ -40,11 +40,11 @@ impl Device {
         command
     }
 
-    fn run(&self, args: &[&str]) -> Output {
+    pub fn run(&self, args: &[&str]) -> Output {
         self.command(args).output().unwrap()
     }
 
-    fn run_ok(&self, args: &[&str]) -> Output {
+    pub fn run_ok(&self, args: &[&str]) -> Output {
         let output = self.run(args);
         assert!(
             output.status.success(),
@@ -54,7 +54,7 @@ impl Device {
         output
     }
 
-    fn run_with_stdin(&self, args: &[&str], stdin: &str) -> Output {
+    pub fn run_with_stdin(&self, args: &[&str], stdin: &str) -> Output {
         let mut child = self
             .command(args)
             .stdin(Stdio::piped())
@@ -72,7 +72,7 @@ impl Device {
     }
 }
 
-fn stdout_json(output: &Output) -> serde_json::Value {
+pub fn stdout_json(output: &Output) -> serde_json::Value {
     serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
         panic!(
             "not JSON ({e}): {}",

@@ -4,6 +4,7 @@
 mod anvil;
 mod bitcoind;
 mod btc_channel;
+mod btc_cli;
 mod btc_http;
 mod cli;
 mod gateway;

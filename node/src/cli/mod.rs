@@ -2,6 +2,7 @@
 //!
 //! Data goes to stdout (as JSON with `--json`); logs and progress go to stderr.
 
+mod btc_cmd;
 mod output;
 mod pay_cmd;
 mod secrets;
@@ -69,6 +70,8 @@ enum Command {
     Connect(pay_cmd::ConnectArgs),
     /// Run a local EVM chain (anvil) with the settlement contracts and a test token.
     Devnet(pay_cmd::DevnetArgs),
+    /// The on-chain Bitcoin wallet and Taproot channels (balance, sweep, serve, get, close, refund).
+    Btc(btc_cmd::BtcArgs),
     /// Provision and inspect the pinned local tools (anvil, forge, cast, solc).
     Tools {
         #[command(subcommand)]
@@ -137,6 +140,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Devnet(args) => pay_cmd::devnet(global, args),
         Command::Gateway(args) => pay_cmd::gateway(global, args),
         Command::Connect(args) => pay_cmd::connect(global, args),
+        Command::Btc(args) => btc_cmd::run(global, args),
         Command::Tools { action } => tools_cmd::run(global, action),
     }
 }

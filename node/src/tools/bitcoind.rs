@@ -134,6 +134,11 @@ impl BitcoindHandle {
         &self.rpc
     }
 
+    /// The node's cookie file (what `m2m btc --cookie` takes).
+    pub fn cookie_path(&self) -> PathBuf {
+        self._data_dir.path().join("regtest/.cookie")
+    }
+
     /// The JSON-RPC endpoint.
     pub fn rpc_url(&self) -> &str {
         self.rpc.url()
