@@ -16,9 +16,11 @@
 //! - [`adversary`]: the overcharging seller and the forging buyer's attacks.
 //! - [`events`]: per-request events and the figures derived from them.
 //! - [`roaming`]: connectivity hotspots and roaming clients (pay per minute).
+//! - [`bitcoin`]: the Bitcoin-priced leg (regtest bitcoind, Taproot channels, BIP-21 top-ups).
 //! - [`cli`]: `m2m sim`.
 
 pub mod adversary;
+pub mod bitcoin;
 pub mod check;
 pub mod cli;
 pub mod events;

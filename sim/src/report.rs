@@ -56,6 +56,7 @@ pub(crate) struct Inputs<'a> {
     pub(crate) memory_per_device: Option<u64>,
     pub(crate) opening: (u64, Duration),
     pub(crate) roaming: Option<Roaming>,
+    pub(crate) bitcoin: Option<crate::bitcoin::BitcoinFigures>,
 }
 
 /// Pay-per-minute figures of a run with hotspots.
@@ -169,6 +170,8 @@ pub struct RunReport {
     pub opening_secs: f64,
     /// Pay per minute, if the scenario has hotspots.
     pub roaming: Option<Roaming>,
+    /// The Bitcoin-priced leg, if the scenario has one.
+    pub bitcoin: Option<crate::bitcoin::BitcoinFigures>,
     /// The conservation check.
     pub audit: Audit,
     /// Whether every check passed.
@@ -187,7 +190,11 @@ impl RunReport {
         let paid = figures.vouchers + figures.exact;
         let passed = inputs.audit.violations.is_empty()
             && inputs.forgeries.served == 0
-            && inputs.roaming.as_ref().is_none_or(|r| r.not_cut == 0);
+            && inputs.roaming.as_ref().is_none_or(|r| r.not_cut == 0)
+            && inputs
+                .bitcoin
+                .as_ref()
+                .is_none_or(|b| b.violations.is_empty());
         Self {
             scenario: inputs.scenario.name.clone(),
             devices: inputs.devices,
@@ -205,6 +212,7 @@ impl RunReport {
             channels_opened: inputs.opening.0,
             opening_secs: inputs.opening.1.as_secs_f64(),
             roaming: inputs.roaming,
+            bitcoin: inputs.bitcoin,
             audit: inputs.audit,
             passed,
             events: inputs.events,
@@ -270,6 +278,33 @@ impl RunReport {
                 r.hotspots, r.clients, r.sessions, r.failed, r.requests, r.minutes_sold, r.ticks, r.bytes,
                 r.revenue, r.cutoffs.0, r.cutoffs.1, r.cutoffs.2, r.not_cut
             ));
+        }
+        if let Some(b) = &self.bitcoin {
+            text.push_str(&format!(
+                "\n## Bitcoin leg (regtest, Taproot channels; {} devices)\n\n\
+                 | | |\n|---|---|\n| paid readings | {} ({:.1}/s; {} failed) |\n\
+                 | latency p50 / p99 | {:.1} ms / {:.1} ms |\n| channels opened and closed | {} |\n\
+                 | vbytes per channel | funding {:.0} + close {:.0} = {:.0} |\n\
+                 | sellers received | {} sat |\n| fees (top-ups, fundings, closes) | {} sat |\n",
+                b.devices,
+                b.paid,
+                b.paid_per_sec,
+                b.failed,
+                b.latency_ms.0,
+                b.latency_ms.1,
+                b.channels,
+                b.funding_vbytes,
+                b.close_vbytes,
+                b.funding_vbytes + b.close_vbytes,
+                b.sellers_received,
+                b.fees
+            ));
+            if b.violations.is_empty() {
+                text.push_str("\nEvery satoshi accounted for (sellers = charged; buyers = top-up − paid − fees).\n");
+            }
+            for violation in &b.violations {
+                text.push_str(&format!("- VIOLATION (bitcoin): {violation}\n"));
+            }
         }
         let a = &self.audit;
         text.push_str(&format!(

@@ -131,6 +131,13 @@ pub async fn run(scenario: &Scenario, options: &RunOptions) -> Result<RunReport,
         tempfile::tempdir().map_err(|e| SimError::Output(options.out_dir.clone(), e))?;
     let rss_before = resident_bytes();
     let chain = start_chain().await?;
+    // The Bitcoin leg runs beside the EVM one, on its own regtest node.
+    let bitcoin_leg = tokio::spawn(crate::bitcoin::run_leg(
+        scenario.bitcoin.clone(),
+        Duration::from_secs(scenario.duration_secs),
+        scenario.seed,
+        devices_dir.path().to_path_buf(),
+    ));
     let mut rng = rand::rngs::StdRng::seed_from_u64(scenario.seed);
 
     // Sellers (honest ones behind fault proxies), then the overcharging ones.
@@ -436,6 +443,9 @@ pub async fn run(scenario: &Scenario, options: &RunOptions) -> Result<RunReport,
     for seller in &mut sellers {
         seller.stop().await?;
     }
+    let bitcoin = bitcoin_leg
+        .await
+        .map_err(|e| SimError::Setup(format!("bitcoin leg: {e}")))??;
     let memory_per_device = match (rss_before, rss_after) {
         (Some(before), Some(after)) => Some(after.saturating_sub(before) / devices.max(1) as u64),
         _ => None,
@@ -454,6 +464,7 @@ pub async fn run(scenario: &Scenario, options: &RunOptions) -> Result<RunReport,
         memory_per_device,
         opening,
         roaming,
+        bitcoin,
     });
     report.write(&options.out_dir)?;
     Ok(report)

@@ -162,6 +162,9 @@ pub struct Scenario {
     /// Hotspots and roaming clients.
     #[serde(default)]
     pub gateways: Gateways,
+    /// The Bitcoin-priced leg (regtest, Taproot channels).
+    #[serde(default)]
+    pub bitcoin: crate::bitcoin::BitcoinLeg,
 }
 
 /// A scenario is unusable.
@@ -219,6 +222,19 @@ impl Scenario {
             && (self.gateways.clients == 0 || self.gateways.session_secs == 0)
         {
             return invalid("gateways need clients and a positive session_secs");
+        }
+        let btc = &self.bitcoin;
+        if (btc.sellers > 0) != (btc.buyers > 0) {
+            return invalid("bitcoin: sellers and buyers both, or neither");
+        }
+        if btc.sellers > 0
+            && (btc.price_sat == 0
+                || btc.capacity_sat <= btc.price_sat
+                || btc.top_up_sat <= btc.capacity_sat
+                || !btc.readings_per_sec.is_finite()
+                || btc.readings_per_sec <= 0.0)
+        {
+            return invalid("bitcoin: price < capacity < top-up, and a positive rate");
         }
         if self.sellers.price == 0 || self.duration_secs == 0 {
             return invalid("price and duration must be positive");

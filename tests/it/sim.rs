@@ -1,5 +1,6 @@
 //! The simulator end to end: a short scenario with every fault on must pass its conservation
-//! check, and each fault must actually have happened and been handled.
+//! check, and each fault must actually have happened and been handled; the Bitcoin leg beside
+//! it must account for every satoshi.
 
 use m2m::sim::run::{RunOptions, run};
 use m2m::sim::scenario::Scenario;
@@ -30,6 +31,14 @@ count = 1
 ticks_per_voucher = 3
 clients = 1
 session_secs = 4
+[bitcoin]
+sellers = 1
+buyers = 2
+price_sat = 50
+readings_per_sec = 5.0
+capacity_sat = 100000
+top_up_sat = 500000
+block_interval_ms = 500
 "#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -72,6 +81,15 @@ async fn a_faulty_fleet_conserves_every_unit() {
         roaming.revenue as f64,
         roaming.minutes_sold * 60_000.0,
         "revenue is exactly the minutes sold"
+    );
+    let bitcoin = report.bitcoin.as_ref().expect("the Bitcoin leg ran");
+    assert!(bitcoin.violations.is_empty(), "{:?}", bitcoin.violations);
+    assert!(bitcoin.paid > 20, "{bitcoin:?}");
+    assert_eq!(bitcoin.channels, 2, "one channel per buyer");
+    assert_eq!(
+        bitcoin.sellers_received,
+        bitcoin.paid * 50,
+        "paid readings × price, to the satoshi"
     );
     for file in [
         "summary.md",

@@ -62,6 +62,22 @@ pub fn bitcoin_uri(address: &BtcAddress, amount: Option<Amount>, label: Option<&
     uri.to_string()
 }
 
+/// Reads a BIP-21 request for `network`: the address to pay and the amount, if fixed. (What the
+/// owner's wallet does with the URI a device shows.)
+pub fn parse_bitcoin_uri(
+    text: &str,
+    network: bitcoin::Network,
+) -> Result<(BtcAddress, Option<Amount>), TopUpParseError> {
+    let uri: bip21::Uri<'_, bitcoin::address::NetworkUnchecked> = text
+        .trim()
+        .parse()
+        .map_err(|_| TopUpParseError("not a BIP-21 bitcoin: URI"))?;
+    let uri = uri
+        .require_network(network)
+        .map_err(|_| TopUpParseError("the address is for another network"))?;
+    Ok((uri.address, uri.amount))
+}
+
 /// What an EIP-681 request asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EvmAsset {
@@ -194,6 +210,13 @@ mod tests {
             bitcoin_uri(&address, Some(amount), Some("m2m device")),
             "bitcoin:bc1p5cyxnuxmeuwuvkwfem96lqzszd02n6xdcjrs20cac6yqjjwudpxqkedrcr?amount=0.0015&label=m2m%20device"
         );
+        let uri = bitcoin_uri(&address, Some(amount), Some("m2m device"));
+        assert_eq!(
+            parse_bitcoin_uri(&uri, bitcoin::Network::Bitcoin).unwrap(),
+            (address.clone(), Some(amount))
+        );
+        assert!(parse_bitcoin_uri(&uri, bitcoin::Network::Regtest).is_err());
+        assert!(parse_bitcoin_uri("ethereum:0x00", bitcoin::Network::Bitcoin).is_err());
         assert_eq!(
             bitcoin_uri(&address, None, None),
             "bitcoin:bc1p5cyxnuxmeuwuvkwfem96lqzszd02n6xdcjrs20cac6yqjjwudpxqkedrcr"

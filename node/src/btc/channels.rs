@@ -194,6 +194,16 @@ impl PayerChannels {
             .map(|(id, _)| *id)
     }
 
+    /// Every channel: its terms and the highest amount signed on it.
+    pub async fn all(&self) -> Vec<(ChannelTermsBtc, Amount)> {
+        self.channels
+            .lock()
+            .await
+            .values()
+            .map(|payer| (*payer.channel().terms(), payer.signed()))
+            .collect()
+    }
+
     /// The terms of a channel.
     pub async fn terms(&self, id: &[u8; 32]) -> Option<ChannelTermsBtc> {
         self.channels
@@ -407,6 +417,11 @@ impl PayeeChannels {
         let payee = self.channel(id).await?;
         let payee = payee.lock().await;
         Ok((payee.charged(), payee.latest().copied()))
+    }
+
+    /// The ids of every channel.
+    pub async fn channel_ids(&self) -> Vec<[u8; 32]> {
+        self.channels.lock().await.keys().copied().collect()
     }
 
     /// Broadcasts the newest commitment, co-signed.
