@@ -2,12 +2,13 @@
 //! readings in satoshi (`btc-channel`), buyers topped up by their owner through the BIP-21
 //! request each device shows, paying over Taproot channels they open from their BDK wallets.
 //!
-//! A miner makes a block every `block_interval_ms`. At the end every seller closes its channels
-//! (the newest commitment, co-signed), a block confirms the closes, and the check runs from the
-//! chain: each seller's wallet holds exactly what it charged; each buyer's holds its top-up less
+//! A miner makes a block every `block_interval_ms`. At the end every buyer closes its channels
+//! cooperatively (MuSig2 key path); a seller closes any channel left open with its newest
+//! commitment; a block confirms the closes, and the check runs from the chain: each seller's wallet holds exactly what it charged; each buyer's holds its top-up less
 //! what it paid and the fees of its fundings and closes; everything topped up is accounted for
 //! to the satoshi.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -80,8 +81,10 @@ pub struct BitcoinFigures {
     pub channels: usize,
     /// Mean virtual size of a funding transaction.
     pub funding_vbytes: f64,
-    /// Mean virtual size of a close.
+    /// Mean virtual size of a cooperative close (MuSig2 key path).
     pub close_vbytes: f64,
+    /// Closes the sellers made alone (script path): count and mean virtual size.
+    pub unilateral_closes: (usize, f64),
     /// Satoshi the sellers received on chain.
     pub sellers_received: u64,
     /// Satoshi paid in fees (fundings, closes, top-ups).
@@ -274,22 +277,33 @@ pub async fn run_leg(
                     Ok(_) | Err(_) => failures += 1,
                 }
             }
-            (latencies, failures)
+            // Done: the buyer closes its channel cooperatively (MuSig2 key path).
+            let closes = buyer.close(&url).await;
+            (latencies, failures, closes)
         }));
     }
     let mut latencies = Vec::new();
     let mut failures = 0;
+    let mut cooperative = HashMap::new(); // funding outpoint → close
     for task in tasks {
-        let (mut l, f) = task.await.map_err(|e| failed("buyer task")(&e))?;
+        let (mut l, f, closes) = task.await.map_err(|e| failed("buyer task")(&e))?;
         latencies.append(&mut l);
         failures += f;
+        // A refused cooperative close is no violation: the seller closes by itself below.
+        for txid in closes.unwrap_or_default() {
+            let close = rpc
+                .transaction(&txid)
+                .await
+                .map_err(|e| failed("close")(&e))?;
+            cooperative.insert(close.input[0].previous_output, close);
+        }
     }
     let paying = started.elapsed();
     miner.abort();
 
-    // Settle: every seller closes every channel it holds a voucher on; one block confirms.
-    let mut close_vbytes = Vec::new();
-    let mut close_fees = Amount::ZERO;
+    // Settle: every seller closes, with its newest commitment, every channel it holds a voucher
+    // on that its buyer did not close cooperatively; one block confirms everything.
+    let mut unilateral_vbytes = Vec::new();
     let mut charged_per_seller = Vec::new();
     for (_, payee, _, _) in &sellers {
         let mut charged = Amount::ZERO;
@@ -298,16 +312,24 @@ pub async fn run_leg(
             if latest.is_none() {
                 continue;
             }
-            let txid = payee.close(&id).await.map_err(|e| failed("close")(&e))?;
-            let close = rpc
-                .transaction(&txid)
-                .await
-                .map_err(|e| failed("close")(&e))?;
-            close_vbytes.push(close.vsize() as f64);
             charged += amount;
+            if payee
+                .funding_unspent(&id)
+                .await
+                .map_err(|e| failed("close")(&e))?
+            {
+                let txid = payee.close(&id).await.map_err(|e| failed("close")(&e))?;
+                let close = rpc
+                    .transaction(&txid)
+                    .await
+                    .map_err(|e| failed("close")(&e))?;
+                unilateral_vbytes.push(close.vsize() as f64);
+            }
         }
         charged_per_seller.push(charged);
     }
+    let close_vbytes: Vec<f64> = cooperative.values().map(|tx| tx.vsize() as f64).collect();
+    let mut close_fees = Amount::ZERO;
     rpc.mine_to(1, &burn_address)
         .await
         .map_err(|e| failed("mining")(&e))?;
@@ -354,8 +376,15 @@ pub async fn run_leg(
             funding_fees += fee;
             spent += fee;
             if signed > Amount::ZERO {
-                close_fees += terms.close_fee;
-                spent += terms.close_fee + signed;
+                let close_fee = if cooperative.contains_key(&terms.funding.outpoint) {
+                    m2m_contracts::btc::TaprootChannel::new(terms)
+                        .map_err(|e| failed("channel")(&e))?
+                        .cooperative_fee()
+                } else {
+                    terms.close_fee
+                };
+                close_fees += close_fee;
+                spent += close_fee + signed;
             }
         }
         let balance = device.wallet.balance().await;
@@ -385,7 +414,13 @@ pub async fn run_leg(
             .copied()
             .unwrap_or_default()
     };
-    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    let mean = |v: &[f64]| {
+        if v.is_empty() {
+            0.0
+        } else {
+            v.iter().sum::<f64>() / v.len() as f64
+        }
+    };
     Ok(Some(BitcoinFigures {
         devices: leg.sellers + leg.buyers,
         paid: latencies.len() as u64,
@@ -395,6 +430,7 @@ pub async fn run_leg(
         channels: funding_vbytes.len(),
         funding_vbytes: mean(&funding_vbytes),
         close_vbytes: mean(&close_vbytes),
+        unilateral_closes: (unilateral_vbytes.len(), mean(&unilateral_vbytes)),
         sellers_received: sellers_received.to_sat(),
         fees: (fees + top_up_fees).to_sat(),
         violations,

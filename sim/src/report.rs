@@ -284,7 +284,8 @@ impl RunReport {
                 "\n## Bitcoin leg (regtest, Taproot channels; {} devices)\n\n\
                  | | |\n|---|---|\n| paid readings | {} ({:.1}/s; {} failed) |\n\
                  | latency p50 / p99 | {:.1} ms / {:.1} ms |\n| channels opened and closed | {} |\n\
-                 | vbytes per channel | funding {:.0} + close {:.0} = {:.0} |\n\
+                 | vbytes per channel | funding {:.0} + cooperative close {:.0} = {:.0} |\n\
+                 | closes by the seller alone | {} ({:.0} vB each) |\n\
                  | sellers received | {} sat |\n| fees (top-ups, fundings, closes) | {} sat |\n",
                 b.devices,
                 b.paid,
@@ -296,6 +297,8 @@ impl RunReport {
                 b.funding_vbytes,
                 b.close_vbytes,
                 b.funding_vbytes + b.close_vbytes,
+                b.unilateral_closes.0,
+                b.unilateral_closes.1,
                 b.sellers_received,
                 b.fees
             ));

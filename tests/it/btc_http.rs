@@ -105,10 +105,47 @@ async fn readings_paid_over_a_taproot_channel() {
     let served = served + price;
     assert_eq!(payee.state(&id).await.unwrap().0, served);
 
-    // The seller closes: it is paid exactly what it served.
-    let close = payee.close(&id).await.unwrap();
+    // The buyer closes cooperatively: one MuSig2 key-path signature, the seller paid exactly
+    // what it served, the buyer the rest less the (smaller) cooperative fee.
+    let closes = buyer.close(&url).await.unwrap();
+    assert_eq!(closes.len(), 1);
     mine(&rpc, 1).await;
-    let close = rpc.transaction(&close).await.unwrap();
+    let close = rpc.transaction(&closes[0]).await.unwrap();
+    let channel = m2m::contracts::btc::TaprootChannel::new(terms).unwrap();
+    assert_eq!(close.input[0].witness.len(), 1, "key path");
     assert_eq!(close.output[0].value, served);
+    assert_eq!(
+        close.output[1].value,
+        terms.funding.capacity - served - channel.cooperative_fee()
+    );
+    let funding = rpc.transaction(&terms.funding.outpoint.txid).await.unwrap();
+    eprintln!(
+        "btc channel lifecycle, cooperative: funding {} vB + close {} vB = {} vB",
+        funding.vsize(),
+        close.vsize(),
+        funding.vsize() + close.vsize()
+    );
+    assert_eq!(close.vsize(), 154);
+    assert!(funding.vsize() + close.vsize() <= 325, "the lifecycle goal");
+
+    // After co-signing, the seller takes no voucher on that channel; the buyer opens a new one.
+    let stale = payer.pay(&id, price).await;
+    assert!(
+        stale.is_err(),
+        "the payer pays no more on a closing channel"
+    );
+    let miner = {
+        let rpc = rpc.clone();
+        tokio::spawn(async move {
+            loop {
+                mine(&rpc, 1).await;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+    };
+    let fetched = buyer.get(&url).await.unwrap();
+    assert_eq!(fetched.status, 200);
+    miner.abort();
+    assert_ne!(payer.usable(&payee.payee_key(), price).await, Some(id));
     server.shutdown().await;
 }

@@ -25,6 +25,9 @@ pub enum SignerError {
     /// A signer that is not local (a hardware device, a remote signer) is not reachable.
     #[error("signer unavailable: {0}")]
     Unavailable(String),
+    /// MuSig2 signing refused (a nonce for another key, a context without our key).
+    #[error("musig2 signing: {0}")]
+    Musig2(String),
 }
 
 /// The keystore file could not be created, opened or decrypted.

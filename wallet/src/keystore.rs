@@ -382,6 +382,17 @@ impl Signer for Keystore {
     ) -> Result<schnorr::Signature, SignerError> {
         self.keys.sign_schnorr(message, key)
     }
+
+    fn sign_musig2_partial(
+        &self,
+        key_agg: &musig2::KeyAggContext,
+        secnonce: musig2::SecNonce,
+        aggnonce: &musig2::AggNonce,
+        message: &[u8; 32],
+    ) -> Result<musig2::PartialSignature, SignerError> {
+        self.keys
+            .sign_musig2_partial(key_agg, secnonce, aggnonce, message)
+    }
 }
 
 impl std::fmt::Debug for Keystore {

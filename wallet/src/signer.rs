@@ -39,6 +39,17 @@ pub trait Signer {
         message: &[u8; 32],
         key: SchnorrKey,
     ) -> Result<schnorr::Signature, SignerError>;
+
+    /// A MuSig2 (BIP-327) partial signature over `message` with the untweaked Taproot key (as
+    /// its even-y point, the way channel scripts aggregate it). `secnonce` is consumed: a nonce
+    /// is never used twice.
+    fn sign_musig2_partial(
+        &self,
+        key_agg: &musig2::KeyAggContext,
+        secnonce: musig2::SecNonce,
+        aggnonce: &musig2::AggNonce,
+        message: &[u8; 32],
+    ) -> Result<musig2::PartialSignature, SignerError>;
 }
 
 impl Signer for DeviceKeys {
@@ -73,6 +84,27 @@ impl Signer for DeviceKeys {
         Ok(self
             .secp()
             .sign_schnorr_with_aux_rand(&message, keypair, &aux))
+    }
+
+    fn sign_musig2_partial(
+        &self,
+        key_agg: &musig2::KeyAggContext,
+        secnonce: musig2::SecNonce,
+        aggnonce: &musig2::AggNonce,
+        message: &[u8; 32],
+    ) -> Result<musig2::PartialSignature, SignerError> {
+        let keypair = self.taproot_keypair(false);
+        let (_, parity) = keypair.x_only_public_key();
+        // The aggregate uses the even-y point of our x-only key: sign with the matching scalar.
+        let mut secret = keypair.secret_key();
+        if parity == bitcoin::secp256k1::Parity::Odd {
+            secret = secret.negate();
+        }
+        let scalar = musig2::secp::Scalar::from_slice(&secret.secret_bytes())
+            .map_err(|_| SignerError::Musig2("secret key is not a scalar".into()))?;
+        secret.non_secure_erase();
+        musig2::sign_partial(key_agg, scalar, secnonce, aggnonce, message)
+            .map_err(|e| SignerError::Musig2(e.to_string()))
     }
 }
 

@@ -1,9 +1,10 @@
 //! The Bitcoin settlement rules: a Taproot script channel.
 //!
-//! - [`script`]: the locking script (miniscript: a cooperative `payee & payer` leaf and a
-//!   `payer & after(expiry)` refund leaf under an unspendable internal key).
+//! - [`script`]: the locking script (miniscript: a `payee & payer` commitment leaf and a
+//!   `payer & after(expiry)` refund leaf under the MuSig2 aggregate of both keys).
 //! - [`channel`]: commitment transactions (what vouchers sign), the payee's close and the payer's
 //!   refund, with the close fee fixed at open so balances are exact.
+//! - [`musig`]: the cooperative close by key path (MuSig2), the cheapest way out.
 //! - [`state`]: payer and payee state machines (check → caller persists → commit).
 //! - [`records`]: the stored byte formats.
 //!
@@ -11,6 +12,7 @@
 //! `btc` module brings bitcoind, the wallet and the store.
 
 pub mod channel;
+pub mod musig;
 pub mod records;
 pub mod script;
 pub mod state;

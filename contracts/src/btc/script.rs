@@ -2,26 +2,23 @@
 //! script leaves are written in miniscript.
 //!
 //! ```text
-//! tr(H, { and_v(v:pk(payee), pk(payer)),          cooperative: commitments and closes
-//!         and_v(v:pk(payer), after(expiry)) })    refund: the payer alone once expiry is reached
+//! tr(musig(payer, payee), { and_v(v:pk(payee), pk(payer)),         commitments (payee closes)
+//!                           and_v(v:pk(payer), after(expiry)) })   refund: the payer alone
 //! ```
 //!
-//! `H` is BIP-341's nothing-up-my-sleeve point (no known discrete log), so the output can only be
-//! spent through a leaf: the payee can never take more than a payer-signed commitment gives it,
-//! and the payer can never take anything back before `expiry` (an absolute block height).
+//! The internal key is the MuSig2 aggregate of both keys ([`super::musig`]): the key path needs
+//! both signatures, and is the cheap cooperative close. Without the other side, only a leaf
+//! works: the payee can never take more than a payer-signed commitment gives it, and the payer
+//! can never take anything back before `expiry` (an absolute block height).
 
 use std::str::FromStr;
 
 use bitcoin::secp256k1::XOnlyPublicKey;
-use bitcoin::taproot::{ControlBlock, LeafVersion, TapLeafHash};
+use bitcoin::taproot::{ControlBlock, LeafVersion, TapLeafHash, TapNodeHash};
 use bitcoin::{Address, Network, ScriptBuf};
 use miniscript::Descriptor;
 
 use super::BtcChannelError;
-
-/// BIP-341's provably unspendable internal key `H` (x-only), used so that no key path exists.
-pub const UNSPENDABLE_INTERNAL_KEY: &str =
-    "50929b74c1a04954b78b4b6035e97a5e078a5a0f28ec96d547bfee9ace803ac0";
 
 /// Highest block height an `after()` accepts: heights are below 500,000,000 (BIP-65); above that
 /// the number would be read as a Unix time.
@@ -54,6 +51,8 @@ pub struct Leaf {
 pub struct ChannelScript {
     parties: ChannelParties,
     descriptor: Descriptor<XOnlyPublicKey>,
+    internal_key: XOnlyPublicKey,
+    merkle_root: Option<TapNodeHash>,
     cooperative: Leaf,
     refund: Leaf,
 }
@@ -72,8 +71,9 @@ impl ChannelScript {
             payee,
             expiry_height,
         } = parties;
+        let internal_key = super::musig::internal_key(&parties)?;
         let text = format!(
-            "tr({UNSPENDABLE_INTERNAL_KEY},{{and_v(v:pk({payee}),pk({payer})),and_v(v:pk({payer}),after({expiry_height}))}})"
+            "tr({internal_key},{{and_v(v:pk({payee}),pk({payer})),and_v(v:pk({payer}),after({expiry_height}))}})"
         );
         let descriptor = Descriptor::<XOnlyPublicKey>::from_str(&text)
             .map_err(|e| BtcChannelError::Script(e.to_string()))?;
@@ -98,6 +98,8 @@ impl ChannelScript {
         };
         Ok(Self {
             parties,
+            internal_key: spend_info.internal_key(),
+            merkle_root: spend_info.merkle_root(),
             descriptor,
             cooperative,
             refund,
@@ -124,6 +126,16 @@ impl ChannelScript {
         self.descriptor
             .address(network)
             .expect("tr() descriptors always have an address")
+    }
+
+    /// The Taproot internal key (the MuSig2 aggregate of payer and payee).
+    pub fn internal_key(&self) -> XOnlyPublicKey {
+        self.internal_key
+    }
+
+    /// The script tree's root.
+    pub fn merkle_root(&self) -> Option<TapNodeHash> {
+        self.merkle_root
     }
 
     /// The `payee & payer` leaf.

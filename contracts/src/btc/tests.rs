@@ -168,3 +168,76 @@ fn records_round_trip_and_refuse_damage() {
     assert!(decode_voucher(&bad).is_err());
     assert!(decode_terms(&encode_terms(&terms)[..50]).is_err());
 }
+
+/// What the wallet's `sign_musig2_partial` does, with a bare key.
+fn partial(
+    keys: &Keypair,
+    ctx: &musig2::KeyAggContext,
+    secnonce: musig2::SecNonce,
+    aggnonce: &musig2::AggNonce,
+    message: [u8; 32],
+) -> musig2::PartialSignature {
+    let mut secret = keys.secret_key();
+    if keys.x_only_public_key().1 == bitcoin::secp256k1::Parity::Odd {
+        secret = secret.negate();
+    }
+    let scalar = musig2::secp::Scalar::from_slice(&secret.secret_bytes()).unwrap();
+    musig2::sign_partial(ctx, scalar, secnonce, aggnonce, message).unwrap()
+}
+
+#[test]
+fn cooperative_close_is_one_key_path_signature_of_154_vbytes() {
+    use super::musig::{PayeeCloseSignature, new_nonce};
+    // Keys of both parities, so the even-y lifting is exercised.
+    for (payer_byte, payee_byte) in [(1, 2), (3, 4), (5, 6), (7, 8)] {
+        let (payer, payee) = (keypair(payer_byte), keypair(payee_byte));
+        let parties = ChannelParties {
+            payer: payer.x_only_public_key().0,
+            payee: payee.x_only_public_key().0,
+            expiry_height: 500,
+        };
+        let channel = TaprootChannel::new(ChannelTermsBtc {
+            parties,
+            funding: ChannelFunding {
+                outpoint: OutPoint::new(Txid::from_byte_array([9; 32]), 0),
+                capacity: Amount::from_sat(100_000),
+            },
+            close_fee: TaprootChannel::close_fee_at(parties, FeeRate::from_sat_per_vb(2).unwrap())
+                .unwrap(),
+        })
+        .unwrap();
+        let cumulative = Amount::from_sat(12_345);
+        let close = channel.cooperative_close(cumulative).unwrap();
+        let message = channel.cooperative_sighash(&close);
+        let ctx = channel.signing_context().unwrap();
+
+        let payer_secnonce = new_nonce([11; 32], &parties.payer, None);
+        let payer_nonce = payer_secnonce.public_nonce();
+        let payee_secnonce = new_nonce([12; 32], &parties.payee, Some(&message));
+        let payee_nonce = payee_secnonce.public_nonce();
+        let aggnonce = musig2::AggNonce::sum([&payer_nonce, &payee_nonce]);
+        let answer = PayeeCloseSignature {
+            cumulative,
+            nonce: payee_nonce,
+            partial: partial(&payee, &ctx, payee_secnonce, &aggnonce, message),
+        };
+        channel.verify_payee_partial(&answer, &payer_nonce).unwrap();
+        let payer_partial = partial(&payer, &ctx, payer_secnonce, &aggnonce, message);
+        let signed = channel
+            .finalize_cooperative(cumulative, &aggnonce, [payer_partial, answer.partial])
+            .unwrap();
+        assert_eq!(signed.input[0].witness.len(), 1, "key path: one signature");
+        assert_eq!(signed.vsize(), 154);
+        assert_eq!(signed.output[0].value, cumulative);
+        assert_eq!(
+            signed.output[1].value,
+            Amount::from_sat(100_000) - cumulative - channel.cooperative_fee()
+        );
+        // A partial signature for another amount does not pass.
+        let wrong = PayeeCloseSignature {
+            cumulative: Amount::from_sat(12_346),
+            ..answer
+        };
+        assert!(channel.verify_payee_partial(&wrong, &payer_nonce).is_err());
+    }
+}

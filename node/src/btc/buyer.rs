@@ -20,7 +20,7 @@ use super::channels::{BtcChannelsError, PayerChannels};
 use super::rpc::{BitcoinRpc, RpcError};
 use crate::x402::btc::{
     BTC_CHANNEL, BTC_CUMULATIVE_MISMATCH, BtcChannelPayload, BtcChannelWire, BtcOfferExtra,
-    BtcVoucherWire, sats,
+    BtcVoucherWire, CLOSE_PATH, CloseAnswerWire, CloseRequestWire, sats,
 };
 use crate::x402::headers::{self, PAYMENT_REQUIRED, PAYMENT_RESPONSE, PAYMENT_SIGNATURE};
 use crate::x402::types::{
@@ -155,6 +155,57 @@ impl BtcBuyer {
             }
         };
         self.pay(url, &offer).await
+    }
+
+    /// Closes, cooperatively, every channel paid on to the seller of `url` (a URL fetched
+    /// before): one key-path transaction each, paying the seller its total and us the rest.
+    /// Returns the closes' txids.
+    pub async fn close(&self, url: &str) -> Result<Vec<bitcoin::Txid>, BtcBuyerError> {
+        let offer = self
+            .offers
+            .lock()
+            .await
+            .get(url)
+            .cloned()
+            .ok_or_else(|| BtcBuyerError::NoOffer(format!("{url} (never paid)")))?;
+        let payee: XOnlyPublicKey = offer
+            .pay_to
+            .parse()
+            .map_err(|_| BtcBuyerError::Seller("payTo is not an x-only key".into()))?;
+        let mut endpoint =
+            reqwest::Url::parse(url).map_err(|e| BtcBuyerError::Seller(e.to_string()))?;
+        endpoint.set_path(CLOSE_PATH);
+        endpoint.set_query(None);
+        let mut closed = Vec::new();
+        for (terms, signed) in self.payer.all().await {
+            if terms.parties.payee != payee || signed == Amount::ZERO {
+                continue;
+            }
+            let id = m2m_contracts::btc::channel_id(&terms.funding.outpoint);
+            let (http, endpoint) = (self.http.clone(), endpoint.clone());
+            let txid = self
+                .payer
+                .close_cooperatively(&id, |request| async move {
+                    let refused = |e: String| BtcChannelsError::CloseRefused(e);
+                    let response = http
+                        .post(endpoint)
+                        .json(&CloseRequestWire::from_request(&request))
+                        .send()
+                        .await
+                        .map_err(|e| refused(e.to_string()))?;
+                    if !response.status().is_success() {
+                        let status = response.status();
+                        let body = response.text().await.unwrap_or_default();
+                        return Err(refused(format!("{status}: {body}")));
+                    }
+                    let answer: CloseAnswerWire =
+                        response.json().await.map_err(|e| refused(e.to_string()))?;
+                    answer.to_answer().map_err(|e| refused(e.to_string()))
+                })
+                .await?;
+            closed.push(txid);
+        }
+        Ok(closed)
     }
 
     async fn pay(

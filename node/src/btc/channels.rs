@@ -11,7 +11,7 @@
 //! commitment co-signed; [`PayeeChannels::watch`] closes every channel that comes within
 //! `close_margin_blocks` of its expiry, so the payer's refund path never opens on unclaimed value.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use bitcoin::secp256k1::XOnlyPublicKey;
@@ -72,6 +72,12 @@ pub enum BtcChannelsError {
     /// Nothing to close with.
     #[error("no voucher received on this channel yet")]
     NoVoucher,
+    /// The channel is being closed cooperatively: no more payments on it.
+    #[error("channel is closing; open a new one")]
+    Closing,
+    /// The other side's close request or answer is not acceptable.
+    #[error("cooperative close refused: {0}")]
+    CloseRefused(String),
 }
 
 /// The signer, shared.
@@ -79,10 +85,12 @@ pub type SharedSigner = Arc<dyn Signer + Send + Sync>;
 
 /// The channels this device pays on.
 pub struct PayerChannels {
-    store: Arc<ChannelStore>,
-    wallet: Arc<BtcWallet>,
-    signer: SharedSigner,
-    channels: Mutex<HashMap<[u8; 32], BtcPayer>>,
+    pub(super) store: Arc<ChannelStore>,
+    pub(super) wallet: Arc<BtcWallet>,
+    pub(super) signer: SharedSigner,
+    pub(super) channels: Mutex<HashMap<[u8; 32], BtcPayer>>,
+    /// Channels closed (or being closed) cooperatively: no more payments on them.
+    pub(super) closing: Mutex<HashSet<[u8; 32]>>,
 }
 
 impl std::fmt::Debug for PayerChannels {
@@ -106,11 +114,13 @@ impl PayerChannels {
                 channels.insert(channel.id(), BtcPayer::new(channel, signed)?);
             }
         }
+        let closing = closing_set(&store)?;
         Ok(Self {
             store,
             wallet,
             signer,
             channels: Mutex::new(channels),
+            closing: Mutex::new(closing),
         })
     }
 
@@ -165,6 +175,9 @@ impl PayerChannels {
         charged: Option<Amount>,
         price: Amount,
     ) -> Result<BtcVoucher, BtcChannelsError> {
+        if self.closing.lock().await.contains(id) {
+            return Err(BtcChannelsError::Closing);
+        }
         let mut channels = self.channels.lock().await;
         let payer = channels
             .get_mut(id)
@@ -184,12 +197,15 @@ impl PayerChannels {
 
     /// A channel to `payee` with at least `price` left, if any.
     pub async fn usable(&self, payee: &XOnlyPublicKey, price: Amount) -> Option<[u8; 32]> {
+        let closing = self.closing.lock().await.clone();
         self.channels
             .lock()
             .await
             .iter()
-            .find(|(_, payer)| {
-                payer.channel().terms().parties.payee == *payee && payer.remaining() >= price
+            .find(|(id, payer)| {
+                payer.channel().terms().parties.payee == *payee
+                    && payer.remaining() >= price
+                    && !closing.contains(*id)
             })
             .map(|(id, _)| *id)
     }
@@ -288,11 +304,13 @@ impl Default for PayeePolicy {
 
 /// The channels this device is paid on.
 pub struct PayeeChannels {
-    store: Arc<ChannelStore>,
-    rpc: BitcoinRpc,
-    signer: SharedSigner,
+    pub(super) store: Arc<ChannelStore>,
+    pub(super) rpc: BitcoinRpc,
+    pub(super) signer: SharedSigner,
     policy: PayeePolicy,
     channels: Mutex<HashMap<[u8; 32], Arc<Mutex<BtcPayee>>>>,
+    /// Channels co-signed for a cooperative close: no voucher is accepted on them any more.
+    pub(super) closing: Mutex<HashSet<[u8; 32]>>,
 }
 
 impl std::fmt::Debug for PayeeChannels {
@@ -320,12 +338,14 @@ impl PayeeChannels {
                 channels.insert(id, Arc::new(Mutex::new(BtcPayee::new(channel, latest)?)));
             }
         }
+        let closing = closing_set(&store)?;
         Ok(Self {
             store,
             rpc,
             signer,
             policy,
             channels: Mutex::new(channels),
+            closing: Mutex::new(closing),
         })
     }
 
@@ -400,6 +420,10 @@ impl PayeeChannels {
     ) -> Result<Amount, BtcChannelsError> {
         let payee = self.channel(id).await?;
         let mut payee = payee.lock().await;
+        // Checked under the channel lock, which a co-signed close also takes.
+        if self.closing.lock().await.contains(id) {
+            return Err(BtcChannelsError::Closing);
+        }
         let accepted = payee.accept(voucher, price)?;
         self.store
             .submit(RecordWrite::BtcPayee(ChannelId(*id), accepted.voucher))
@@ -422,6 +446,20 @@ impl PayeeChannels {
     /// The ids of every channel.
     pub async fn channel_ids(&self) -> Vec<[u8; 32]> {
         self.channels.lock().await.keys().copied().collect()
+    }
+
+    /// Whether a channel's funding output is still unspent (not closed or refunded yet).
+    pub async fn funding_unspent(&self, id: &[u8; 32]) -> Result<bool, BtcChannelsError> {
+        let outpoint = self
+            .channel(id)
+            .await?
+            .lock()
+            .await
+            .channel()
+            .terms()
+            .funding
+            .outpoint;
+        Ok(self.rpc.tx_out(&outpoint).await?.is_some())
     }
 
     /// Broadcasts the newest commitment, co-signed.
@@ -453,25 +491,18 @@ impl PayeeChannels {
         };
         let mut closed = Vec::new();
         for id in due {
-            let outpoint = self
-                .channel(&id)
-                .await?
-                .lock()
-                .await
-                .channel()
-                .terms()
-                .funding
-                .outpoint;
             // Already spent (closed, or refunded): nothing left to do.
-            if self.rpc.tx_out(&outpoint).await?.is_none() {
-                continue;
+            if self.funding_unspent(&id).await? {
+                closed.push(self.close(&id).await?);
             }
-            closed.push(self.close(&id).await?);
         }
         Ok(closed)
     }
 
-    async fn channel(&self, id: &[u8; 32]) -> Result<Arc<Mutex<BtcPayee>>, BtcChannelsError> {
+    pub(super) async fn channel(
+        &self,
+        id: &[u8; 32],
+    ) -> Result<Arc<Mutex<BtcPayee>>, BtcChannelsError> {
         self.channels
             .lock()
             .await
@@ -481,6 +512,14 @@ impl PayeeChannels {
     }
 }
 
-fn hex(id: &[u8; 32]) -> String {
+fn closing_set(store: &ChannelStore) -> Result<HashSet<[u8; 32]>, StoreError> {
+    Ok(store
+        .btc_closing()?
+        .into_iter()
+        .map(|(id, _)| id.0)
+        .collect())
+}
+
+pub(super) fn hex(id: &[u8; 32]) -> String {
     crate::x402::btc::channel_id_hex(id)
 }

@@ -4,10 +4,12 @@
 //! - [`rpc`]: bitcoind JSON-RPC (blocks, UTXO lookups, broadcast).
 //! - [`wallet`]: the device's BDK wallet fed from bitcoind, its state kept in the store.
 //! - [`channels`]: opening, paying, accepting, closing and refunding Taproot channels.
+//! - [`close`]: the cooperative close (MuSig2 key path) between payer and payee.
 //! - [`seller`] / [`buyer`]: readings priced in satoshi over HTTP 402, scheme `btc-channel`.
 
 pub mod buyer;
 pub mod channels;
+pub mod close;
 pub mod rpc;
 pub mod seller;
 pub mod wallet;

@@ -10,11 +10,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use axum::Router;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::{Json, Router};
 use bitcoin::Amount;
 use m2m_contracts::btc::BtcChannelError;
 use serde_json::json;
@@ -25,8 +25,9 @@ use crate::seller::config::LimitsConfig;
 use crate::seller::sensor::{SensorKind, SensorSource};
 use crate::seller::{ServerHandle, serve_router};
 use crate::x402::btc::{
-    BTC_ASSET, BTC_CHANNEL, BTC_CUMULATIVE_MISMATCH, BTC_EXCEEDS_CAPACITY, BTC_FUNDING,
-    BTC_SIGNATURE, BTC_TERMS, BtcChannelPayload, BtcOfferExtra, channel_id_hex,
+    BTC_ASSET, BTC_CHANNEL, BTC_CLOSING, BTC_CUMULATIVE_MISMATCH, BTC_EXCEEDS_CAPACITY,
+    BTC_FUNDING, BTC_SIGNATURE, BTC_TERMS, BtcChannelPayload, BtcOfferExtra, CLOSE_PATH,
+    CloseAnswerWire, CloseRequestWire, channel_id_hex,
 };
 use crate::x402::codes;
 use crate::x402::headers::{self, PAYMENT_REQUIRED, PAYMENT_RESPONSE, PAYMENT_SIGNATURE};
@@ -268,7 +269,10 @@ fn code_of(error: &BtcChannelsError) -> &'static str {
         BtcChannelsError::Channel(BtcChannelError::ExceedsCapacity { .. }) => BTC_EXCEEDS_CAPACITY,
         BtcChannelsError::Channel(_) | BtcChannelsError::Terms(_) => BTC_TERMS,
         BtcChannelsError::Funding { .. } => BTC_FUNDING,
-        BtcChannelsError::Unknown(_) | BtcChannelsError::NoVoucher => codes::INVALID_PAYLOAD,
+        BtcChannelsError::Closing => BTC_CLOSING,
+        BtcChannelsError::Unknown(_)
+        | BtcChannelsError::NoVoucher
+        | BtcChannelsError::CloseRefused(_) => codes::INVALID_PAYLOAD,
         BtcChannelsError::Wallet(_)
         | BtcChannelsError::Rpc(_)
         | BtcChannelsError::Store(_)
@@ -285,6 +289,28 @@ fn host(headers: &HeaderMap) -> &str {
         .unwrap_or("localhost")
 }
 
+/// `POST /btc-channel/close`: co-signs a cooperative close for the channel's payer.
+async fn close(
+    State(seller): State<Arc<BtcSeller>>,
+    Json(request): Json<CloseRequestWire>,
+) -> Response {
+    let refused = |status: StatusCode, error: String| {
+        (status, Json(json!({ "error": error }))).into_response()
+    };
+    let request = match request.to_request() {
+        Ok(request) => request,
+        Err(error) => return refused(StatusCode::BAD_REQUEST, error.to_string()),
+    };
+    match seller.payee.cosign_close(&request).await {
+        Ok(answer) => Json(CloseAnswerWire::from_answer(&answer)).into_response(),
+        Err(error @ (BtcChannelsError::Store(_) | BtcChannelsError::Signer(_))) => {
+            tracing::error!(%error, "cooperative close");
+            refused(StatusCode::INTERNAL_SERVER_ERROR, "close not signed".into())
+        }
+        Err(error) => refused(StatusCode::CONFLICT, error.to_string()),
+    }
+}
+
 /// Serves `seller` on `listener` until the handle is shut down.
 pub fn serve_btc(
     seller: Arc<BtcSeller>,
@@ -292,6 +318,7 @@ pub fn serve_btc(
     limits: &LimitsConfig,
 ) -> std::io::Result<ServerHandle> {
     let router = Router::new()
+        .route(CLOSE_PATH, axum::routing::post(close))
         .fallback(
             |State(seller): State<Arc<BtcSeller>>, request: Request<Body>| async move {
                 let path = request.uri().path().to_owned();

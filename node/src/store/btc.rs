@@ -17,6 +17,9 @@ pub(crate) const BTC_PAYEE_TABLE: TableDefinition<'_, &[u8; 32], &[u8]> =
     TableDefinition::new("btc_payee");
 const BTC_CHANNELS_TABLE: TableDefinition<'_, &[u8; 32], &[u8]> =
     TableDefinition::new("btc_channels");
+/// Channels this device has agreed to close cooperatively, with the amount the close pays the
+/// payee: a payee accepts no voucher on them any more, a payer pays on them no more.
+const BTC_CLOSING_TABLE: TableDefinition<'_, &[u8; 32], u64> = TableDefinition::new("btc_closing");
 const BTC_WALLET_TABLE: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("btc_wallet");
 const WALLET_KEY: &str = "bdk_changeset";
 const SIGNED_VERSION: u8 = 1;
@@ -38,6 +41,8 @@ pub(crate) fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(BTC_CHANNELS_TABLE)
         .map_err(StoreError::from_redb)?;
     txn.open_table(BTC_WALLET_TABLE)
+        .map_err(StoreError::from_redb)?;
+    txn.open_table(BTC_CLOSING_TABLE)
         .map_err(StoreError::from_redb)?;
     Ok(())
 }
@@ -112,6 +117,30 @@ impl ChannelStore {
         self.read(BTC_PAYEE_TABLE, &id.0)?
             .map(|bytes| decode_voucher(&bytes).map_err(|e| StoreError::Btc(e.to_string())))
             .transpose()
+    }
+
+    /// Durably records that a channel is being closed cooperatively at `cumulative`.
+    pub fn mark_btc_closing(&self, id: &ChannelId, cumulative: Amount) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(StoreError::from_redb)?;
+        txn.open_table(BTC_CLOSING_TABLE)
+            .map_err(StoreError::from_redb)?
+            .insert(&id.0, cumulative.to_sat())
+            .map_err(StoreError::from_redb)?;
+        txn.commit().map_err(StoreError::from_redb)
+    }
+
+    /// Channels being closed cooperatively, with the amount each close pays the payee.
+    pub fn btc_closing(&self) -> Result<Vec<(ChannelId, Amount)>, StoreError> {
+        let txn = self.db.begin_read().map_err(StoreError::from_redb)?;
+        let table = txn
+            .open_table(BTC_CLOSING_TABLE)
+            .map_err(StoreError::from_redb)?;
+        let mut all = Vec::new();
+        for entry in table.iter().map_err(StoreError::from_redb)? {
+            let (key, value) = entry.map_err(StoreError::from_redb)?;
+            all.push((ChannelId(*key.value()), Amount::from_sat(value.value())));
+        }
+        Ok(all)
     }
 
     /// The on-chain wallet's stored state.

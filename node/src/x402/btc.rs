@@ -32,6 +32,92 @@ pub const BTC_FUNDING: &str = "invalid_btc_channel_funding";
 /// The channel terms are not acceptable (another payee key, too close to expiry, low close fee).
 pub const BTC_TERMS: &str = "invalid_btc_channel_terms";
 
+/// The channel is being closed cooperatively: open a new one.
+pub const BTC_CLOSING: &str = "invalid_btc_channel_closing";
+/// Where a payee takes cooperative close requests (POST, JSON).
+pub const CLOSE_PATH: &str = "/btc-channel/close";
+
+/// A cooperative close request on the wire (`POST /btc-channel/close`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CloseRequestWire {
+    /// Channel id, hex.
+    pub channel_id: String,
+    /// The payer's MuSig2 public nonce, hex (66 bytes).
+    pub payer_nonce: String,
+    /// The payer's BIP-340 signature over the close request digest, hex.
+    pub payer_signature: String,
+}
+
+/// The payee's answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CloseAnswerWire {
+    /// What the close pays the payee, satoshi.
+    pub cumulative_amount: String,
+    /// The payee's public nonce, hex.
+    pub payee_nonce: String,
+    /// The payee's partial signature, hex (32 bytes).
+    pub payee_partial_signature: String,
+}
+
+impl CloseRequestWire {
+    /// From a request.
+    pub fn from_request(request: &crate::btc::close::CloseRequest) -> Self {
+        use musig2::BinaryEncoding;
+        Self {
+            channel_id: hex(&request.channel_id),
+            payer_nonce: hex(&request.payer_nonce.to_bytes()),
+            payer_signature: hex(request.payer_signature.as_ref()),
+        }
+    }
+
+    /// To a request.
+    pub fn to_request(&self) -> Result<crate::btc::close::CloseRequest, BtcWireError> {
+        let channel_id = unhex(&self.channel_id)
+            .and_then(|b| <[u8; 32]>::try_from(b).ok())
+            .ok_or(BtcWireError("channel id"))?;
+        let payer_nonce = unhex(&self.payer_nonce)
+            .and_then(|b| musig2::PubNonce::from_bytes(&b).ok())
+            .ok_or(BtcWireError("payer nonce"))?;
+        let payer_signature = unhex(&self.payer_signature)
+            .and_then(|b| schnorr::Signature::from_slice(&b).ok())
+            .ok_or(BtcWireError("payer signature"))?;
+        Ok(crate::btc::close::CloseRequest {
+            channel_id,
+            payer_nonce,
+            payer_signature,
+        })
+    }
+}
+
+impl CloseAnswerWire {
+    /// From an answer.
+    pub fn from_answer(answer: &m2m_contracts::btc::musig::PayeeCloseSignature) -> Self {
+        use musig2::BinaryEncoding;
+        Self {
+            cumulative_amount: answer.cumulative.to_sat().to_string(),
+            payee_nonce: hex(&answer.nonce.to_bytes()),
+            payee_partial_signature: hex(&answer.partial.serialize()),
+        }
+    }
+
+    /// To an answer.
+    pub fn to_answer(
+        &self,
+    ) -> Result<m2m_contracts::btc::musig::PayeeCloseSignature, BtcWireError> {
+        Ok(m2m_contracts::btc::musig::PayeeCloseSignature {
+            cumulative: sats(&self.cumulative_amount, "cumulative amount")?,
+            nonce: unhex(&self.payee_nonce)
+                .and_then(|b| musig2::PubNonce::from_bytes(&b).ok())
+                .ok_or(BtcWireError("payee nonce"))?,
+            partial: unhex(&self.payee_partial_signature)
+                .and_then(|b| musig2::PartialSignature::from_slice(&b).ok())
+                .ok_or(BtcWireError("payee partial signature"))?,
+        })
+    }
+}
+
 /// A payee's rules for new channels, in the offer's `extra`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
