@@ -5,7 +5,9 @@
 //!   `payee/accept_durable` (the same, then persisted through the redb group commit and waited
 //!   for before "serving", with a sliding window of 1,024 requests in flight);
 //! - `ticks/raw_sha256` vs `ticks/verify` (one tick checked by the payee's stream);
-//! - `payer/raw_sign` vs `payer/sign` (prepare + commit of the next voucher with the device key).
+//! - `payer/raw_sign` vs `payer/sign` (prepare + commit of the next voucher with the device key);
+//! - `btc_payer/raw_sign` vs `btc_payer/sign` and `btc_payee/raw_verify` vs `btc_payee/accept`:
+//!   the Taproot channel's vouchers (commitment transaction, BIP-341 sighash, BIP-340).
 //!
 //! Run: `cargo bench --bench channel` (ratios printed at the end; `-- --quick` for a fast pass).
 
@@ -13,6 +15,7 @@ use std::hint::black_box;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use bitcoin::hashes::Hash;
 use criterion::{Criterion, criterion_group};
 use m2m::core::codec::{Frame, TicksFrame, VoucherFrame};
 use m2m::core::payee::PayeeChannel;
@@ -183,6 +186,88 @@ fn bench_payer(c: &mut Criterion) {
     group.finish();
 }
 
+/// A funded Taproot channel between the bench device (payer) and a fixed payee key.
+fn btc_channel(keys: &DeviceKeys) -> m2m::contracts::btc::TaprootChannel {
+    use m2m::contracts::btc::{ChannelFunding, ChannelParties, ChannelTermsBtc, TaprootChannel};
+    let payee = SecretKey::from_slice(&[4; 32]).unwrap();
+    let parties = ChannelParties {
+        payer: keys.taproot_internal_key(),
+        payee: payee.x_only_public_key(&Secp256k1::new()).0,
+        expiry_height: 1_000,
+    };
+    TaprootChannel::new(ChannelTermsBtc {
+        parties,
+        funding: ChannelFunding {
+            outpoint: bitcoin::OutPoint::new(bitcoin::Txid::from_byte_array([6; 32]), 0),
+            capacity: bitcoin::Amount::from_int_btc(1),
+        },
+        close_fee: bitcoin::Amount::from_sat(408),
+    })
+    .unwrap()
+}
+
+/// The Bitcoin channel: a voucher is a BIP-340 signature over a commitment transaction's
+/// sighash, so each one also builds that transaction and hashes it (BIP-341).
+fn bench_btc(c: &mut Criterion) {
+    use m2m::contracts::btc::{BtcPayee, BtcPayer};
+    use m2m::wallet::SchnorrKey;
+    let keys = keys();
+    let channel = btc_channel(&keys);
+    let secp = Secp256k1::new();
+    let keypair = secp256k1::Keypair::from_seckey_slice(&secp, &[3; 32]).unwrap();
+    let message = Message::from_digest([5; 32]);
+    let raw_signature = secp.sign_schnorr_no_aux_rand(&message, &keypair);
+    let price = bitcoin::Amount::from_sat(1);
+
+    let mut group = c.benchmark_group("btc_payer");
+    group.bench_function("raw_sign", |b| {
+        b.iter(|| secp.sign_schnorr_no_aux_rand(black_box(&message), &keypair))
+    });
+    group.bench_function("sign", |b| {
+        let mut payer = BtcPayer::new(channel.clone(), bitcoin::Amount::ZERO).unwrap();
+        b.iter(|| {
+            let prepared = payer.prepare(price).unwrap();
+            let signature = keys
+                .sign_schnorr(&prepared.sighash, SchnorrKey::ScriptPath)
+                .unwrap();
+            payer.commit(prepared, signature)
+        })
+    });
+    group.finish();
+
+    // Vouchers signed ahead, accepted in order.
+    let mut payer = BtcPayer::new(channel.clone(), bitcoin::Amount::ZERO).unwrap();
+    let vouchers: Vec<_> = (0..200_000)
+        .map(|_| {
+            let prepared = payer.prepare(price).unwrap();
+            let signature = keys
+                .sign_schnorr(&prepared.sighash, SchnorrKey::ScriptPath)
+                .unwrap();
+            payer.commit(prepared, signature)
+        })
+        .collect();
+    let mut group = c.benchmark_group("btc_payee");
+    let (x_only, _) = keypair.x_only_public_key();
+    group.bench_function("raw_verify", |b| {
+        b.iter(|| secp.verify_schnorr(black_box(&raw_signature), &message, &x_only))
+    });
+    group.bench_function("accept", |b| {
+        b.iter_custom(|iterations| {
+            let mut payee = BtcPayee::new(channel.clone(), None).unwrap();
+            let started = Instant::now();
+            for voucher in vouchers.iter().cycle().take(iterations as usize) {
+                if payee.charged() == vouchers.last().unwrap().cumulative {
+                    payee = BtcPayee::new(channel.clone(), None).unwrap();
+                }
+                let accepted = payee.accept(voucher, price).unwrap();
+                payee.commit(accepted);
+            }
+            started.elapsed()
+        })
+    });
+    group.finish();
+}
+
 fn bench_dir() -> std::path::PathBuf {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("target")
@@ -236,6 +321,18 @@ fn report() {
             "sign",
             "payer voucher signing vs raw ECDSA sign",
         ),
+        (
+            "btc_payer",
+            "raw_sign",
+            "sign",
+            "Bitcoin voucher signing (commitment + BIP-341 sighash + BIP-340) vs raw Schnorr sign",
+        ),
+        (
+            "btc_payee",
+            "raw_verify",
+            "accept",
+            "Bitcoin voucher acceptance (commitment + sighash + verify) vs raw Schnorr verify",
+        ),
     ] {
         if let (Some(raw_ns), Some(ours_ns)) = (mean_ns(group, raw), mean_ns(group, ours)) {
             println!(
@@ -266,7 +363,7 @@ fn report() {
 criterion_group! {
     name = benches;
     config = Criterion::default().measurement_time(Duration::from_secs(4)).warm_up_time(Duration::from_secs(1));
-    targets = bench_payee, bench_ticks, bench_payer
+    targets = bench_payee, bench_ticks, bench_payer, bench_btc
 }
 
 fn main() {

@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 
 use bitcoin::absolute::LockTime;
 use bitcoin::hashes::{Hash, sha256};
-use bitcoin::secp256k1::{Message, Secp256k1, XOnlyPublicKey, schnorr};
+use bitcoin::secp256k1::{Message, XOnlyPublicKey, schnorr};
 use bitcoin::sighash::{Prevouts, SighashCache, TapSighashType};
 use bitcoin::taproot::{self, TapLeafHash};
 use bitcoin::transaction::Version;
@@ -176,7 +176,7 @@ impl TaprootChannel {
     /// Checks a voucher's signature under the payer key. Changes nothing.
     pub fn verify_voucher(&self, voucher: &BtcVoucher) -> Result<(), BtcChannelError> {
         let sighash = self.commitment_sighash(voucher.cumulative)?;
-        Secp256k1::verification_only()
+        super::SECP
             .verify_schnorr(
                 &voucher.signature,
                 &Message::from_digest(sighash),

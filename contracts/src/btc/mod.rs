@@ -26,7 +26,14 @@ pub use channel::{
 pub use script::{ChannelParties, ChannelScript, device_script_pubkey};
 pub use state::{AcceptedBtcPayment, BtcPayee, BtcPayer, PreparedBtcPayment};
 
+use std::sync::LazyLock;
+
 use bitcoin::Amount;
+use bitcoin::secp256k1::{Secp256k1, VerifyOnly};
+
+/// One verification context for the process: creating one per check costs more than the check
+/// (the context is randomised against side channels on creation).
+pub static SECP: LazyLock<Secp256k1<VerifyOnly>> = LazyLock::new(Secp256k1::verification_only);
 
 /// Why a Bitcoin channel operation was refused. Nothing changed when one is returned.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -13,7 +13,7 @@
 
 use bitcoin::hashes::Hash;
 use bitcoin::key::TapTweak;
-use bitcoin::secp256k1::{Message, Secp256k1, XOnlyPublicKey, schnorr};
+use bitcoin::secp256k1::{Message, XOnlyPublicKey, schnorr};
 use bitcoin::sighash::{Prevouts, SighashCache, TapSighashType};
 use bitcoin::{Amount, Transaction, Witness};
 use musig2::secp::Point;
@@ -175,11 +175,11 @@ impl TaprootChannel {
         .map_err(|_| BtcChannelError::BadSignature)?;
         let signature = schnorr::Signature::from_slice(&signature)
             .map_err(|_| BtcChannelError::BadSignature)?;
-        let secp = Secp256k1::verification_only();
+        let secp = &*super::SECP;
         let output_key = self
             .script()
             .internal_key()
-            .tap_tweak(&secp, self.script().merkle_root())
+            .tap_tweak(secp, self.script().merkle_root())
             .0
             .to_x_only_public_key();
         secp.verify_schnorr(&signature, &Message::from_digest(message), &output_key)

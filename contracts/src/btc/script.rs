@@ -151,8 +151,7 @@ impl ChannelScript {
 
 /// The BIP-86 output script of a device key (no script tree): where closes pay each side.
 pub fn device_script_pubkey(key: XOnlyPublicKey) -> ScriptBuf {
-    let secp = bitcoin::secp256k1::Secp256k1::verification_only();
-    ScriptBuf::new_p2tr(&secp, key, None)
+    ScriptBuf::new_p2tr(&*super::SECP, key, None)
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@
 
 use std::future::Future;
 
-use bitcoin::secp256k1::{Message, Secp256k1, schnorr};
+use bitcoin::secp256k1::{Message, schnorr};
 use bitcoin::{Amount, Txid};
 use m2m_contracts::btc::musig::{PayeeCloseSignature, close_request_digest, new_nonce};
 use m2m_core::ChannelId;
@@ -109,7 +109,7 @@ impl PayeeChannels {
         let channel = payee.channel();
         let parties = channel.terms().parties;
         let digest = close_request_digest(&id, &request.payer_nonce);
-        Secp256k1::verification_only()
+        m2m_contracts::btc::SECP
             .verify_schnorr(
                 &request.payer_signature,
                 &Message::from_digest(digest),
