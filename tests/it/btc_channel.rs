@@ -211,6 +211,7 @@ async fn refund_after_expiry_and_not_before() {
         3,
         "the refund leaf: one signature"
     );
+    eprintln!("btc channel refund: {} vB", refund.vsize());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
