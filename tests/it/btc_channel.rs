@@ -85,6 +85,41 @@ pub async fn mine(rpc: &BitcoinRpc, blocks: u32) {
     rpc.mine_to(blocks, burn).await.unwrap();
 }
 
+/// Mines a block every `every` until the handle is aborted (so fundings confirm while a buyer
+/// waits for them).
+pub fn start_miner(rpc: &BitcoinRpc, every: std::time::Duration) -> tokio::task::JoinHandle<()> {
+    let rpc = rpc.clone();
+    tokio::spawn(async move {
+        loop {
+            mine(&rpc, 1).await;
+            tokio::time::sleep(every).await;
+        }
+    })
+}
+
+/// Opens a channel of `capacity_sat` from `payer` to `payee`, expiring `blocks` from now, and
+/// confirms its funding.
+async fn opened(
+    rpc: &BitcoinRpc,
+    payer: &PayerChannels,
+    payee: &PayeeChannels,
+    capacity_sat: u64,
+    blocks: u32,
+) -> TaprootChannel {
+    let expiry = rpc.block_count().await.unwrap() + blocks;
+    let channel = payer
+        .open(
+            payee.payee_key(),
+            Amount::from_sat(capacity_sat),
+            expiry,
+            FEE_RATE,
+        )
+        .await
+        .unwrap();
+    mine(rpc, 1).await;
+    channel
+}
+
 fn policy(min_blocks_to_expiry: u32) -> PayeePolicy {
     PayeePolicy {
         min_blocks_to_expiry,
@@ -220,18 +255,9 @@ async fn the_watcher_closes_before_expiry_and_stale_spends_are_rejected() {
     let rpc = node.rpc();
     let payer = payer_device.payer();
     let payee = payee_device.payee(rpc, policy(10));
-    let expiry = rpc.block_count().await.unwrap() + 30;
-    let channel = payer
-        .open(
-            payee.payee_key(),
-            Amount::from_sat(300_000),
-            expiry,
-            FEE_RATE,
-        )
-        .await
-        .unwrap();
+    let channel = opened(rpc, &payer, &payee, 300_000, 31).await;
+    let expiry = channel.terms().parties.expiry_height;
     let id = channel.id();
-    mine(rpc, 1).await;
     payee.register(*channel.terms()).await.unwrap();
     let price = Amount::from_sat(1_000);
     let mut vouchers = Vec::new();
@@ -290,18 +316,8 @@ async fn malformed_vouchers_and_terms_change_nothing() {
     let rpc = node.rpc();
     let payer = payer_device.payer();
     let payee = payee_device.payee(rpc, policy(10));
-    let expiry = rpc.block_count().await.unwrap() + 100;
-    let channel = payer
-        .open(
-            payee.payee_key(),
-            Amount::from_sat(100_000),
-            expiry,
-            FEE_RATE,
-        )
-        .await
-        .unwrap();
+    let channel = opened(rpc, &payer, &payee, 100_000, 100).await;
     let id = channel.id();
-    mine(rpc, 1).await;
 
     // Terms that do not match the chain.
     let mut inflated = *channel.terms();

@@ -13,7 +13,7 @@ use m2m::node::x402::btc::BTC_SIGNATURE;
 use m2m::node::x402::headers::{self, PAYMENT_REQUIRED, PAYMENT_SIGNATURE};
 use m2m::node::x402::types::{PaymentPayload, PaymentRequired};
 
-use super::btc_channel::{mine, setup};
+use super::btc_channel::{mine, setup, start_miner};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readings_paid_over_a_taproot_channel() {
@@ -41,15 +41,7 @@ async fn readings_paid_over_a_taproot_channel() {
     let url = format!("http://{}/temperature", server.local_addr);
 
     // A block every 200 ms, so the buyer's funding confirms while it waits.
-    let miner = {
-        let rpc = rpc.clone();
-        tokio::spawn(async move {
-            loop {
-                mine(&rpc, 1).await;
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        })
-    };
+    let miner = start_miner(&rpc, Duration::from_millis(200));
     let payer = Arc::new(payer_device.payer());
     let buyer = BtcBuyer::new(payer.clone(), rpc.clone(), BtcBuyerOptions::default())
         .await
@@ -134,15 +126,7 @@ async fn readings_paid_over_a_taproot_channel() {
         stale.is_err(),
         "the payer pays no more on a closing channel"
     );
-    let miner = {
-        let rpc = rpc.clone();
-        tokio::spawn(async move {
-            loop {
-                mine(&rpc, 1).await;
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        })
-    };
+    let miner = start_miner(&rpc, Duration::from_millis(200));
     let fetched = buyer.get(&url).await.unwrap();
     assert_eq!(fetched.status, 200);
     miner.abort();
