@@ -13,6 +13,7 @@
 //! - [`seller`]: `m2m serve` — priced readings behind HTTP 402.
 //! - [`buyer`]: `m2m get` — pays 402s by itself, inside a budget.
 //! - [`gateway`]: `m2m gateway` / `m2m connect` — connectivity sold by the minute.
+//! - `ln` (feature `lightning`): the embedded ldk-node.
 //! - [`cli`]: the `m2m` command line.
 //!
 //! This is the only crate with a runtime and IO; the channel logic lives in `m2m-core`.
@@ -24,6 +25,8 @@ pub mod cli;
 pub mod datadir;
 pub mod evm;
 pub mod gateway;
+#[cfg(feature = "lightning")]
+pub mod ln;
 pub mod seller;
 pub mod sessions;
 pub mod store;

@@ -8,6 +8,8 @@ mod btc_cli;
 mod btc_http;
 mod cli;
 mod gateway;
+#[cfg(feature = "lightning")]
+mod lightning;
 mod paid_http;
 mod paid_http_hostile;
 mod settlement;

@@ -16,6 +16,10 @@ use crate::seed::DeviceSeed;
 /// BIP-44 path of the Ethereum account key (`m/44'/60'/0'/0/0`), as MetaMask and most wallets use.
 pub const EVM_PATH: &str = "m/44'/60'/0'/0/0";
 
+/// Hardened path whose key material seeds the embedded Lightning node (9735: the Lightning
+/// port). Hardened, so the Lightning keys reveal nothing about the others and vice versa.
+pub const LIGHTNING_PATH: &str = "m/9735'/0'/0'";
+
 /// BIP-86 path of the first Taproot receive key: coin type 0 on mainnet, 1 on test networks.
 pub fn taproot_path(network: Network) -> String {
     let coin = if network == Network::Bitcoin { 0 } else { 1 };
@@ -104,6 +108,22 @@ impl DeviceKeys {
 
     pub(crate) fn secp(&self) -> &Secp256k1<All> {
         &self.secp
+    }
+
+    /// The 64 bytes that seed the device's Lightning node (ldk-node's entropy): the private key
+    /// and chain code at [`LIGHTNING_PATH`]. Derived from the device seed, so one backup covers
+    /// Lightning too and no second seed file is written. Wiped when dropped.
+    pub fn lightning_entropy(&self) -> Result<zeroize::Zeroizing<[u8; 64]>, SeedError> {
+        let path = DerivationPath::from_str(LIGHTNING_PATH).map_err(SeedError::Derivation)?;
+        let mut child = self
+            .master
+            .derive_priv(&self.secp, &path)
+            .map_err(SeedError::Derivation)?;
+        let mut entropy = zeroize::Zeroizing::new([0u8; 64]);
+        entropy[..32].copy_from_slice(&child.private_key.secret_bytes());
+        entropy[32..].copy_from_slice(child.chain_code.as_bytes());
+        child.private_key.non_secure_erase();
+        Ok(entropy)
     }
 
     pub(crate) fn master(&self) -> &Xpriv {
@@ -216,6 +236,18 @@ mod tests {
         assert_ne!(
             regtest.taproot_internal_key,
             keys(Network::Bitcoin).addresses().taproot_internal_key
+        );
+    }
+
+    #[test]
+    fn lightning_entropy_is_deterministic_and_apart_from_other_keys() {
+        let keys = keys(Network::Regtest);
+        let entropy = keys.lightning_entropy().unwrap();
+        assert_eq!(*entropy, *keys.lightning_entropy().unwrap());
+        assert_ne!(&entropy[..32], &keys.evm_secret().secret_bytes()[..]);
+        assert_ne!(
+            &entropy[..32],
+            &keys.taproot_keypair(false).secret_key().secret_bytes()[..]
         );
     }
 

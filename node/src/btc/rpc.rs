@@ -95,21 +95,35 @@ impl BitcoinRpc {
         &self.url
     }
 
-    /// Calls `method`; the `result`, or the node's error.
-    pub async fn call(&self, method: &str, params: Value) -> Result<Value, RpcError> {
-        let (user, password) = match &self.auth {
-            RpcAuth::UserPass(user, password) => (user.clone(), password.clone()),
+    /// The user and password to authenticate with (read from the cookie file if that is how).
+    pub fn credentials(&self) -> Result<(String, String), RpcError> {
+        match &self.auth {
+            RpcAuth::UserPass(user, password) => Ok((user.clone(), password.clone())),
             RpcAuth::Cookie(path) => {
                 let cookie = std::fs::read_to_string(path).map_err(|source| RpcError::Cookie {
                     path: path.clone(),
                     source,
                 })?;
                 let (user, password) = cookie.trim().split_once(':').ok_or_else(|| {
-                    shape(method, format!("malformed cookie file {}", path.display()))
+                    shape(
+                        "cookie",
+                        format!("malformed cookie file {}", path.display()),
+                    )
                 })?;
-                (user.to_owned(), password.to_owned())
+                Ok((user.to_owned(), password.to_owned()))
             }
-        };
+        }
+    }
+
+    /// The endpoint's host and port.
+    pub fn host_port(&self) -> Option<(String, u16)> {
+        let url = reqwest::Url::parse(&self.url).ok()?;
+        Some((url.host_str()?.to_owned(), url.port_or_known_default()?))
+    }
+
+    /// Calls `method`; the `result`, or the node's error.
+    pub async fn call(&self, method: &str, params: Value) -> Result<Value, RpcError> {
+        let (user, password) = self.credentials()?;
         let transport = |source| RpcError::Transport {
             method: method.to_owned(),
             source,

@@ -1,0 +1,351 @@
+//! Lightning through an embedded ldk-node (feature `lightning`).
+//!
+//! The node's entropy is derived from the device seed ([`DeviceKeys::lightning_entropy`], a
+//! dedicated hardened path), so the one seed backup covers it and no seed file is written; its
+//! chain source is the same bitcoind the rest of the agent uses (RPC); its state lives in
+//! `<data dir>/lightning` (ldk-node's SQLite store, written before LDK acknowledges anything).
+//!
+//! Payments wait for their outcome through ldk-node's events: one task drains the event queue
+//! (marking each handled) and wakes every waiter, which then reads the payment's status from
+//! the node's payment store — so any number of payments can be in flight at once.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bitcoin::secp256k1::PublicKey;
+use bitcoin::{Address, Amount, Network};
+use ldk_node::lightning::ln::msgs::SocketAddress;
+use ldk_node::lightning_invoice::{Bolt11Invoice, Bolt11InvoiceDescription, Description};
+use ldk_node::payment::{PaymentDirection, PaymentStatus};
+use ldk_node::{ChannelDetails, Event, Node, UserChannelId};
+use m2m_wallet::DeviceKeys;
+use tokio::sync::Notify;
+
+use crate::btc::{BitcoinRpc, RpcError};
+
+/// The gossip view of the network (channels and their direction updates).
+pub use ldk_node::graph::NetworkGraph;
+
+/// A Lightning operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LnError {
+    /// The node could not be built (storage, chain source, entropy).
+    #[error("building the lightning node: {0}")]
+    Build(String),
+    /// ldk-node refused an operation.
+    #[error("lightning: {0}")]
+    Node(#[from] ldk_node::NodeError),
+    /// The seed could not be turned into the node's entropy.
+    #[error(transparent)]
+    Seed(#[from] m2m_wallet::SeedError),
+    /// bitcoind's credentials could not be read.
+    #[error(transparent)]
+    Rpc(#[from] RpcError),
+    /// A payment failed.
+    #[error("payment failed: {0}")]
+    PaymentFailed(String),
+    /// Waiting took too long.
+    #[error("timed out after {0:?} waiting for {1}")]
+    Timeout(Duration, &'static str),
+    /// Bad input (an invoice, a node id, an address).
+    #[error("{0}")]
+    Input(String),
+}
+
+/// Where and how a node runs.
+#[derive(Debug, Clone)]
+pub struct LnConfig {
+    /// Its storage directory (`<data dir>/lightning`).
+    pub storage_dir: PathBuf,
+    /// The peer-to-peer listening address.
+    pub listen: SocketAddr,
+    /// Bitcoin network.
+    pub network: Network,
+    /// The node's public alias (announced channels need one).
+    pub alias: String,
+}
+
+/// A finished outgoing payment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PaymentOutcome {
+    /// The preimage: proof of payment (what L402 presents).
+    pub preimage: [u8; 32],
+    /// Routing fees paid.
+    pub fee_msat: u64,
+}
+
+/// The device's Lightning node.
+pub struct LnNode {
+    node: Arc<Node>,
+    events: Arc<Notify>,
+    listen: SocketAddr,
+    pump: tokio::task::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for LnNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LnNode")
+            .field("node_id", &self.node.node_id())
+            .field("listen", &self.listen)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LnNode {
+    /// Builds and starts the node of `keys` against the bitcoind behind `rpc`.
+    pub async fn start(
+        keys: &DeviceKeys,
+        rpc: &BitcoinRpc,
+        config: LnConfig,
+    ) -> Result<Self, LnError> {
+        let entropy = keys.lightning_entropy()?;
+        let (user, password) = rpc.credentials()?;
+        let (host, port) = rpc.host_port().ok_or_else(|| {
+            LnError::Input(format!("bitcoind URL {} has no host:port", rpc.url()))
+        })?;
+        let mut builder = ldk_node::Builder::new();
+        builder
+            .set_network(config.network)
+            .set_storage_dir_path(config.storage_dir.display().to_string())
+            .set_entropy_seed_bytes(*entropy)
+            .set_chain_source_bitcoind_rpc(host, port, user, password)
+            .set_gossip_source_p2p()
+            .set_listening_addresses(vec![SocketAddress::from(config.listen)])
+            .map_err(|e| LnError::Build(e.to_string()))?
+            .set_node_alias(config.alias.clone())
+            .map_err(|e| LnError::Build(e.to_string()))?;
+        // Building opens the store and starting connects to bitcoind: blocking work.
+        let node = tokio::task::spawn_blocking(move || {
+            let node = builder.build().map_err(|e| LnError::Build(e.to_string()))?;
+            node.start()?;
+            Ok::<_, LnError>(Arc::new(node))
+        })
+        .await
+        .map_err(|e| LnError::Build(e.to_string()))??;
+        let events = Arc::new(Notify::new());
+        let pump = tokio::spawn(pump_events(node.clone(), events.clone()));
+        Ok(Self {
+            node,
+            events,
+            listen: config.listen,
+            pump,
+        })
+    }
+
+    /// Stops the node (its state is already on disk).
+    pub async fn stop(self) -> Result<(), LnError> {
+        self.pump.abort();
+        let node = self.node.clone();
+        tokio::task::spawn_blocking(move || node.stop())
+            .await
+            .map_err(|e| LnError::Build(e.to_string()))??;
+        Ok(())
+    }
+
+    /// The node id (its public key).
+    pub fn node_id(&self) -> PublicKey {
+        self.node.node_id()
+    }
+
+    /// Where peers reach it.
+    pub fn listen_address(&self) -> SocketAddr {
+        self.listen
+    }
+
+    /// The embedded ldk-node, for what this wrapper does not cover.
+    pub fn inner(&self) -> &Node {
+        &self.node
+    }
+
+    /// A fresh address of the node's own on-chain wallet (channel funding comes from it).
+    pub fn new_onchain_address(&self) -> Result<Address, LnError> {
+        Ok(self.node.onchain_payment().new_address()?)
+    }
+
+    /// Syncs the node's wallets with the chain now (they also sync in the background).
+    pub async fn sync(&self) -> Result<(), LnError> {
+        let node = self.node.clone();
+        tokio::task::spawn_blocking(move || node.sync_wallets())
+            .await
+            .map_err(|e| LnError::Build(e.to_string()))??;
+        Ok(())
+    }
+
+    /// On-chain coins the node may spend (anchor reserves excluded).
+    pub fn spendable_onchain(&self) -> Amount {
+        Amount::from_sat(self.node.list_balances().spendable_onchain_balance_sats)
+    }
+
+    /// Opens an announced channel of `capacity` to `peer` at `address`, pushing `push_msat`.
+    pub fn open_channel(
+        &self,
+        peer: PublicKey,
+        address: SocketAddr,
+        capacity: Amount,
+        push_msat: u64,
+    ) -> Result<UserChannelId, LnError> {
+        Ok(self.node.open_announced_channel(
+            peer,
+            SocketAddress::from(address),
+            capacity.to_sat(),
+            Some(push_msat).filter(|p| *p > 0),
+            None,
+        )?)
+    }
+
+    /// Connects to `peer` (dropping an existing connection first), remembering it for
+    /// reconnection. A fresh connection also re-syncs gossip from that peer.
+    pub fn reconnect(&self, peer: PublicKey, address: SocketAddr) -> Result<(), LnError> {
+        let _ = self.node.disconnect(peer); // not connected: nothing to drop
+        Ok(self
+            .node
+            .connect(peer, SocketAddress::from(address), true)?)
+    }
+
+    /// The node's channels.
+    pub fn channels(&self) -> Vec<ChannelDetails> {
+        self.node.list_channels()
+    }
+
+    /// A BOLT11 invoice for `amount_msat`, valid for `expiry_secs`.
+    pub fn invoice(
+        &self,
+        amount_msat: u64,
+        description: &str,
+        expiry_secs: u32,
+    ) -> Result<Bolt11Invoice, LnError> {
+        let description = Description::new(description.to_owned())
+            .map_err(|e| LnError::Input(format!("invoice description: {e}")))?;
+        Ok(self.node.bolt11_payment().receive(
+            amount_msat,
+            &Bolt11InvoiceDescription::Direct(description),
+            expiry_secs,
+        )?)
+    }
+
+    /// Pays a BOLT11 invoice and waits for the outcome.
+    pub async fn pay(&self, invoice: &str, timeout: Duration) -> Result<PaymentOutcome, LnError> {
+        let invoice = Bolt11Invoice::from_str(invoice.trim())
+            .map_err(|e| LnError::Input(format!("not a BOLT11 invoice: {e}")))?;
+        let id = self.node.bolt11_payment().send(&invoice, None)?;
+        self.outcome(id, timeout).await
+    }
+
+    /// Sends `amount_msat` to `node` without an invoice (keysend) and waits for the outcome.
+    pub async fn keysend(
+        &self,
+        node: PublicKey,
+        amount_msat: u64,
+        timeout: Duration,
+    ) -> Result<PaymentOutcome, LnError> {
+        let id = self
+            .node
+            .spontaneous_payment()
+            .send(amount_msat, node, None)?;
+        self.outcome(id, timeout).await
+    }
+
+    /// Total received in succeeded inbound payments, msat.
+    pub fn received_msat(&self) -> u64 {
+        self.node
+            .list_payments_with_filter(|p| {
+                p.direction == PaymentDirection::Inbound && p.status == PaymentStatus::Succeeded
+            })
+            .iter()
+            .filter_map(|p| p.amount_msat)
+            .sum()
+    }
+
+    /// Waits until `ready` holds for the node's channels (checked on every event and every
+    /// 100 ms).
+    pub async fn wait_channels(
+        &self,
+        what: &'static str,
+        timeout: Duration,
+        ready: impl Fn(&[ChannelDetails]) -> bool,
+    ) -> Result<(), LnError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if ready(&self.node.list_channels()) {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(LnError::Timeout(timeout, what));
+            }
+            let _ = tokio::time::timeout(Duration::from_millis(100), self.events.notified()).await;
+        }
+    }
+
+    async fn outcome(
+        &self,
+        id: ldk_node::lightning::ln::channelmanager::PaymentId,
+        timeout: Duration,
+    ) -> Result<PaymentOutcome, LnError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.events.notified();
+            if let Some(details) = self.node.payment(&id) {
+                match details.status {
+                    PaymentStatus::Succeeded => {
+                        let preimage = preimage_of(&details.kind).ok_or_else(|| {
+                            LnError::PaymentFailed("succeeded without a preimage".into())
+                        })?;
+                        return Ok(PaymentOutcome {
+                            preimage,
+                            fee_msat: details.fee_paid_msat.unwrap_or_default(),
+                        });
+                    }
+                    PaymentStatus::Failed => {
+                        return Err(LnError::PaymentFailed(format!("{:?}", details.kind)));
+                    }
+                    PaymentStatus::Pending => {}
+                }
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(LnError::Timeout(timeout, "a payment"));
+            }
+            let _ = tokio::time::timeout(Duration::from_millis(200), notified).await;
+        }
+    }
+}
+
+fn preimage_of(kind: &ldk_node::payment::PaymentKind) -> Option<[u8; 32]> {
+    use ldk_node::payment::PaymentKind;
+    match kind {
+        PaymentKind::Bolt11 { preimage, .. } | PaymentKind::Spontaneous { preimage, .. } => {
+            preimage.map(|p| p.0)
+        }
+        _ => None,
+    }
+}
+
+/// Drains ldk-node's event queue, logging and acknowledging each event, and wakes waiters.
+async fn pump_events(node: Arc<Node>, events: Arc<Notify>) {
+    loop {
+        let event = node.next_event_async().await;
+        match &event {
+            Event::PaymentReceived { amount_msat, .. } => {
+                tracing::debug!(amount_msat, "lightning payment received");
+            }
+            Event::PaymentFailed { reason, .. } => {
+                tracing::info!(?reason, "lightning payment failed");
+            }
+            Event::ChannelReady { channel_id, .. } => {
+                tracing::info!(%channel_id, "lightning channel ready");
+            }
+            Event::ChannelClosed {
+                channel_id, reason, ..
+            } => {
+                tracing::info!(%channel_id, ?reason, "lightning channel closed");
+            }
+            _ => tracing::trace!(?event, "lightning event"),
+        }
+        if let Err(error) = node.event_handled() {
+            tracing::warn!(%error, "lightning event not marked handled (it will come again)");
+        }
+        events.notify_waiters();
+    }
+}
