@@ -18,15 +18,15 @@ use super::btc_channel::mine;
 const WAIT: Duration = Duration::from_secs(60);
 
 /// One agent: its keys, storage and port survive restarts of its node.
-struct Agent {
+pub struct Agent {
     keys: DeviceKeys,
     dir: tempfile::TempDir,
-    listen: SocketAddr,
+    pub listen: SocketAddr,
     alias: &'static str,
 }
 
 impl Agent {
-    fn new(alias: &'static str) -> Self {
+    pub fn new(alias: &'static str) -> Self {
         let seed = DeviceSeed::generate(SeedLength::Words12).unwrap();
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -41,7 +41,11 @@ impl Agent {
         }
     }
 
-    async fn start(&self, rpc: &BitcoinRpc) -> LnNode {
+    pub fn keys(&self) -> &DeviceKeys {
+        &self.keys
+    }
+
+    pub async fn start(&self, rpc: &BitcoinRpc) -> LnNode {
         let config = LnConfig {
             storage_dir: self.dir.path().join("lightning"),
             listen: self.listen,

@@ -9,6 +9,8 @@ mod btc_http;
 mod cli;
 mod gateway;
 #[cfg(feature = "lightning")]
+mod l402;
+#[cfg(feature = "lightning")]
 mod lightning;
 mod paid_http;
 mod paid_http_hostile;

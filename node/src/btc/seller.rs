@@ -62,6 +62,9 @@ pub struct BtcSeller {
     network: String,
     routes: HashMap<String, (BtcRoute, PaymentRequirements)>,
     sensor: Arc<dyn SensorSource>,
+    /// L402 over the device's Lightning node, when it has one.
+    #[cfg(feature = "lightning")]
+    l402: Option<Arc<crate::ln::l402::L402Issuer>>,
     /// Counters.
     pub stats: BtcSellerStats,
 }
@@ -109,8 +112,17 @@ impl BtcSeller {
             network,
             routes,
             sensor,
+            #[cfg(feature = "lightning")]
+            l402: None,
             stats: BtcSellerStats::default(),
         }
+    }
+
+    /// Also sells every route over L402 (Lightning), through `issuer`.
+    #[cfg(feature = "lightning")]
+    pub fn with_l402(mut self, issuer: Arc<crate::ln::l402::L402Issuer>) -> Self {
+        self.l402 = Some(issuer);
+        self
     }
 
     /// The channels it is paid on.
@@ -128,8 +140,31 @@ impl BtcSeller {
             return (StatusCode::NOT_FOUND, "no such reading\n").into_response();
         };
         let url = format!("http://{}{path}", host(headers));
+        #[cfg(feature = "lightning")]
+        if let (Some(issuer), Some(authorization)) = (
+            &self.l402,
+            headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok()),
+        ) {
+            return match issuer.redeem(path, authorization, crate::now_secs()) {
+                Ok(hash) => {
+                    self.stats.paid.fetch_add(1, Ordering::Relaxed);
+                    self.serve(route, &hash, route.price)
+                }
+                Err(crate::ln::l402::L402Error::Store(error)) => {
+                    tracing::error!(%error, "L402 redemption not recorded");
+                    (StatusCode::INTERNAL_SERVER_ERROR, "payment not recorded\n").into_response()
+                }
+                Err(error) => {
+                    self.stats.refused.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(%error, "L402 token refused");
+                    self.required(route, offer, &url, Some("invalid_l402_token"), None)
+                }
+            };
+        }
         let Some(value) = headers.get(PAYMENT_SIGNATURE) else {
-            return self.required(offer, &url, None, None);
+            return self.required(route, offer, &url, None, None);
         };
         match self.pay(route, offer, value).await {
             Ok((id, charged)) => {
@@ -142,7 +177,7 @@ impl BtcSeller {
                     return (StatusCode::INTERNAL_SERVER_ERROR, "payment not recorded\n")
                         .into_response();
                 }
-                self.required(offer, &url, Some(code), charged)
+                self.required(route, offer, &url, Some(code), charged)
             }
         }
     }
@@ -226,6 +261,7 @@ impl BtcSeller {
 
     fn required(
         &self,
+        route: &BtcRoute,
         offer: &PaymentRequirements,
         url: &str,
         error: Option<&str>,
@@ -254,6 +290,19 @@ impl BtcSeller {
             .into_response();
         if let Ok(value) = HeaderValue::from_str(&headers::encode(&required)) {
             response.headers_mut().insert(PAYMENT_REQUIRED, value);
+        }
+        #[cfg(feature = "lightning")]
+        if let Some(issuer) = &self.l402 {
+            match issuer.challenge(&route.path, route.price) {
+                Ok(challenge) => {
+                    if let Ok(value) = HeaderValue::from_str(&challenge) {
+                        response
+                            .headers_mut()
+                            .insert(header::WWW_AUTHENTICATE, value);
+                    }
+                }
+                Err(error) => tracing::warn!(%error, "no L402 challenge (invoice failed)"),
+            }
         }
         response
     }

@@ -9,6 +9,9 @@
 //! (marking each handled) and wakes every waiter, which then reads the payment's status from
 //! the node's payment store — so any number of payments can be in flight at once.
 
+pub mod l402;
+pub mod macaroon;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -135,14 +138,17 @@ impl LnNode {
         })
     }
 
-    /// Stops the node (its state is already on disk).
-    pub async fn stop(self) -> Result<(), LnError> {
+    /// Stops the node (its state is already on disk). Calls after the first do nothing.
+    pub async fn stop(&self) -> Result<(), LnError> {
         self.pump.abort();
         let node = self.node.clone();
-        tokio::task::spawn_blocking(move || node.stop())
+        match tokio::task::spawn_blocking(move || node.stop())
             .await
-            .map_err(|e| LnError::Build(e.to_string()))??;
-        Ok(())
+            .map_err(|e| LnError::Build(e.to_string()))?
+        {
+            Ok(()) | Err(ldk_node::NodeError::NotRunning) => Ok(()),
+            Err(error) => Err(error.into()),
+        }
     }
 
     /// The node id (its public key).

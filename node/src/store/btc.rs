@@ -20,6 +20,8 @@ const BTC_CHANNELS_TABLE: TableDefinition<'_, &[u8; 32], &[u8]> =
 /// Channels this device has agreed to close cooperatively, with the amount the close pays the
 /// payee: a payee accepts no voucher on them any more, a payer pays on them no more.
 const BTC_CLOSING_TABLE: TableDefinition<'_, &[u8; 32], u64> = TableDefinition::new("btc_closing");
+/// L402 tokens already redeemed (payment hash → Unix seconds): each one pays for one reading.
+const L402_USED_TABLE: TableDefinition<'_, &[u8; 32], u64> = TableDefinition::new("l402_used");
 const BTC_WALLET_TABLE: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("btc_wallet");
 const WALLET_KEY: &str = "bdk_changeset";
 const SIGNED_VERSION: u8 = 1;
@@ -43,6 +45,8 @@ pub(crate) fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(BTC_WALLET_TABLE)
         .map_err(StoreError::from_redb)?;
     txn.open_table(BTC_CLOSING_TABLE)
+        .map_err(StoreError::from_redb)?;
+    txn.open_table(L402_USED_TABLE)
         .map_err(StoreError::from_redb)?;
     Ok(())
 }
@@ -141,6 +145,28 @@ impl ChannelStore {
             all.push((ChannelId(*key.value()), Amount::from_sat(value.value())));
         }
         Ok(all)
+    }
+
+    /// Durably marks an L402 token (by payment hash) redeemed; `false` if it already was.
+    pub fn redeem_token(&self, payment_hash: &[u8; 32], now_secs: u64) -> Result<bool, StoreError> {
+        let txn = self.db.begin_write().map_err(StoreError::from_redb)?;
+        let fresh = {
+            let mut table = txn
+                .open_table(L402_USED_TABLE)
+                .map_err(StoreError::from_redb)?;
+            let fresh = table
+                .get(payment_hash)
+                .map_err(StoreError::from_redb)?
+                .is_none();
+            if fresh {
+                table
+                    .insert(payment_hash, now_secs)
+                    .map_err(StoreError::from_redb)?;
+            }
+            fresh
+        };
+        txn.commit().map_err(StoreError::from_redb)?;
+        Ok(fresh)
     }
 
     /// The on-chain wallet's stored state.

@@ -1,0 +1,262 @@
+//! L402 (formerly LSAT): HTTP 402 paid over Lightning.
+//!
+//! - Challenge: `WWW-Authenticate: L402 macaroon="<base64>", invoice="<bolt11>"`; the macaroon's
+//!   identifier is `version (u16 BE, 0) ‖ payment hash ‖ token id`, with the caveat
+//!   `m2m_route=<path>` so a token bought for one reading does not open another route.
+//! - Redemption: `Authorization: L402 <base64 macaroon>:<hex preimage>` (the `LSAT` scheme name
+//!   is accepted too). Valid when the macaroon verifies under our root key, the route caveat
+//!   matches, and SHA-256(preimage) is the identifier's payment hash — only our node releases
+//!   that preimage, when it settles the invoice.
+//! - Pay per reading: a token pays for one reading. It is marked redeemed in the store (fsync)
+//!   before the reading is served; a replay is refused.
+//!
+//! The root key is derived from the device's Lightning entropy, so it survives restarts without
+//! a secret file of its own.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use bitcoin::Amount;
+use bitcoin::hashes::{Hash, sha256};
+
+use super::macaroon::Macaroon;
+use super::{LnError, LnNode};
+use crate::store::ChannelStore;
+
+/// The schemes accepted in `Authorization` (L402 and its former name).
+pub const SCHEMES: [&str; 2] = ["L402", "LSAT"];
+/// How long a challenge's invoice stays payable.
+pub const INVOICE_EXPIRY_SECS: u32 = 600;
+
+/// Why a token was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum L402Error {
+    /// The header is not `L402 <macaroon>:<preimage>`.
+    #[error("malformed L402 authorization")]
+    Malformed,
+    /// The macaroon is not ours, or was altered.
+    #[error("macaroon signature does not verify")]
+    BadMacaroon,
+    /// The token was bought for another route.
+    #[error("token is for another route")]
+    WrongRoute,
+    /// The preimage does not match the payment hash.
+    #[error("preimage does not match the invoice")]
+    BadPreimage,
+    /// The token was used already.
+    #[error("token already redeemed")]
+    Redeemed,
+    /// Recording the redemption failed: nothing is served.
+    #[error("recording the token: {0}")]
+    Store(#[from] crate::store::StoreError),
+    /// The Lightning node failed (making an invoice, paying).
+    #[error(transparent)]
+    Ln(#[from] LnError),
+    /// The server's answer is not an L402 challenge (client side).
+    #[error("no L402 challenge: {0}")]
+    NoChallenge(String),
+    /// HTTP failed (client side).
+    #[error("request: {0}")]
+    Http(#[from] reqwest::Error),
+    /// The price is above the client's maximum.
+    #[error("price {0} msat is above the maximum")]
+    TooExpensive(u64),
+}
+
+/// Mints challenges and redeems tokens for a seller.
+pub struct L402Issuer {
+    ln: Arc<LnNode>,
+    store: Arc<ChannelStore>,
+    root_key: [u8; 32],
+}
+
+impl std::fmt::Debug for L402Issuer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("L402Issuer").finish_non_exhaustive()
+    }
+}
+
+impl L402Issuer {
+    /// An issuer selling through `ln`, recording redemptions in `store`; the root key comes from
+    /// `keys`' Lightning entropy.
+    pub fn new(
+        ln: Arc<LnNode>,
+        store: Arc<ChannelStore>,
+        keys: &m2m_wallet::DeviceKeys,
+    ) -> Result<Self, L402Error> {
+        let entropy = keys.lightning_entropy().map_err(LnError::from)?;
+        let mut tagged = b"m2m/l402/root-key/v1".to_vec();
+        tagged.extend_from_slice(&entropy[..]);
+        let root_key = sha256::Hash::hash(&tagged).to_byte_array();
+        tagged.iter_mut().for_each(|b| *b = 0);
+        Ok(Self {
+            ln,
+            store,
+            root_key,
+        })
+    }
+
+    /// The `WWW-Authenticate` value for one reading of `route` at `price`.
+    pub fn challenge(&self, route: &str, price: Amount) -> Result<String, L402Error> {
+        let invoice = self.ln.invoice(
+            price.to_sat() * 1_000,
+            &format!("m2m reading {route}"),
+            INVOICE_EXPIRY_SECS,
+        )?;
+        let mut identifier = vec![0u8, 0u8];
+        identifier.extend_from_slice(invoice.payment_hash().as_byte_array());
+        let mut token_id = [0u8; 32];
+        getrandom::getrandom(&mut token_id)
+            .map_err(|e| LnError::Input(format!("randomness: {e}")))?;
+        identifier.extend_from_slice(&token_id);
+        let macaroon = Macaroon::mint(
+            &self.root_key,
+            "m2m",
+            identifier,
+            vec![format!("m2m_route={route}").into_bytes()],
+        );
+        Ok(format!(
+            "L402 macaroon=\"{}\", invoice=\"{invoice}\"",
+            STANDARD.encode(macaroon.encode())
+        ))
+    }
+
+    /// Checks an `Authorization` value for `route` and marks the token redeemed (durably).
+    /// Returns the payment hash.
+    pub fn redeem(
+        &self,
+        route: &str,
+        authorization: &str,
+        now_secs: u64,
+    ) -> Result<[u8; 32], L402Error> {
+        let (scheme, token) = authorization
+            .trim()
+            .split_once(' ')
+            .ok_or(L402Error::Malformed)?;
+        if !SCHEMES.iter().any(|s| s.eq_ignore_ascii_case(scheme)) {
+            return Err(L402Error::Malformed);
+        }
+        let (macaroon, preimage) = token.trim().split_once(':').ok_or(L402Error::Malformed)?;
+        let macaroon = STANDARD
+            .decode(macaroon)
+            .ok()
+            .and_then(|bytes| Macaroon::decode(&bytes).ok())
+            .ok_or(L402Error::Malformed)?;
+        let preimage = decode_hex32(preimage).ok_or(L402Error::Malformed)?;
+        if !macaroon.verify(&self.root_key) {
+            return Err(L402Error::BadMacaroon);
+        }
+        let wanted = format!("m2m_route={route}").into_bytes();
+        if macaroon.caveats != [wanted] {
+            return Err(L402Error::WrongRoute);
+        }
+        // Identifier: version 0 (2 bytes) ‖ payment hash (32) ‖ token id (32).
+        let identifier = macaroon.identifier.as_slice();
+        if identifier.len() != 66 || identifier[..2] != [0, 0] {
+            return Err(L402Error::Malformed);
+        }
+        let payment_hash: [u8; 32] = identifier[2..34].try_into().expect("32 bytes");
+        if sha256::Hash::hash(&preimage).to_byte_array() != payment_hash {
+            return Err(L402Error::BadPreimage);
+        }
+        if !self.store.redeem_token(&payment_hash, now_secs)? {
+            return Err(L402Error::Redeemed);
+        }
+        Ok(payment_hash)
+    }
+}
+
+fn decode_hex32(text: &str) -> Option<[u8; 32]> {
+    let text = text.trim();
+    if text.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// The macaroon and invoice of an L402 (or LSAT) challenge.
+pub fn parse_challenge(value: &str) -> Option<(String, String)> {
+    let (scheme, params) = value.trim().split_once(' ')?;
+    if !SCHEMES.iter().any(|s| s.eq_ignore_ascii_case(scheme)) {
+        return None;
+    }
+    let mut macaroon = None;
+    let mut invoice = None;
+    for part in params.split(',') {
+        let (key, value) = part.trim().split_once('=')?;
+        let value = value.trim().trim_matches('"').to_owned();
+        match key.trim() {
+            "macaroon" => macaroon = Some(value),
+            "invoice" => invoice = Some(value),
+            _ => {}
+        }
+    }
+    Some((macaroon?, invoice?))
+}
+
+/// A reading bought over L402.
+#[derive(Debug, Clone)]
+pub struct L402Fetched {
+    /// HTTP status of the paid request.
+    pub status: u16,
+    /// Body.
+    pub body: Vec<u8>,
+    /// What the invoice asked, msat (0 if the resource was free).
+    pub paid_msat: u64,
+}
+
+/// Fetches `url`, paying its L402 challenge from `ln` when one comes (at most `max_msat`).
+pub async fn get(
+    http: &reqwest::Client,
+    ln: &LnNode,
+    url: &str,
+    max_msat: u64,
+    timeout: Duration,
+) -> Result<L402Fetched, L402Error> {
+    let first = http.get(url).send().await?;
+    if first.status() != reqwest::StatusCode::PAYMENT_REQUIRED {
+        let status = first.status().as_u16();
+        return Ok(L402Fetched {
+            status,
+            body: first.bytes().await?.to_vec(),
+            paid_msat: 0,
+        });
+    }
+    let challenge = first
+        .headers()
+        .get_all(reqwest::header::WWW_AUTHENTICATE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(parse_challenge)
+        .ok_or_else(|| L402Error::NoChallenge(url.to_owned()))?;
+    let (macaroon, invoice) = challenge;
+    let amount = invoice
+        .parse::<ldk_node::lightning_invoice::Bolt11Invoice>()
+        .map_err(|e| L402Error::NoChallenge(format!("invoice: {e}")))?
+        .amount_milli_satoshis()
+        .unwrap_or(u64::MAX);
+    if amount > max_msat {
+        return Err(L402Error::TooExpensive(amount));
+    }
+    let paid = ln.pay(&invoice, timeout).await?;
+    let preimage: String = paid.preimage.iter().map(|b| format!("{b:02x}")).collect();
+    let response = http
+        .get(url)
+        .header(
+            reqwest::header::AUTHORIZATION,
+            format!("L402 {macaroon}:{preimage}"),
+        )
+        .send()
+        .await?;
+    Ok(L402Fetched {
+        status: response.status().as_u16(),
+        body: response.bytes().await?.to_vec(),
+        paid_msat: amount,
+    })
+}

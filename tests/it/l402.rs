@@ -1,0 +1,159 @@
+//! L402 on a real regtest Lightning channel: a seller's satoshi-priced readings answer 402 with
+//! an L402 challenge beside the x402 offer; a buyer pays the invoice from its ldk-node and gets
+//! the reading with `Authorization: L402 <macaroon>:<preimage>` (or `LSAT`). Each token buys one
+//! reading: replays, tokens for another route and altered macaroons are refused.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use bitcoin::Amount;
+use m2m::node::btc::{BtcRoute, BtcSeller, PayeePolicy, serve_btc};
+use m2m::node::ln::l402::{self, L402Issuer};
+use m2m::node::ln::macaroon::Macaroon;
+use m2m::node::seller::config::LimitsConfig;
+use m2m::node::seller::sensor::{SensorKind, SimulatedSensor};
+
+use super::btc_channel::{BtcDevice, mine};
+use super::lightning::Agent;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readings_paid_with_l402_one_token_each() {
+    let bitcoind = m2m::node::tools::start_bitcoind()
+        .await
+        .expect("bitcoind (run scripts/bitcoind to build it)");
+    let rpc = bitcoind.rpc().clone();
+    let (buyer_agent, seller_agent) = (Agent::new("buyer"), Agent::new("seller"));
+    let buyer = buyer_agent.start(&rpc).await;
+    let seller_ln = Arc::new(seller_agent.start(&rpc).await);
+
+    // A direct channel buyer → seller.
+    let address = buyer.new_onchain_address().unwrap().to_string();
+    rpc.mine_to(1, &address).await.unwrap();
+    mine(&rpc, 100).await;
+    buyer.sync().await.unwrap();
+    buyer
+        .open_channel(
+            seller_ln.node_id(),
+            seller_agent.listen,
+            Amount::from_sat(1_000_000),
+            0,
+        )
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    mine(&rpc, 7).await;
+    buyer.sync().await.unwrap();
+    seller_ln.sync().await.unwrap();
+    buyer
+        .wait_channels("the channel", WAIT, |c| c.iter().any(|c| c.is_usable))
+        .await
+        .unwrap();
+
+    // The seller: satoshi-priced routes, x402 `btc-channel` and L402 on each.
+    let device = BtcDevice::new(&rpc);
+    let policy = PayeePolicy::default();
+    let payee = Arc::new(device.payee(&rpc, policy));
+    let issuer =
+        L402Issuer::new(seller_ln.clone(), device.store.clone(), seller_agent.keys()).unwrap();
+    let routes = ["/temperature", "/humidity"].map(|path| BtcRoute {
+        path: path.into(),
+        price: Amount::from_sat(30),
+        sensor: SensorKind::Temperature,
+    });
+    let seller = Arc::new(
+        BtcSeller::new(
+            payee,
+            &policy,
+            rpc.caip2().await.unwrap(),
+            routes.to_vec(),
+            Arc::new(SimulatedSensor::new("l402-seller")),
+        )
+        .with_l402(Arc::new(issuer)),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server = serve_btc(seller.clone(), listener, &LimitsConfig::default()).unwrap();
+    let url = format!("http://{}/temperature", server.local_addr);
+    let http = reqwest::Client::new();
+
+    for _ in 0..5 {
+        let fetched = l402::get(&http, &buyer, &url, 100_000, WAIT).await.unwrap();
+        assert_eq!(
+            fetched.status,
+            200,
+            "{}",
+            String::from_utf8_lossy(&fetched.body)
+        );
+        assert_eq!(fetched.paid_msat, 30_000);
+        assert!(String::from_utf8_lossy(&fetched.body).contains("Cel"));
+    }
+    assert_eq!(seller.paid_readings(), 5);
+
+    // One token by hand, to try it twice, on another route, and altered.
+    let unpaid = http.get(&url).send().await.unwrap();
+    assert_eq!(unpaid.status(), 402);
+    let challenge = unpaid.headers()[reqwest::header::WWW_AUTHENTICATE]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        unpaid.headers().contains_key("payment-required"),
+        "x402 offered too"
+    );
+    let (macaroon, invoice) = l402::parse_challenge(&challenge).unwrap();
+    let paid = buyer.pay(&invoice, WAIT).await.unwrap();
+    let preimage: String = paid.preimage.iter().map(|b| format!("{b:02x}")).collect();
+    let get = |url: String, authorization: String| {
+        let http = http.clone();
+        async move {
+            http.get(url)
+                .header(reqwest::header::AUTHORIZATION, authorization)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    let other_route = url.replace("/temperature", "/humidity");
+    assert_eq!(
+        get(other_route, format!("L402 {macaroon}:{preimage}")).await,
+        402
+    );
+    let mut altered = Macaroon::decode(
+        &base64::engine::general_purpose::STANDARD
+            .decode(&macaroon)
+            .unwrap(),
+    )
+    .unwrap();
+    altered.caveats = vec![b"m2m_route=/humidity".to_vec()];
+    let altered = base64::engine::general_purpose::STANDARD.encode(altered.encode());
+    assert_eq!(
+        get(
+            url.replace("/temperature", "/humidity"),
+            format!("L402 {altered}:{preimage}")
+        )
+        .await,
+        402,
+        "a caveat rewritten without the root key"
+    );
+    assert_eq!(
+        get(url.clone(), format!("L402 {macaroon}:{}", "00".repeat(32))).await,
+        402
+    );
+    // The former scheme name works; the token then is spent.
+    assert_eq!(
+        get(url.clone(), format!("LSAT {macaroon}:{preimage}")).await,
+        200
+    );
+    assert_eq!(
+        get(url.clone(), format!("L402 {macaroon}:{preimage}")).await,
+        402
+    );
+    assert_eq!(seller.paid_readings(), 6);
+    assert_eq!(seller_ln.received_msat(), 6 * 30_000);
+    server.shutdown().await;
+    buyer.stop().await.unwrap();
+    seller_ln.stop().await.unwrap();
+}
