@@ -5,7 +5,8 @@
 //! chain source is the same bitcoind the rest of the agent uses (RPC); its state lives in
 //! `<data dir>/lightning` (ldk-node's SQLite store, written before LDK acknowledges anything).
 //!
-//! Payments wait for their outcome through ldk-node's events: one task drains the event queue
+//! A watchdog redials disconnected channel peers every few seconds. Payments wait for their
+//! outcome through ldk-node's events: one task drains the event queue
 //! (marking each handled) and wakes every waiter, which then reads the payment's status from
 //! the node's payment store — so any number of payments can be in flight at once.
 
@@ -86,6 +87,7 @@ pub struct LnNode {
     events: Arc<Notify>,
     listen: SocketAddr,
     pump: tokio::task::JoinHandle<()>,
+    redial: tokio::task::JoinHandle<()>,
 }
 
 impl std::fmt::Debug for LnNode {
@@ -130,17 +132,20 @@ impl LnNode {
         .map_err(|e| LnError::Build(e.to_string()))??;
         let events = Arc::new(Notify::new());
         let pump = tokio::spawn(pump_events(node.clone(), events.clone()));
+        let redial = tokio::spawn(redial_peers(node.clone()));
         Ok(Self {
             node,
             events,
             listen: config.listen,
             pump,
+            redial,
         })
     }
 
     /// Stops the node (its state is already on disk). Calls after the first do nothing.
     pub async fn stop(&self) -> Result<(), LnError> {
         self.pump.abort();
+        self.redial.abort();
         let node = self.node.clone();
         match tokio::task::spawn_blocking(move || node.stop())
             .await
@@ -325,6 +330,30 @@ fn preimage_of(kind: &ldk_node::payment::PaymentKind) -> Option<[u8; 32]> {
             preimage.map(|p| p.0)
         }
         _ => None,
+    }
+}
+
+/// How often disconnected channel peers are redialled.
+const REDIAL_EVERY: Duration = Duration::from_secs(3);
+
+/// Redials persisted peers that are not connected, every [`REDIAL_EVERY`]: after either side
+/// restarts, channels come back in seconds rather than at ldk-node's own, slower reconnection.
+async fn redial_peers(node: Arc<Node>) {
+    loop {
+        tokio::time::sleep(REDIAL_EVERY).await;
+        for peer in node.list_peers() {
+            if peer.is_persisted && !peer.is_connected {
+                let node = node.clone();
+                // `connect` blocks on ldk-node's runtime: keep it off the async workers.
+                let dialled = tokio::task::spawn_blocking(move || {
+                    node.connect(peer.node_id, peer.address, true)
+                })
+                .await;
+                if let Ok(Err(error)) = dialled {
+                    tracing::debug!(%error, peer = %peer.node_id, "redial failed; retrying");
+                }
+            }
+        }
     }
 }
 
