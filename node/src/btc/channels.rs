@@ -354,13 +354,16 @@ impl PayeeChannels {
         self.signer.taproot_internal_key()
     }
 
-    /// Checks a new channel's terms and funding on chain, then saves it. Idempotent.
+    /// Checks a new channel's terms and funding on chain, then saves it. Idempotent: a known
+    /// channel (by funding outpoint) keeps the terms it was registered with, and vouchers are
+    /// checked against those — so the per-payment call costs one map lookup, not a script
+    /// compile and a key aggregation.
     pub async fn register(&self, terms: ChannelTermsBtc) -> Result<[u8; 32], BtcChannelsError> {
-        let channel = TaprootChannel::new(terms)?;
-        let id = channel.id();
+        let id = m2m_contracts::btc::channel_id(&terms.funding.outpoint);
         if self.channels.lock().await.contains_key(&id) {
             return Ok(id);
         }
+        let channel = TaprootChannel::new(terms)?;
         if terms.parties.payee != self.payee_key() {
             return Err(BtcChannelsError::Terms(
                 "the channel pays another key".into(),
