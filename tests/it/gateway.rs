@@ -123,25 +123,16 @@ async fn a_paid_session_tunnels_and_is_cut_when_payments_stop() {
     let first = chain_of_ours.next_tick().unwrap();
     let tick_url = format!("{base}/sessions/{ours}/ticks");
     let body = serde_json::json!({ "preimage": alloy::primitives::B256::from(first.preimage) });
-    assert_eq!(
+    let post_tick = || async {
         http.post(&tick_url)
             .json(&body)
             .send()
             .await
             .unwrap()
-            .status(),
-        200
-    );
-    assert_eq!(
-        http.post(&tick_url)
-            .json(&body)
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        402,
-        "replay"
-    );
+            .status()
+    };
+    assert_eq!(post_tick().await, 200);
+    assert_eq!(post_tick().await, 402, "replay");
 
     // Payments stop: the open tunnel is cut within 2 s of the last tick, new ones are refused.
     client.stop_paying();

@@ -261,7 +261,7 @@ impl BtcSeller {
 
     fn required(
         &self,
-        route: &BtcRoute,
+        #[cfg_attr(not(feature = "lightning"), allow(unused_variables))] route: &BtcRoute,
         offer: &PaymentRequirements,
         url: &str,
         error: Option<&str>,

@@ -113,13 +113,8 @@ fn failed(what: &str) -> impl Fn(&dyn std::fmt::Display) -> CliError + '_ {
 }
 
 fn channel_id(text: &str) -> Result<[u8; 32], CliError> {
-    let bytes: Vec<u8> = (0..text.len())
-        .step_by(2)
-        .filter_map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
-        .collect();
-    bytes
-        .try_into()
-        .map_err(|_| CliError::Usage(format!("{text:?} is not a 64-hex-digit channel id")))
+    crate::x402::btc::unhex32(text)
+        .ok_or_else(|| CliError::Usage(format!("{text:?} is not a 64-hex-digit channel id")))
 }
 
 /// Runs `m2m btc …`.

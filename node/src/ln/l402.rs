@@ -24,6 +24,7 @@ use bitcoin::hashes::{Hash, sha256};
 use super::macaroon::Macaroon;
 use super::{LnError, LnNode};
 use crate::store::ChannelStore;
+use crate::x402::btc::{hex, unhex32};
 
 /// The schemes accepted in `Authorization` (L402 and its former name).
 pub const SCHEMES: [&str; 2] = ["L402", "LSAT"];
@@ -144,7 +145,7 @@ impl L402Issuer {
             .ok()
             .and_then(|bytes| Macaroon::decode(&bytes).ok())
             .ok_or(L402Error::Malformed)?;
-        let preimage = decode_hex32(preimage).ok_or(L402Error::Malformed)?;
+        let preimage = unhex32(preimage).ok_or(L402Error::Malformed)?;
         if !macaroon.verify(&self.root_key) {
             return Err(L402Error::BadMacaroon);
         }
@@ -166,18 +167,6 @@ impl L402Issuer {
         }
         Ok(payment_hash)
     }
-}
-
-fn decode_hex32(text: &str) -> Option<[u8; 32]> {
-    let text = text.trim();
-    if text.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(out)
 }
 
 /// The macaroon and invoice of an L402 (or LSAT) challenge.
@@ -245,7 +234,7 @@ pub async fn get(
         return Err(L402Error::TooExpensive(amount));
     }
     let paid = ln.pay(&invoice, timeout).await?;
-    let preimage: String = paid.preimage.iter().map(|b| format!("{b:02x}")).collect();
+    let preimage = hex(&paid.preimage);
     let response = http
         .get(url)
         .header(

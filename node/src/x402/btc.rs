@@ -258,11 +258,13 @@ pub fn channel_id_hex(id: &[u8; 32]) -> String {
     hex(id)
 }
 
-fn hex(bytes: &[u8]) -> String {
+/// Lower-case hex.
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn unhex(text: &str) -> Option<Vec<u8>> {
+/// Bytes from hex (at most 128 bytes; any bad digit refuses the whole input).
+pub(crate) fn unhex(text: &str) -> Option<Vec<u8>> {
     if !text.len().is_multiple_of(2) || text.len() > 256 {
         return None;
     }
@@ -270,4 +272,9 @@ fn unhex(text: &str) -> Option<Vec<u8>> {
         .step_by(2)
         .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
         .collect()
+}
+
+/// Exactly 32 bytes from 64 hex digits.
+pub(crate) fn unhex32(text: &str) -> Option<[u8; 32]> {
+    unhex(text.trim())?.try_into().ok()
 }
