@@ -81,6 +81,7 @@ async fn main() {
             payee.listen_address(),
             Amount::from_sat(10_000_000),
             0,
+            true,
         )
         .unwrap();
     tokio::time::sleep(Duration::from_secs(1)).await;

@@ -54,6 +54,16 @@ impl Device {
         output
     }
 
+    /// Starts `m2m` in the background: stdout piped, stderr to `stderr_file`, logs at info.
+    pub fn spawn(&self, args: &[&str], stderr_file: &std::path::Path) -> std::process::Child {
+        self.command(args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(stderr_file).unwrap())
+            .spawn()
+            .unwrap()
+    }
+
     pub fn run_with_stdin(&self, args: &[&str], stdin: &str) -> Output {
         let mut child = self
             .command(args)

@@ -14,8 +14,8 @@ use m2m::node::ln::macaroon::Macaroon;
 use m2m::node::seller::config::LimitsConfig;
 use m2m::node::seller::sensor::{SensorKind, SimulatedSensor};
 
-use super::btc_channel::{BtcDevice, mine};
-use super::lightning::Agent;
+use super::btc_channel::BtcDevice;
+use super::lightning::{Agent, channel_between};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -30,26 +30,7 @@ async fn readings_paid_with_l402_one_token_each() {
     let seller_ln = Arc::new(seller_agent.start(&rpc).await);
 
     // A direct channel buyer → seller.
-    let address = buyer.new_onchain_address().unwrap().to_string();
-    rpc.mine_to(1, &address).await.unwrap();
-    mine(&rpc, 100).await;
-    buyer.sync().await.unwrap();
-    buyer
-        .open_channel(
-            seller_ln.node_id(),
-            seller_agent.listen,
-            Amount::from_sat(1_000_000),
-            0,
-        )
-        .unwrap();
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    mine(&rpc, 7).await;
-    buyer.sync().await.unwrap();
-    seller_ln.sync().await.unwrap();
-    buyer
-        .wait_channels("the channel", WAIT, |c| c.iter().any(|c| c.is_usable))
-        .await
-        .unwrap();
+    channel_between(&rpc, &buyer, &seller_ln, Amount::from_sat(1_000_000), true).await;
 
     // The seller: satoshi-priced routes, x402 `btc-channel` and L402 on each.
     let device = BtcDevice::new(&rpc);

@@ -56,6 +56,40 @@ impl Agent {
     }
 }
 
+/// Funds `payer`'s on-chain wallet, opens a channel of `capacity` from it to `payee` and waits
+/// until both ends can use it.
+pub async fn channel_between(
+    rpc: &BitcoinRpc,
+    payer: &LnNode,
+    payee: &LnNode,
+    capacity: Amount,
+    announced: bool,
+) {
+    let address = payer.new_onchain_address().unwrap().to_string();
+    rpc.mine_to(1, &address).await.unwrap();
+    mine(rpc, 100).await;
+    payer.sync().await.unwrap();
+    let id = payer
+        .open_channel(
+            payee.node_id(),
+            payee.listen_address(),
+            capacity,
+            0,
+            announced,
+        )
+        .unwrap();
+    payer.wait_funding(id, WAIT).await.unwrap();
+    mine(rpc, 7).await;
+    sync_all(&[payer, payee]).await;
+    for node in [payer, payee] {
+        node.wait_channels("the channel usable", WAIT, |c| {
+            c.iter().any(|c| c.is_usable)
+        })
+        .await
+        .unwrap();
+    }
+}
+
 async fn sync_all(nodes: &[&LnNode]) {
     for node in nodes {
         node.sync().await.unwrap();
@@ -125,7 +159,7 @@ async fn reconnected(nodes: &[LnNode], agents: &[Agent; 3]) {
 
 /// Pays `invoice`, retrying for a while when no route exists yet: a channel's direction updates
 /// may trail its announcement in gossip.
-async fn pay_once_routable(
+pub async fn pay_once_routable(
     node: &LnNode,
     invoice: &str,
 ) -> Result<m2m::node::ln::PaymentOutcome, m2m::node::ln::LnError> {
@@ -166,10 +200,10 @@ async fn routed_payments_invoices_both_ways_and_restarts_lose_nothing() {
     assert!(nodes[0].spendable_onchain() > Amount::from_int_btc(1));
     let capacity = Amount::from_sat(2_000_000);
     nodes[0]
-        .open_channel(nodes[1].node_id(), agents[1].listen, capacity, 0)
+        .open_channel(nodes[1].node_id(), agents[1].listen, capacity, 0, true)
         .unwrap();
     nodes[1]
-        .open_channel(nodes[2].node_id(), agents[2].listen, capacity, 0)
+        .open_channel(nodes[2].node_id(), agents[2].listen, capacity, 0, true)
         .unwrap();
     // Both fundings in the mempool, then confirmed deep enough to be announced.
     tokio::time::sleep(Duration::from_secs(2)).await;

@@ -12,6 +12,10 @@ mod gateway;
 mod l402;
 #[cfg(feature = "lightning")]
 mod lightning;
+#[cfg(feature = "lightning")]
+mod ln_cli;
+#[cfg(feature = "lightning")]
+mod ln_gateway;
 mod paid_http;
 mod paid_http_hostile;
 mod settlement;

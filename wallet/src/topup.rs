@@ -1,6 +1,7 @@
 //! Top-up requests: payment URIs a user's wallet understands, for funding the device.
 //!
-//! - Bitcoin: BIP-21 (`bitcoin:<address>?amount=<btc>&label=…`), built with the `bip21` crate.
+//! - Bitcoin: BIP-21 (`bitcoin:<address>?amount=<btc>&label=…`), built with the `bip21` crate;
+//!   with `&lightning=<BOLT11>` a "unified" request any Lightning or on-chain wallet can pay.
 //! - Ethereum: EIP-681, native value (`ethereum:<address>@<chainId>?value=<wei>`) or an ERC-20
 //!   transfer (`ethereum:<token>@<chainId>/transfer?address=<to>&uint256=<base units>`).
 //!   Written by hand: no maintained Rust crate builds EIP-681 URIs, and the format is two lines.
@@ -76,6 +77,32 @@ pub fn parse_bitcoin_uri(
         .require_network(network)
         .map_err(|_| TopUpParseError("the address is for another network"))?;
     Ok((uri.address, uri.amount))
+}
+
+/// A BIP-21 request that also carries a BOLT11 invoice (`lightning=`): Lightning wallets pay the
+/// invoice, on-chain wallets the address. The invoice is bech32, so it needs no escaping.
+pub fn unified_uri(
+    address: &BtcAddress,
+    amount: Option<Amount>,
+    label: Option<&str>,
+    bolt11: &str,
+) -> String {
+    let base = bitcoin_uri(address, amount, label);
+    let separator = if base.contains('?') { '&' } else { '?' };
+    format!("{base}{separator}lightning={bolt11}")
+}
+
+/// The BOLT11 invoice of a unified BIP-21 request, if it has one (what a Lightning wallet reads).
+pub fn lightning_of_uri(text: &str) -> Option<&str> {
+    let (scheme, rest) = text.trim().split_once(':')?;
+    if !scheme.eq_ignore_ascii_case("bitcoin") {
+        return None;
+    }
+    let (_, query) = rest.split_once('?')?;
+    query.split('&').find_map(|pair| {
+        let (key, value) = pair.split_once('=')?;
+        key.eq_ignore_ascii_case("lightning").then_some(value)
+    })
 }
 
 /// What an EIP-681 request asks for.
@@ -221,6 +248,33 @@ mod tests {
             bitcoin_uri(&address, None, None),
             "bitcoin:bc1p5cyxnuxmeuwuvkwfem96lqzszd02n6xdcjrs20cac6yqjjwudpxqkedrcr"
         );
+    }
+
+    #[test]
+    fn unified_uri_carries_the_invoice_beside_the_address() {
+        let address =
+            BtcAddress::from_str("bc1p5cyxnuxmeuwuvkwfem96lqzszd02n6xdcjrs20cac6yqjjwudpxqkedrcr")
+                .unwrap()
+                .assume_checked();
+        let amount = parse_btc_amount("0.0001").unwrap();
+        let uri = unified_uri(
+            &address,
+            Some(amount),
+            Some("m2m device"),
+            "lnbcrt10u1pexample",
+        );
+        assert!(uri.ends_with("&label=m2m%20device&lightning=lnbcrt10u1pexample"));
+        assert_eq!(lightning_of_uri(&uri), Some("lnbcrt10u1pexample"));
+        assert_eq!(
+            parse_bitcoin_uri(&uri, bitcoin::Network::Bitcoin).unwrap(),
+            (address.clone(), Some(amount)),
+            "on-chain wallets still read the address and amount"
+        );
+        let bare = unified_uri(&address, None, None, "lnbc1x");
+        assert!(bare.ends_with("?lightning=lnbc1x"));
+        assert_eq!(lightning_of_uri(&bare), Some("lnbc1x"));
+        assert_eq!(lightning_of_uri(&bitcoin_uri(&address, None, None)), None);
+        assert_eq!(lightning_of_uri("ethereum:0x00?lightning=x"), None);
     }
 
     #[test]

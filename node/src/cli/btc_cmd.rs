@@ -46,6 +46,34 @@ pub struct BitcoindArgs {
     fee_rate: u32,
 }
 
+impl BitcoindArgs {
+    /// The RPC client these options describe.
+    pub(super) fn rpc(&self) -> Result<BitcoinRpc, CliError> {
+        let auth = match (&self.cookie, &self.rpc_user) {
+            (Some(cookie), _) => RpcAuth::Cookie(cookie.clone()),
+            (None, Some(user)) => RpcAuth::UserPass(
+                user.clone(),
+                std::env::var("M2M_BITCOIND_PASSWORD").map_err(|_| {
+                    CliError::Usage("--rpc-user needs M2M_BITCOIND_PASSWORD".into())
+                })?,
+            ),
+            (None, None) => {
+                return Err(CliError::Usage(
+                    "say how to reach bitcoind: --cookie FILE (or M2M_BITCOIND_COOKIE), or --rpc-user"
+                        .into(),
+                ));
+            }
+        };
+        Ok(BitcoinRpc::new(self.bitcoind.clone(), auth))
+    }
+
+    /// The fee rate for transactions.
+    pub(super) fn fee_rate(&self) -> Result<FeeRate, CliError> {
+        FeeRate::from_sat_per_vb(u64::from(self.fee_rate))
+            .ok_or_else(|| CliError::Usage("fee rate too large".into()))
+    }
+}
+
 /// `m2m btc`.
 #[derive(Debug, Subcommand)]
 pub enum BtcAction {
@@ -108,7 +136,7 @@ pub struct BtcArgs {
     action: BtcAction,
 }
 
-fn failed(what: &str) -> impl Fn(&dyn std::fmt::Display) -> CliError + '_ {
+pub(super) fn failed(what: &str) -> impl Fn(&dyn std::fmt::Display) -> CliError + '_ {
     move |error| CliError::Usage(format!("{what}: {error}"))
 }
 
@@ -118,24 +146,104 @@ fn channel_id(text: &str) -> Result<[u8; 32], CliError> {
 }
 
 /// Runs `m2m btc …`.
-pub(super) fn run(global: &GlobalArgs, args: &BtcArgs) -> Result<(), CliError> {
-    let auth = match (&args.node.cookie, &args.node.rpc_user) {
-        (Some(cookie), _) => RpcAuth::Cookie(cookie.clone()),
-        (None, Some(user)) => RpcAuth::UserPass(
-            user.clone(),
-            std::env::var("M2M_BITCOIND_PASSWORD")
-                .map_err(|_| CliError::Usage("--rpc-user needs M2M_BITCOIND_PASSWORD".into()))?,
-        ),
-        (None, None) => {
-            return Err(CliError::Usage(
-                "say how to reach bitcoind: --cookie FILE (or M2M_BITCOIND_COOKIE), or --rpc-user"
-                    .into(),
-            ));
-        }
+/// Parses `PATH=SATS` routes.
+pub(super) fn parse_routes(routes: &[String]) -> Result<Vec<BtcRoute>, CliError> {
+    routes
+        .iter()
+        .map(|text| {
+            let (path, sats) = text
+                .split_once('=')
+                .filter(|(p, _)| p.starts_with('/'))
+                .ok_or_else(|| CliError::Usage(format!("route {text:?} is not PATH=SATS")))?;
+            let price = sats.parse::<u64>().ok().filter(|s| *s > 0).ok_or_else(|| {
+                CliError::Usage(format!("price {sats:?} is not a positive satoshi amount"))
+            })?;
+            Ok(BtcRoute {
+                path: path.into(),
+                price: Amount::from_sat(price),
+                sensor: SensorKind::Temperature,
+            })
+        })
+        .collect()
+}
+
+/// What a reading seller serves.
+pub(super) struct Readings {
+    pub listen: std::net::SocketAddr,
+    pub routes: Vec<BtcRoute>,
+    pub min_confirmations: u32,
+}
+
+/// The type of the optional L402 issuer (a unit without the `lightning` feature).
+#[cfg(feature = "lightning")]
+pub(super) type L402 = Option<Arc<crate::ln::l402::L402Issuer>>;
+/// The type of the optional L402 issuer (a unit without the `lightning` feature).
+#[cfg(not(feature = "lightning"))]
+pub(super) type L402 = Option<()>;
+
+/// Sells readings for satoshi (`btc-channel`, and L402 with an issuer) until Ctrl-C, with the
+/// watcher closing channels before their expiry.
+pub(super) async fn serve_readings(
+    store: &Arc<ChannelStore>,
+    rpc: &BitcoinRpc,
+    keystore: &Arc<m2m_wallet::Keystore>,
+    readings: Readings,
+    l402: L402,
+) -> Result<(), CliError> {
+    let policy = PayeePolicy {
+        min_confirmations: readings.min_confirmations,
+        ..PayeePolicy::default()
     };
-    let rpc = BitcoinRpc::new(args.node.bitcoind.clone(), auth);
-    let fee_rate = FeeRate::from_sat_per_vb(u64::from(args.node.fee_rate))
-        .ok_or_else(|| CliError::Usage("fee rate too large".into()))?;
+    let payee = Arc::new(
+        PayeeChannels::load(store.clone(), rpc.clone(), keystore.clone(), policy)
+            .map_err(|e| failed("channels")(&e))?,
+    );
+    let network = rpc.caip2().await.map_err(|e| failed("bitcoind")(&e))?;
+    let seller = BtcSeller::new(
+        payee.clone(),
+        &policy,
+        network,
+        readings.routes,
+        Arc::new(SimulatedSensor::new("btc")),
+    );
+    #[cfg(feature = "lightning")]
+    let seller = match l402 {
+        Some(issuer) => seller.with_l402(issuer),
+        None => seller,
+    };
+    #[cfg(not(feature = "lightning"))]
+    let _ = l402;
+    let seller = Arc::new(seller);
+    let listener = tokio::net::TcpListener::bind(readings.listen)
+        .await
+        .map_err(|e| failed("listen")(&e))?;
+    let server = serve_btc(seller.clone(), listener, &LimitsConfig::default())
+        .map_err(|e| failed("listen")(&e))?;
+    let watcher = tokio::spawn(async move {
+        loop {
+            match payee.watch().await {
+                Ok(closed) => closed
+                    .iter()
+                    .for_each(|txid| tracing::info!(%txid, "closed a channel before its expiry")),
+                Err(error) => tracing::warn!(%error, "watcher"),
+            }
+            tokio::time::sleep(Duration::from_secs(30)).await;
+        }
+    });
+    println!(
+        "selling readings for satoshi at http://{} (Ctrl-C stops)",
+        server.local_addr
+    );
+    let _ = tokio::signal::ctrl_c().await;
+    eprintln!("stopping: {} paid readings served", seller.paid_readings());
+    watcher.abort();
+    server.shutdown().await;
+    Ok(())
+}
+
+pub(super) fn run(global: &GlobalArgs, args: &BtcArgs) -> Result<(), CliError> {
+    let rpc = args.node.rpc()?;
+    let fee_rate = args.node.fee_rate()?;
     let (data_dir, keystore) = wallet_cmd::open(global)?;
     let store = Arc::new(ChannelStore::open(&data_dir).map_err(|e| failed("channel store")(&e))?);
     let keystore = Arc::new(keystore);
@@ -244,68 +352,12 @@ pub(super) fn run(global: &GlobalArgs, args: &BtcArgs) -> Result<(), CliError> {
                 routes,
                 min_confirmations,
             } => {
-                let routes = routes
-                    .iter()
-                    .map(|text| {
-                        let (path, sats) = text
-                            .split_once('=')
-                            .filter(|(p, _)| p.starts_with('/'))
-                            .ok_or_else(|| {
-                                CliError::Usage(format!("route {text:?} is not PATH=SATS"))
-                            })?;
-                        let price =
-                            sats.parse::<u64>().ok().filter(|s| *s > 0).ok_or_else(|| {
-                                CliError::Usage(format!(
-                                    "price {sats:?} is not a positive satoshi amount"
-                                ))
-                            })?;
-                        Ok(BtcRoute {
-                            path: path.into(),
-                            price: Amount::from_sat(price),
-                            sensor: SensorKind::Temperature,
-                        })
-                    })
-                    .collect::<Result<Vec<_>, CliError>>()?;
-                let policy = PayeePolicy {
+                let readings = Readings {
+                    listen: *listen,
+                    routes: parse_routes(routes)?,
                     min_confirmations: *min_confirmations,
-                    ..PayeePolicy::default()
                 };
-                let payee = Arc::new(
-                    PayeeChannels::load(store.clone(), rpc.clone(), keystore.clone(), policy)
-                        .map_err(|e| failed("channels")(&e))?,
-                );
-                let network = rpc.caip2().await.map_err(|e| failed("bitcoind")(&e))?;
-                let seller = Arc::new(BtcSeller::new(
-                    payee.clone(),
-                    &policy,
-                    network,
-                    routes,
-                    Arc::new(SimulatedSensor::new("btc")),
-                ));
-                let listener = tokio::net::TcpListener::bind(listen)
-                    .await
-                    .map_err(|e| failed("listen")(&e))?;
-                let server = serve_btc(seller.clone(), listener, &LimitsConfig::default())
-                    .map_err(|e| failed("listen")(&e))?;
-                let watcher = tokio::spawn(async move {
-                    loop {
-                        match payee.watch().await {
-                            Ok(closed) => closed.iter().for_each(
-                                |txid| tracing::info!(%txid, "closed a channel before its expiry"),
-                            ),
-                            Err(error) => tracing::warn!(%error, "watcher"),
-                        }
-                        tokio::time::sleep(Duration::from_secs(30)).await;
-                    }
-                });
-                println!(
-                    "selling readings for satoshi at http://{} (Ctrl-C stops)",
-                    server.local_addr
-                );
-                let _ = tokio::signal::ctrl_c().await;
-                eprintln!("stopping: {} paid readings served", seller.paid_readings());
-                watcher.abort();
-                server.shutdown().await;
+                serve_readings(&store, &rpc, &keystore, readings, None).await?;
             }
             BtcAction::Get {
                 url,

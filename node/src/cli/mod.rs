@@ -3,6 +3,8 @@
 //! Data goes to stdout (as JSON with `--json`); logs and progress go to stderr.
 
 mod btc_cmd;
+#[cfg(feature = "lightning")]
+mod ln_cmd;
 mod output;
 mod pay_cmd;
 mod secrets;
@@ -72,6 +74,9 @@ enum Command {
     Devnet(pay_cmd::DevnetArgs),
     /// The on-chain Bitcoin wallet and Taproot channels (balance, sweep, serve, get, close, refund).
     Btc(btc_cmd::BtcArgs),
+    /// The Lightning node: open channels, invoices, payments, L402 readings (info, open, pay, …).
+    #[cfg(feature = "lightning")]
+    Ln(ln_cmd::LnArgs),
     /// Provision and inspect the pinned local tools (anvil, forge, cast, solc).
     Tools {
         #[command(subcommand)]
@@ -86,6 +91,8 @@ pub enum ChainKind {
     Evm,
     /// Bitcoin (BIP-21).
     Btc,
+    /// Lightning: a BOLT11 invoice inside a unified BIP-21 request (the node waits online).
+    Ln,
 }
 
 /// Everything that can make a command fail, each keeping its cause.
@@ -141,6 +148,8 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Gateway(args) => pay_cmd::gateway(global, args),
         Command::Connect(args) => pay_cmd::connect(global, args),
         Command::Btc(args) => btc_cmd::run(global, args),
+        #[cfg(feature = "lightning")]
+        Command::Ln(args) => ln_cmd::run(global, args),
         Command::Tools { action } => tools_cmd::run(global, action),
     }
 }

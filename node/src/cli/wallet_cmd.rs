@@ -63,6 +63,24 @@ pub struct TopupArgs {
     /// Do not draw the QR code.
     #[arg(long)]
     no_qr: bool,
+    /// Lightning: seconds to stay online waiting for the payment (0: print and exit).
+    #[arg(long, default_value_t = 600)]
+    wait: u64,
+    #[cfg(feature = "lightning")]
+    #[command(flatten)]
+    bitcoind: super::btc_cmd::BitcoindArgs,
+    #[cfg(feature = "lightning")]
+    #[command(flatten)]
+    ln: super::ln_cmd::LnNodeArgs,
+}
+
+/// What a Lightning top-up asks for.
+#[cfg_attr(not(feature = "lightning"), allow(dead_code))]
+pub(super) struct TopupRequest<'a> {
+    pub amount: Option<bitcoin::Amount>,
+    pub label: &'a str,
+    pub qr: bool,
+    pub wait_secs: u64,
 }
 
 /// Arguments of `m2m backup`.
@@ -127,8 +145,31 @@ pub(super) fn address(global: &GlobalArgs) -> Result<(), CliError> {
 }
 
 pub(super) fn topup(global: &GlobalArgs, args: &TopupArgs) -> Result<(), CliError> {
+    if args.chain == ChainKind::Ln {
+        if args.token.is_some() {
+            return Err(CliError::Usage(
+                "--token applies to --chain evm only".into(),
+            ));
+        }
+        let request = TopupRequest {
+            amount: args.amount.as_deref().map(parse_btc_amount).transpose()?,
+            label: &args.label,
+            qr: !args.no_qr,
+            wait_secs: args.wait,
+        };
+        #[cfg(feature = "lightning")]
+        return super::ln_cmd::topup(global, &args.bitcoind, &args.ln, &request);
+        #[cfg(not(feature = "lightning"))]
+        {
+            let _ = request;
+            return Err(CliError::Usage(
+                "this build has no Lightning (build with the `lightning` feature)".into(),
+            ));
+        }
+    }
     let (_data_dir, keystore) = open(global)?;
     let (uri, address, amount_base_units) = match args.chain {
+        ChainKind::Ln => unreachable!("handled above"),
         ChainKind::Btc => {
             if args.token.is_some() {
                 return Err(CliError::Usage(

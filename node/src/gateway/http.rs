@@ -17,7 +17,7 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::net::TcpListener;
 
-use super::{COVER_PATH, Gateway, Session, lock};
+use super::{COVER_PATH, Gateway, Metering, Session, lock};
 use crate::seller::ServerHandle;
 use crate::seller::batch::Refusal;
 use crate::seller::http::payment_required;
@@ -65,23 +65,64 @@ async fn offer(State(gateway): State<Arc<Gateway>>) -> Response {
         "tickPrice": config.tick_price().unwrap_or_default().to_string(),
         "asset": config.asset,
         "network": config.network,
+        "lightning": gateway.lightning_offer(),
     }))
     .into_response()
 }
 
+/// `POST /sessions`: a tick chain, or `{"lightning": true}` for keysend payments.
 #[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct OpenSession {
-    /// `c_n`, hex.
-    anchor: alloy::primitives::B256,
-    /// Ticks in the chain.
-    length: u32,
+#[serde(untagged)]
+enum OpenSession {
+    #[serde(rename_all = "camelCase")]
+    Ticks {
+        /// `c_n`, hex.
+        anchor: alloy::primitives::B256,
+        /// Ticks in the chain.
+        length: u32,
+    },
+    Lightning {
+        lightning: bool,
+    },
+}
+
+fn insert_session(gateway: &Gateway, session: Session) -> u64 {
+    let id = gateway.next_session.fetch_add(1, Ordering::Relaxed);
+    lock(&gateway.sessions).insert(id, Arc::new(std::sync::Mutex::new(session)));
+    id
 }
 
 async fn open_session(
     State(gateway): State<Arc<Gateway>>,
     axum::Json(request): axum::Json<OpenSession>,
 ) -> Response {
+    let (anchor, length) = match request {
+        OpenSession::Ticks { anchor, length } => (anchor, length),
+        OpenSession::Lightning { lightning: true } => {
+            let Some(offer) = gateway.lightning_offer() else {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "lightning_not_offered",
+                    "this gateway takes no Lightning payments",
+                );
+            };
+            let id = insert_session(
+                &gateway,
+                Session::new(Metering::Lightning {
+                    paid_until: None,
+                    received_msat: 0,
+                }),
+            );
+            return axum::Json(json!({ "session": id, "lightning": offer })).into_response();
+        }
+        OpenSession::Lightning { lightning: false } => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad_session",
+                "give a tick chain (anchor, length) or lightning: true",
+            );
+        }
+    };
     let config = &gateway.config;
     let chain_id = crate::evm::parse_eip155(&config.network).unwrap_or_default();
     let asset = Asset::Erc20 {
@@ -90,21 +131,23 @@ async fn open_session(
     };
     let commitment = TickCommitment {
         channel_id: ChannelId([0; 32]), // bound by the first voucher
-        anchor: request.anchor.0,
+        anchor: anchor.0,
         tick_price: Amount::new(asset, config.tick_price().unwrap_or_default()),
-        length: request.length,
+        length,
     };
     let interval = config.tick_secs * u64::from(config.ticks_per_voucher);
-    let session = Session {
-        stream: TickStream::new(commitment, config.ticks_per_voucher, interval),
-        channel: None,
-        last_tick: None,
-        covers: 0,
-        bytes: Arc::new(std::sync::atomic::AtomicU64::new(0)),
-        cuts: 0,
-    };
-    let id = gateway.next_session.fetch_add(1, Ordering::Relaxed);
-    lock(&gateway.sessions).insert(id, Arc::new(std::sync::Mutex::new(session)));
+    let id = insert_session(
+        &gateway,
+        Session::new(Metering::Ticks {
+            stream: Box::new(TickStream::new(
+                commitment,
+                config.ticks_per_voucher,
+                interval,
+            )),
+            channel: None,
+            last_tick: None,
+        }),
+    );
     axum::Json(json!({ "session": id, "cover": format!("/sessions/{id}/cover") })).into_response()
 }
 
@@ -133,13 +176,20 @@ async fn tick(
         );
     };
     let mut session = lock(&session);
-    match session
-        .stream
-        .on_ticks(&body.preimage.0, body.count, crate::now_secs())
-    {
+    let Metering::Ticks {
+        stream, last_tick, ..
+    } = &mut session.metering
+    else {
+        return error(
+            StatusCode::CONFLICT,
+            "not_a_tick_session",
+            "pay it over Lightning",
+        );
+    };
+    match stream.on_ticks(&body.preimage.0, body.count, crate::now_secs()) {
         Ok(received) => {
-            session.last_tick = Some(Instant::now());
-            axum::Json(json!({ "received": received, "uncovered": session.stream.uncovered() }))
+            *last_tick = Some(Instant::now());
+            axum::Json(json!({ "received": received, "uncovered": stream.uncovered() }))
                 .into_response()
         }
         Err(refused) => error(StatusCode::PAYMENT_REQUIRED, "tick_refused", refused),
@@ -178,20 +228,34 @@ async fn cover(
         .as_str()
         .and_then(|id| id.parse::<alloy::primitives::B256>().ok())
         .map(|id| ChannelId(id.0));
-    {
-        let session = lock(&session);
-        if session.channel.is_some() && session.channel != channel {
+    match &lock(&session).metering {
+        Metering::Ticks { channel: bound, .. } if bound.is_some() && *bound != channel => {
             return required(Some(&Refusal::new(
                 crate::x402::codes::BATCH_CHANNEL_ID_MISMATCH,
                 "this session pays on another channel",
             )));
         }
+        Metering::Ticks { .. } => {}
+        Metering::Lightning { .. } => {
+            return error(
+                StatusCode::CONFLICT,
+                "not_a_tick_session",
+                "pay it over Lightning",
+            );
+        }
     }
     match seller.pay_batch(route, &payload.payload).await {
         Ok(settlement) => {
             let mut session = lock(&session);
-            session.channel = channel;
-            session.stream.on_covered();
+            if let Metering::Ticks {
+                stream,
+                channel: bound,
+                ..
+            } = &mut session.metering
+            {
+                *bound = channel;
+                stream.on_covered();
+            }
             session.covers += 1;
             let mut response = axum::Json(json!({ "covers": session.covers })).into_response();
             if let Ok(value) = HeaderValue::from_str(&headers::encode(&settlement)) {

@@ -7,6 +7,11 @@
 //! paid ahead: the last tick is fresh and no more than K ticks are on credit; a watchdog cuts
 //! them otherwise (within `tick_secs` + `grace_ms` + 100 ms of the last tick).
 //!
+//! With `lightning_msat_per_minute` set and a Lightning node attached
+//! ([`Gateway::accept_lightning`], feature `lightning`), a session may instead be paid by keysend
+//! payments carrying its id in a Podcasting 2.0 style stream record (`crate::ln::stream`): each
+//! payment buys its amount's worth of time, and tunnels run while that time lasts.
+//!
 //! - [`GatewayConfig`] is `gateway.toml`.
 //! - `http`: the offer, session and tick endpoints, `/cover`, and CONNECT tunnels.
 //! - [`client`] is `m2m connect` — ticks, vouchers and a local CONNECT proxy for applications.
@@ -28,6 +33,10 @@ pub use http::serve;
 
 use crate::seller::config::{ClaimConfig, LimitsConfig};
 use crate::seller::{Seller, SellerConfig};
+
+/// The custom TLV record type of stream metadata in keysend payments (bLIP-10, as Podcasting 2.0
+/// uses it): a JSON object naming the session paid.
+pub const STREAM_RECORD_TYPE: u64 = 7_629_169;
 
 /// Path of the x402 route that covers a block of ticks.
 pub const COVER_PATH: &str = "/cover";
@@ -57,6 +66,9 @@ pub struct GatewayConfig {
     /// Extra time after a tick runs out before tunnels are cut (milliseconds).
     #[serde(default = "default_grace_ms")]
     pub grace_ms: u64,
+    /// Price of one minute paid over Lightning (msat); absent: no Lightning sessions.
+    #[serde(default)]
+    pub lightning_msat_per_minute: Option<u64>,
     /// Upstreams clients may reach, as `host:port` with `*` allowed for the port
     /// (default: loopback only, for tests and demos).
     #[serde(default = "default_upstreams")]
@@ -92,6 +104,9 @@ impl GatewayConfig {
         config.tick_price()?;
         if config.ticks_per_voucher == 0 {
             return Err("ticks_per_voucher must be positive".into());
+        }
+        if config.lightning_msat_per_minute == Some(0) {
+            return Err("lightning_msat_per_minute must be positive".into());
         }
         Ok(config)
     }
@@ -139,19 +154,49 @@ impl GatewayConfig {
     }
 }
 
+/// How a session pays.
+#[derive(Debug)]
+pub enum Metering {
+    /// Hash-chain ticks, covered by `batch-settlement` vouchers.
+    Ticks {
+        /// The session's tick chain (boxed: the variants differ much in size).
+        stream: Box<TickStream>,
+        /// The channel its vouchers pay on (bound by the first cover).
+        channel: Option<ChannelId>,
+        /// When the last tick came.
+        last_tick: Option<Instant>,
+    },
+    /// Keysend payments over Lightning, each buying time.
+    Lightning {
+        /// Until when the session is paid.
+        paid_until: Option<Instant>,
+        /// Received so far, msat.
+        received_msat: u64,
+    },
+}
+
 /// One client's session.
 #[derive(Debug)]
 pub struct Session {
-    stream: TickStream,
-    /// The channel its vouchers pay on (bound by the first cover).
-    channel: Option<ChannelId>,
-    last_tick: Option<Instant>,
-    /// Vouchers accepted (each covers K ticks).
+    /// How it pays.
+    pub metering: Metering,
+    /// Payments accepted: vouchers (each covers K ticks) or keysends.
     pub covers: u64,
     /// Bytes forwarded both ways (updated as they pass).
     pub bytes: Arc<AtomicU64>,
     /// Tunnels cut for lack of payment.
     pub cuts: u64,
+}
+
+impl Session {
+    fn new(metering: Metering) -> Self {
+        Self {
+            metering,
+            covers: 0,
+            bytes: Arc::new(AtomicU64::new(0)),
+            cuts: 0,
+        }
+    }
 }
 
 /// The gateway's state.
@@ -160,6 +205,8 @@ pub struct Gateway {
     seller: Arc<Seller>,
     sessions: Mutex<HashMap<u64, Arc<Mutex<Session>>>>,
     next_session: AtomicU64,
+    /// The node id Lightning sessions pay (hex), once a node is attached.
+    lightning_node: std::sync::OnceLock<String>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -186,6 +233,7 @@ impl Gateway {
             seller,
             sessions: Mutex::new(HashMap::new()),
             next_session: AtomicU64::new(1),
+            lightning_node: std::sync::OnceLock::new(),
         }))
     }
 
@@ -199,12 +247,17 @@ impl Gateway {
         &self.config
     }
 
-    /// (covers, ticks received, bytes, cuts) of a session, if it exists.
+    /// (covers, ticks received, bytes, cuts) of a session, if it exists; a Lightning session
+    /// counts its keysends as covers and no ticks.
     pub fn session_figures(&self, id: u64) -> Option<(u64, u32, u64, u64)> {
         let session = self.session(id)?;
         let session = lock(&session);
-        let received =
-            session.stream.uncovered() + (session.covers as u32) * self.config.ticks_per_voucher;
+        let received = match &session.metering {
+            Metering::Ticks { stream, .. } => {
+                stream.uncovered() + (session.covers as u32) * self.config.ticks_per_voucher
+            }
+            Metering::Lightning { .. } => 0,
+        };
         let bytes = session.bytes.load(std::sync::atomic::Ordering::Relaxed);
         Some((session.covers, received, bytes, session.cuts))
     }
@@ -227,17 +280,95 @@ impl Gateway {
         lock(&self.sessions).get(&id).cloned()
     }
 
-    /// Whether `session` may use the network now: its last tick still runs, and no more than
-    /// K ticks are on credit.
+    /// Whether `session` may use the network now: its last tick still runs and no more than K
+    /// ticks are on credit; or, over Lightning, the time it paid for has not run out.
     fn paid_ahead(&self, session: &Session) -> bool {
-        let Some(last) = session.last_tick else {
+        let grace = std::time::Duration::from_millis(self.config.grace_ms);
+        match &session.metering {
+            Metering::Ticks {
+                stream, last_tick, ..
+            } => {
+                let Some(last) = last_tick else {
+                    return false;
+                };
+                let runs = std::time::Duration::from_secs(self.config.tick_secs) + grace;
+                // Up to K ticks on credit: the K-th tick is followed at once by its voucher, and
+                // a tick beyond the limit is refused, so freshness then runs out.
+                last.elapsed() < runs && stream.uncovered() <= self.config.ticks_per_voucher
+            }
+            Metering::Lightning { paid_until, .. } => {
+                paid_until.is_some_and(|until| Instant::now() < until + grace)
+            }
+        }
+    }
+
+    /// Credits a Lightning session with `amount_msat` received for it: that amount's worth of
+    /// time, counted from now or from the end of what was already paid, whichever is later.
+    /// Returns false if no such Lightning session exists (the payment is kept all the same).
+    pub fn credit_lightning(&self, id: u64, amount_msat: u64) -> bool {
+        let Some(per_minute) = self.config.lightning_msat_per_minute else {
             return false;
         };
-        let runs = std::time::Duration::from_secs(self.config.tick_secs)
-            + std::time::Duration::from_millis(self.config.grace_ms);
-        // Up to K ticks on credit: the K-th tick is followed at once by its voucher, and a tick
-        // beyond the limit is refused, so freshness then runs out.
-        last.elapsed() < runs && session.stream.uncovered() <= self.config.ticks_per_voucher
+        let Some(session) = self.session(id) else {
+            return false;
+        };
+        let mut session = lock(&session);
+        let Metering::Lightning {
+            paid_until,
+            received_msat,
+        } = &mut session.metering
+        else {
+            return false;
+        };
+        let millis = u128::from(amount_msat) * 60_000 / u128::from(per_minute);
+        let bought = std::time::Duration::from_millis(u64::try_from(millis).unwrap_or(u64::MAX));
+        let now = Instant::now();
+        let from = paid_until.filter(|until| *until > now).unwrap_or(now);
+        *paid_until = Some(from + bought);
+        *received_msat += amount_msat;
+        session.covers += 1;
+        true
+    }
+
+    /// What a client needs to pay a Lightning session (absent when the gateway takes none).
+    pub fn lightning_offer(&self) -> Option<serde_json::Value> {
+        let node_id = self.lightning_node.get()?;
+        Some(serde_json::json!({
+            "nodeId": node_id,
+            "msatPerMinute": self.config.lightning_msat_per_minute?,
+            "recordType": STREAM_RECORD_TYPE,
+        }))
+    }
+
+    /// Takes Lightning sessions through `ln`: keysends carrying a session's stream record credit
+    /// it. Needs `lightning_msat_per_minute` in the configuration.
+    #[cfg(feature = "lightning")]
+    pub fn accept_lightning(
+        self: &Arc<Self>,
+        ln: &crate::ln::LnNode,
+    ) -> Result<tokio::task::JoinHandle<()>, String> {
+        if self.config.lightning_msat_per_minute.is_none() {
+            return Err("set lightning_msat_per_minute to take Lightning sessions".into());
+        }
+        let node_id = ln.node_id().to_string();
+        if self.lightning_node.set(node_id).is_err() {
+            return Err("a Lightning node is already attached".into());
+        }
+        let gateway = self.clone();
+        Ok(crate::ln::stream::credit_sessions(
+            ln,
+            move |session, amount_msat| gateway.credit_lightning(session, amount_msat),
+        ))
+    }
+
+    /// Received over Lightning by a session, msat.
+    pub fn lightning_received(&self, id: u64) -> Option<u64> {
+        let session = self.session(id)?;
+        let session = lock(&session);
+        match session.metering {
+            Metering::Lightning { received_msat, .. } => Some(received_msat),
+            Metering::Ticks { .. } => None,
+        }
     }
 }
 

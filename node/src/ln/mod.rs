@@ -12,6 +12,7 @@
 
 pub mod l402;
 pub mod macaroon;
+pub mod stream;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -81,10 +82,25 @@ pub struct PaymentOutcome {
     pub fee_msat: u64,
 }
 
+/// An inbound payment as it was claimed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Received {
+    /// Its payment hash.
+    pub payment_hash: [u8; 32],
+    /// Amount, msat.
+    pub amount_msat: u64,
+    /// Custom TLV records from the onion, (type, value).
+    pub records: Vec<(u64, Vec<u8>)>,
+}
+
+/// How many received payments a slow subscriber may fall behind by before it misses some.
+const RECEIVED_BACKLOG: usize = 4096;
+
 /// The device's Lightning node.
 pub struct LnNode {
     node: Arc<Node>,
     events: Arc<Notify>,
+    received: tokio::sync::broadcast::Sender<Received>,
     listen: SocketAddr,
     pump: tokio::task::JoinHandle<()>,
     redial: tokio::task::JoinHandle<()>,
@@ -131,11 +147,13 @@ impl LnNode {
         .await
         .map_err(|e| LnError::Build(e.to_string()))??;
         let events = Arc::new(Notify::new());
-        let pump = tokio::spawn(pump_events(node.clone(), events.clone()));
+        let (received, _) = tokio::sync::broadcast::channel(RECEIVED_BACKLOG);
+        let pump = tokio::spawn(pump_events(node.clone(), events.clone(), received.clone()));
         let redial = tokio::spawn(redial_peers(node.clone()));
         Ok(Self {
             node,
             events,
+            received,
             listen: config.listen,
             pump,
             redial,
@@ -190,21 +208,64 @@ impl LnNode {
         Amount::from_sat(self.node.list_balances().spendable_onchain_balance_sats)
     }
 
-    /// Opens an announced channel of `capacity` to `peer` at `address`, pushing `push_msat`.
+    /// Opens a channel of `capacity` to `peer` at `address`, pushing `push_msat`. An announced
+    /// channel routes for others (its peers learn it by gossip); a private one is the device's own
+    /// link to its peer, reached by others through route hints in the device's invoices.
     pub fn open_channel(
         &self,
         peer: PublicKey,
         address: SocketAddr,
         capacity: Amount,
         push_msat: u64,
+        announced: bool,
     ) -> Result<UserChannelId, LnError> {
-        Ok(self.node.open_announced_channel(
+        let open = if announced {
+            Node::open_announced_channel
+        } else {
+            Node::open_channel
+        };
+        Ok(open(
+            &self.node,
             peer,
             SocketAddress::from(address),
             capacity.to_sat(),
             Some(push_msat).filter(|p| *p > 0),
             None,
         )?)
+    }
+
+    /// Waits until the channel `id` has its funding transaction (negotiated with the peer and
+    /// broadcast), and returns its outpoint.
+    pub async fn wait_funding(
+        &self,
+        id: UserChannelId,
+        timeout: Duration,
+    ) -> Result<bitcoin::OutPoint, LnError> {
+        let funding = || {
+            self.node
+                .list_channels()
+                .iter()
+                .find(|c| c.user_channel_id == id)
+                .and_then(|c| c.funding_txo)
+        };
+        self.wait_channels("the channel's funding", timeout, |_| funding().is_some())
+            .await?;
+        funding().ok_or(LnError::Timeout(timeout, "the channel's funding"))
+    }
+
+    /// Balances: (spendable on chain, spendable over Lightning), satoshi.
+    pub fn balances(&self) -> (Amount, Amount) {
+        let balances = self.node.list_balances();
+        (
+            Amount::from_sat(balances.spendable_onchain_balance_sats),
+            Amount::from_sat(balances.total_lightning_balance_sats),
+        )
+    }
+
+    /// Inbound payments as they arrive (with their custom TLV records), for live consumers such
+    /// as a gateway crediting sessions. Missed ones remain in the node's payment store.
+    pub fn subscribe_received(&self) -> tokio::sync::broadcast::Receiver<Received> {
+        self.received.subscribe()
     }
 
     /// Connects to `peer` (dropping an existing connection first), remembering it for
@@ -252,10 +313,29 @@ impl LnNode {
         amount_msat: u64,
         timeout: Duration,
     ) -> Result<PaymentOutcome, LnError> {
-        let id = self
-            .node
-            .spontaneous_payment()
-            .send(amount_msat, node, None)?;
+        self.keysend_with_records(node, amount_msat, Vec::new(), timeout)
+            .await
+    }
+
+    /// A keysend carrying custom TLV `records` (type, value) in the onion, e.g. a stream's
+    /// metadata; types must be ≥ 2^16 and odd ones are ignored by receivers that do not know them.
+    pub async fn keysend_with_records(
+        &self,
+        node: PublicKey,
+        amount_msat: u64,
+        records: Vec<(u64, Vec<u8>)>,
+        timeout: Duration,
+    ) -> Result<PaymentOutcome, LnError> {
+        let records = records
+            .into_iter()
+            .map(|(type_num, value)| ldk_node::CustomTlvRecord { type_num, value })
+            .collect();
+        let id = self.node.spontaneous_payment().send_with_custom_tlvs(
+            amount_msat,
+            node,
+            None,
+            records,
+        )?;
         self.outcome(id, timeout).await
     }
 
@@ -268,6 +348,29 @@ impl LnNode {
             .iter()
             .filter_map(|p| p.amount_msat)
             .sum()
+    }
+
+    /// Waits until the invoice with `payment_hash` is paid; returns the amount received, msat.
+    pub async fn wait_received(
+        &self,
+        payment_hash: [u8; 32],
+        timeout: Duration,
+    ) -> Result<u64, LnError> {
+        // An inbound BOLT11 payment's id is its hash.
+        let id = ldk_node::lightning::ln::channelmanager::PaymentId(payment_hash);
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.events.notified();
+            if let Some(details) = self.node.payment(&id)
+                && details.status == PaymentStatus::Succeeded
+            {
+                return Ok(details.amount_msat.unwrap_or_default());
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(LnError::Timeout(timeout, "the invoice to be paid"));
+            }
+            let _ = tokio::time::timeout(Duration::from_millis(200), notified).await;
+        }
     }
 
     /// Waits until `ready` holds for the node's channels (checked on every event and every
@@ -358,12 +461,30 @@ async fn redial_peers(node: Arc<Node>) {
 }
 
 /// Drains ldk-node's event queue, logging and acknowledging each event, and wakes waiters.
-async fn pump_events(node: Arc<Node>, events: Arc<Notify>) {
+async fn pump_events(
+    node: Arc<Node>,
+    events: Arc<Notify>,
+    received: tokio::sync::broadcast::Sender<Received>,
+) {
     loop {
         let event = node.next_event_async().await;
         match &event {
-            Event::PaymentReceived { amount_msat, .. } => {
+            Event::PaymentReceived {
+                amount_msat,
+                payment_hash,
+                custom_records,
+                ..
+            } => {
                 tracing::debug!(amount_msat, "lightning payment received");
+                // No subscriber is fine: the payment itself is in the node's store.
+                let _ = received.send(Received {
+                    payment_hash: payment_hash.0,
+                    amount_msat: *amount_msat,
+                    records: custom_records
+                        .iter()
+                        .map(|r| (r.type_num, r.value.clone()))
+                        .collect(),
+                });
             }
             Event::PaymentFailed { reason, .. } => {
                 tracing::info!(?reason, "lightning payment failed");

@@ -1,0 +1,507 @@
+//! `m2m ln …` and `m2m topup --chain ln`: the device's Lightning node (feature `lightning`).
+//!
+//! Each command starts the embedded node on the data directory (locked meanwhile), does its
+//! work and stops it; the node's state is on disk throughout. A node receives only while it
+//! runs: `invoice` and `topup` wait for their payment by default, and `run` keeps the node
+//! online (routing, receiving keysends) until Ctrl-C.
+
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bitcoin::Amount;
+use bitcoin::hashes::Hash;
+use bitcoin::secp256k1::PublicKey;
+use clap::{Args, Subcommand};
+use serde_json::json;
+
+use super::btc_cmd::{BitcoindArgs, Readings, failed, parse_routes, serve_readings};
+use super::output::{print_json, qr_code};
+use super::{CliError, GlobalArgs, wallet_cmd};
+use crate::datadir::DataDir;
+use crate::ln::{LnConfig, LnNode};
+use crate::store::ChannelStore;
+
+/// How long a payment may take before the command gives up on waiting (it may still complete).
+const PAY_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// How long a payment waits for channel peers to reconnect after the node starts.
+const RECONNECT_WAIT: Duration = Duration::from_secs(20);
+
+/// Where the node listens and how it calls itself.
+#[derive(Debug, Args)]
+pub struct LnNodeArgs {
+    /// Lightning peer-to-peer listening address.
+    #[arg(
+        long,
+        env = "M2M_LN_LISTEN",
+        default_value = "0.0.0.0:9735",
+        global = true
+    )]
+    ln_listen: SocketAddr,
+    /// The node's public alias.
+    #[arg(long, default_value = "m2m-device", global = true)]
+    alias: String,
+}
+
+/// `m2m ln`.
+#[derive(Debug, Subcommand)]
+pub enum LnAction {
+    /// Print the node id, its address and balances.
+    Info,
+    /// A new address of the node's on-chain wallet (channels are funded from it).
+    Address,
+    /// Open a channel to PEER (`NODE_ID@IP:PORT`) locking SATS; waits until it is funded.
+    Open {
+        /// The peer, `NODE_ID@IP:PORT`.
+        peer: String,
+        /// Capacity, satoshi.
+        sats: u64,
+        /// Give the peer this many satoshi at once.
+        #[arg(long, default_value_t = 0)]
+        push_sats: u64,
+        /// Announce the channel (route for others); devices keep theirs private by default.
+        #[arg(long)]
+        announce: bool,
+    },
+    /// List the node's channels.
+    Channels,
+    /// Create an invoice for AMOUNT (`25sat`, `2500msat`, or plain satoshi) and wait for it.
+    Invoice {
+        /// Amount: `25sat`, `2500msat` or plain satoshi.
+        amount: String,
+        /// Description shown to the payer.
+        #[arg(long, default_value = "m2m device")]
+        description: String,
+        /// Seconds to stay online waiting for the payment (0: print and exit).
+        #[arg(long, default_value_t = 600)]
+        wait: u64,
+        /// Do not draw the QR code.
+        #[arg(long)]
+        no_qr: bool,
+    },
+    /// Pay a BOLT11 invoice.
+    Pay {
+        /// The invoice.
+        invoice: String,
+    },
+    /// Fetch a reading, paying its L402 challenge over Lightning.
+    Get {
+        /// The URL.
+        url: String,
+        /// This many times.
+        #[arg(long, short = 'n', default_value_t = 1)]
+        count: u32,
+        /// Highest price per reading, satoshi.
+        #[arg(long, default_value_t = 1_000)]
+        max_price: u64,
+    },
+    /// Sell readings priced in satoshi, over L402 and `btc-channel`.
+    Serve {
+        /// Listen address (HTTP).
+        #[arg(long, default_value = "127.0.0.1:8402")]
+        listen: SocketAddr,
+        /// A priced route `PATH=SATS` (e.g. `/temperature=25`); repeatable.
+        #[arg(long = "route", value_name = "PATH=SATS", required = true)]
+        routes: Vec<String>,
+        /// Confirmations a `btc-channel` funding needs.
+        #[arg(long, default_value_t = 1)]
+        min_confirmations: u32,
+    },
+    /// Keep the node online (routing, receiving) until Ctrl-C.
+    Run,
+}
+
+/// `m2m ln` arguments.
+#[derive(Debug, Args)]
+pub struct LnArgs {
+    #[command(flatten)]
+    bitcoind: BitcoindArgs,
+    #[command(flatten)]
+    node: LnNodeArgs,
+    #[command(subcommand)]
+    action: LnAction,
+}
+
+/// A started node with what it runs on.
+struct Started {
+    data_dir: DataDir,
+    keystore: Arc<m2m_wallet::Keystore>,
+    rpc: crate::btc::BitcoinRpc,
+    runtime: tokio::runtime::Runtime,
+    ln: Arc<LnNode>,
+}
+
+fn start(
+    global: &GlobalArgs,
+    bitcoind: &BitcoindArgs,
+    node: &LnNodeArgs,
+) -> Result<Started, CliError> {
+    let rpc = bitcoind.rpc()?;
+    let (data_dir, keystore) = wallet_cmd::open(global)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(CliError::Terminal)?;
+    let config = LnConfig {
+        storage_dir: data_dir.path().join("lightning"),
+        listen: node.ln_listen,
+        network: keystore.keys().network(),
+        alias: node.alias.clone(),
+    };
+    eprintln!("starting the Lightning node…");
+    let ln = runtime
+        .block_on(LnNode::start(keystore.keys(), &rpc, config))
+        .map_err(|e| failed("lightning node")(&e))?;
+    Ok(Started {
+        data_dir,
+        keystore: Arc::new(keystore),
+        rpc,
+        runtime,
+        ln: Arc::new(ln),
+    })
+}
+
+/// Parses `25sat`, `2500msat` or `25` (satoshi) into msat.
+fn parse_msat(text: &str) -> Result<u64, CliError> {
+    let text = text.trim();
+    let (number, scale) = if let Some(n) = text.strip_suffix("msat") {
+        (n, 1)
+    } else if let Some(n) = text.strip_suffix("sat") {
+        (n, 1_000)
+    } else {
+        (text, 1_000)
+    };
+    number
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(scale))
+        .filter(|msat| *msat > 0)
+        .ok_or_else(|| {
+            CliError::Usage(format!(
+                "amount {text:?}: give a positive `25sat`, `2500msat` or satoshi number"
+            ))
+        })
+}
+
+/// Parses `NODE_ID@IP:PORT`.
+fn parse_peer(text: &str) -> Result<(PublicKey, SocketAddr), CliError> {
+    let usage = || CliError::Usage(format!("peer {text:?} is not NODE_ID@IP:PORT"));
+    let (id, address) = text.split_once('@').ok_or_else(usage)?;
+    let id = PublicKey::from_str(id).map_err(|_| usage())?;
+    let address = SocketAddr::from_str(address).map_err(|_| usage())?;
+    Ok((id, address))
+}
+
+/// Runs `m2m ln …`.
+pub(super) fn run(global: &GlobalArgs, args: &LnArgs) -> Result<(), CliError> {
+    let started = start(global, &args.bitcoind, &args.node)?;
+    let ln = started.ln.clone();
+    let result = started
+        .runtime
+        .block_on(act(global, &args.action, &started));
+    let stopped = started.runtime.block_on(ln.stop());
+    result?;
+    stopped.map_err(|e| failed("stopping the node")(&e))
+}
+
+async fn act(global: &GlobalArgs, action: &LnAction, started: &Started) -> Result<(), CliError> {
+    let ln = &started.ln;
+    match action {
+        LnAction::Info => {
+            ln.sync().await.map_err(|e| failed("sync")(&e))?;
+            let (onchain, lightning) = ln.balances();
+            let info = json!({
+                "nodeId": ln.node_id().to_string(),
+                "listen": ln.listen_address().to_string(),
+                "onchainSats": onchain.to_sat(),
+                "lightningSats": lightning.to_sat(),
+                "channels": ln.channels().len(),
+                "usableChannels": ln.channels().iter().filter(|c| c.is_usable).count(),
+            });
+            print_data(global, &info);
+        }
+        LnAction::Address => {
+            let address = ln
+                .new_onchain_address()
+                .map_err(|e| failed("address")(&e))?;
+            println!("{address}");
+        }
+        LnAction::Open {
+            peer,
+            sats,
+            push_sats,
+            announce,
+        } => {
+            let (peer, address) = parse_peer(peer)?;
+            ln.sync().await.map_err(|e| failed("sync")(&e))?;
+            let id = ln
+                .open_channel(
+                    peer,
+                    address,
+                    Amount::from_sat(*sats),
+                    push_sats.saturating_mul(1_000),
+                    *announce,
+                )
+                .map_err(|e| failed("open")(&e))?;
+            eprintln!("negotiating with {peer}…");
+            let funding = ln
+                .wait_funding(id, Duration::from_secs(60))
+                .await
+                .map_err(|e| failed("open")(&e))?;
+            eprintln!("funding broadcast; the channel is usable after its confirmations");
+            print_data(
+                global,
+                &json!({ "funding": funding.to_string(), "capacitySats": sats }),
+            );
+        }
+        LnAction::Channels => {
+            let listed: Vec<_> = ln
+                .channels()
+                .iter()
+                .map(|c| {
+                    json!({
+                        "channelId": c.channel_id.to_string(),
+                        "peer": c.counterparty_node_id.to_string(),
+                        "funding": c.funding_txo.map(|o| o.to_string()),
+                        "capacitySats": c.channel_value_sats,
+                        "outboundMsat": c.outbound_capacity_msat,
+                        "inboundMsat": c.inbound_capacity_msat,
+                        "ready": c.is_channel_ready,
+                        "usable": c.is_usable,
+                        "announced": c.is_announced,
+                        "confirmations": c.confirmations,
+                    })
+                })
+                .collect();
+            print_data(global, &json!(listed));
+        }
+        LnAction::Invoice {
+            amount,
+            description,
+            wait,
+            no_qr,
+        } => {
+            let msat = parse_msat(amount)?;
+            let invoice = ln
+                .invoice(msat, description, 3_600)
+                .map_err(|e| failed("invoice")(&e))?;
+            let text = invoice.to_string();
+            show_request(global, &text, &text, !no_qr);
+            wait_paid(ln, &invoice, *wait).await?;
+        }
+        LnAction::Pay { invoice } => {
+            await_peers(ln).await;
+            let paid = ln
+                .pay(invoice, PAY_TIMEOUT)
+                .await
+                .map_err(|e| failed("pay")(&e))?;
+            print_data(
+                global,
+                &json!({
+                    "preimage": crate::x402::btc::hex(&paid.preimage),
+                    "feeMsat": paid.fee_msat,
+                }),
+            );
+        }
+        LnAction::Get {
+            url,
+            count,
+            max_price,
+        } => {
+            let http = reqwest::Client::new();
+            await_peers(ln).await;
+            for _ in 0..*count {
+                let fetched = crate::ln::l402::get(&http, ln, url, max_price * 1_000, PAY_TIMEOUT)
+                    .await
+                    .map_err(|e| failed(url)(&e))?;
+                if fetched.paid_msat > 0 {
+                    eprintln!("paid {} msat via L402", fetched.paid_msat);
+                }
+                if fetched.status != 200 {
+                    return Err(CliError::Usage(format!(
+                        "{url}: HTTP {} {}",
+                        fetched.status,
+                        String::from_utf8_lossy(&fetched.body)
+                    )));
+                }
+                println!("{}", String::from_utf8_lossy(&fetched.body));
+            }
+        }
+        LnAction::Serve {
+            listen,
+            routes,
+            min_confirmations,
+        } => {
+            let store = Arc::new(
+                ChannelStore::open(&started.data_dir).map_err(|e| failed("channel store")(&e))?,
+            );
+            let issuer = crate::ln::l402::L402Issuer::new(
+                ln.clone(),
+                store.clone(),
+                started.keystore.keys(),
+            )
+            .map_err(|e| failed("L402")(&e))?;
+            let readings = Readings {
+                listen: *listen,
+                routes: parse_routes(routes)?,
+                min_confirmations: *min_confirmations,
+            };
+            eprintln!("node {}@{}", ln.node_id(), ln.listen_address());
+            serve_readings(
+                &store,
+                &started.rpc,
+                &started.keystore,
+                readings,
+                Some(Arc::new(issuer)),
+            )
+            .await?;
+        }
+        LnAction::Run => {
+            println!(
+                "node {}@{} online (Ctrl-C stops)",
+                ln.node_id(),
+                ln.listen_address()
+            );
+            let _ = tokio::signal::ctrl_c().await;
+            eprintln!("stopping: {} msat received in all", ln.received_msat());
+        }
+    }
+    Ok(())
+}
+
+/// Gives the node's channel peers a moment to reconnect after the start (a payment needs a
+/// usable channel); goes on regardless after [`RECONNECT_WAIT`], the payment then says why.
+async fn await_peers(ln: &LnNode) {
+    let reconnected = |channels: &[ldk_node::ChannelDetails]| {
+        channels.iter().all(|c| !c.is_channel_ready || c.is_usable)
+    };
+    if reconnected(&ln.channels()) {
+        return;
+    }
+    eprintln!("waiting for channel peers to reconnect…");
+    let _ = ln
+        .wait_channels("channel peers", RECONNECT_WAIT, reconnected)
+        .await;
+}
+
+fn print_data(global: &GlobalArgs, value: &serde_json::Value) {
+    if global.json {
+        print_json(value);
+    } else {
+        println!("{value:#}");
+    }
+}
+
+/// Prints a payment request (and its QR code) for the payer.
+fn show_request(global: &GlobalArgs, uri: &str, invoice: &str, qr: bool) {
+    if global.json {
+        print_json(&json!({ "chain": "ln", "uri": uri, "invoice": invoice }));
+        return;
+    }
+    println!("{uri}");
+    if qr {
+        match qr_code(uri) {
+            Some(code) => println!("{code}"),
+            None => eprintln!("(request too long for a QR code)"),
+        }
+    }
+}
+
+/// Stays online until `invoice` is paid or `wait_secs` pass (0: not at all).
+async fn wait_paid(
+    ln: &LnNode,
+    invoice: &ldk_node::lightning_invoice::Bolt11Invoice,
+    wait_secs: u64,
+) -> Result<(), CliError> {
+    if wait_secs == 0 {
+        return Ok(());
+    }
+    eprintln!("waiting up to {wait_secs} s for the payment (the node must stay online)…");
+    let received = ln
+        .wait_received(
+            invoice.payment_hash().to_byte_array(),
+            Duration::from_secs(wait_secs),
+        )
+        .await
+        .map_err(|e| failed("invoice")(&e))?;
+    eprintln!("paid: {received} msat received");
+    Ok(())
+}
+
+/// `m2m topup --chain ln`: a unified BIP-21 request (the device's on-chain address and a BOLT11
+/// invoice), then online until it is paid.
+pub(super) fn topup(
+    global: &GlobalArgs,
+    bitcoind: &BitcoindArgs,
+    node: &LnNodeArgs,
+    request: &wallet_cmd::TopupRequest<'_>,
+) -> Result<(), CliError> {
+    let started = start(global, bitcoind, node)?;
+    let ln = started.ln.clone();
+    let result = started.runtime.block_on(async {
+        let msat = request.amount.map_or(0, |a| a.to_sat() * 1_000);
+        let invoice = if msat == 0 {
+            ln.inner()
+                .bolt11_payment()
+                .receive_variable_amount(
+                    &ldk_node::lightning_invoice::Bolt11InvoiceDescription::Direct(
+                        ldk_node::lightning_invoice::Description::new(request.label.to_owned())
+                            .map_err(|e| failed("label")(&e))?,
+                    ),
+                    3_600,
+                )
+                .map_err(|e| failed("invoice")(&e))?
+        } else {
+            ln.invoice(msat, request.label, 3_600)
+                .map_err(|e| failed("invoice")(&e))?
+        };
+        let address = started.keystore.keys().bitcoin_address();
+        let uri = m2m_wallet::topup::unified_uri(
+            &address,
+            request.amount,
+            Some(request.label),
+            &invoice.to_string(),
+        );
+        show_request(global, &uri, &invoice.to_string(), request.qr);
+        wait_paid(&ln, &invoice, request.wait_secs).await
+    });
+    let stopped = started.runtime.block_on(ln.stop());
+    result?;
+    stopped.map_err(|e| failed("stopping the node")(&e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn amounts_and_peers_are_checked() {
+        assert_eq!(parse_msat("25").unwrap(), 25_000);
+        assert_eq!(parse_msat("25sat").unwrap(), 25_000);
+        assert_eq!(parse_msat("2500msat").unwrap(), 2_500);
+        for bad in ["0", "0msat", "-1", "1.5sat", "lots", "99999999999999999999"] {
+            assert!(parse_msat(bad).is_err(), "{bad}");
+        }
+        let id = "02".to_owned() + &"11".repeat(32);
+        assert!(
+            parse_peer(&format!("{id}@127.0.0.1:9735")).is_err(),
+            "not on the curve"
+        );
+        let key = bitcoin::secp256k1::PublicKey::from_secret_key(
+            &bitcoin::secp256k1::Secp256k1::new(),
+            &bitcoin::secp256k1::SecretKey::from_slice(&[7; 32]).unwrap(),
+        );
+        assert_eq!(
+            parse_peer(&format!("{key}@127.0.0.1:9735")).unwrap(),
+            (key, "127.0.0.1:9735".parse().unwrap())
+        );
+        assert!(parse_peer(&key.to_string()).is_err(), "no address");
+        assert!(
+            parse_peer(&format!("{key}@host:9735")).is_err(),
+            "not an IP"
+        );
+    }
+}

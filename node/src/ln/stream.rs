@@ -1,0 +1,247 @@
+//! Streams of keysend payments, each buying time (Podcasting 2.0 style, bLIP-10 records).
+//!
+//! A payer sends one keysend per period (a minute of connectivity, say) with a JSON record under
+//! TLV type [`STREAM_RECORD_TYPE`] naming the session it pays; the payee credits the session with
+//! the amount actually received (never what the record claims). No invoice round trip is needed,
+//! so a stream costs one payment per period and nothing else.
+//!
+//! - [`open_gateway_session`] + [`StreamPayer`]: the client side against `m2m gateway`.
+//! - [`credit_sessions`]: the receiving side, feeding a crediting function from the node.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bitcoin::secp256k1::PublicKey;
+use serde::{Deserialize, Serialize};
+
+use super::{LnError, LnNode, PaymentOutcome, Received};
+pub use crate::gateway::STREAM_RECORD_TYPE;
+
+/// The record a stream payment carries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamRecord {
+    /// Always `"stream"`.
+    pub action: String,
+    /// The paying application.
+    pub app_name: String,
+    /// The session paid (the payee's id for it).
+    pub session: u64,
+    /// This payment, msat.
+    pub value_msat: u64,
+    /// Everything paid in this session so far, this payment included, msat.
+    pub value_msat_total: u64,
+    /// Milliseconds of service this payment buys at the advertised price.
+    pub millis: u64,
+}
+
+impl StreamRecord {
+    /// Reads the stream record of a received payment, if it has one.
+    pub fn of(received: &Received) -> Option<Self> {
+        let (_, value) = received
+            .records
+            .iter()
+            .find(|(kind, _)| *kind == STREAM_RECORD_TYPE)?;
+        serde_json::from_slice::<Self>(value)
+            .ok()
+            .filter(|record| record.action == "stream")
+    }
+}
+
+/// A stream session could not be opened or paid.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    /// The gateway could not be reached.
+    #[error("gateway request: {0}")]
+    Http(#[from] reqwest::Error),
+    /// The gateway's answer was not a Lightning session offer.
+    #[error("gateway: {0}")]
+    Offer(String),
+    /// A payment failed.
+    #[error(transparent)]
+    Ln(#[from] LnError),
+}
+
+/// A Lightning session opened at a gateway: whom to pay and at what price.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LightningSession {
+    /// The gateway's session id (also `Proxy-Authorization: M2M <id>`).
+    pub id: u64,
+    /// The gateway's node.
+    pub node: PublicKey,
+    /// Price of a minute, msat.
+    pub msat_per_minute: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Offer {
+    node_id: String,
+    msat_per_minute: u64,
+    record_type: u64,
+}
+
+#[derive(Deserialize)]
+struct Opened {
+    session: u64,
+    lightning: Offer,
+}
+
+/// Opens a Lightning-paid session at the gateway at `base` (`http://host:port`).
+pub async fn open_gateway_session(
+    http: &reqwest::Client,
+    base: &str,
+) -> Result<LightningSession, StreamError> {
+    let response = http
+        .post(format!("{}/sessions", base.trim_end_matches('/')))
+        .json(&serde_json::json!({ "lightning": true }))
+        .send()
+        .await?;
+    if !response.status().is_success() {
+        let status = response.status();
+        let body = response.text().await.unwrap_or_default();
+        return Err(StreamError::Offer(format!("{status}: {body}")));
+    }
+    let opened: Opened = response.json().await?;
+    if opened.lightning.record_type != STREAM_RECORD_TYPE {
+        return Err(StreamError::Offer(format!(
+            "unknown stream record type {}",
+            opened.lightning.record_type
+        )));
+    }
+    let node = opened
+        .lightning
+        .node_id
+        .parse()
+        .map_err(|e| StreamError::Offer(format!("node id: {e}")))?;
+    if opened.lightning.msat_per_minute == 0 {
+        return Err(StreamError::Offer("a zero price".into()));
+    }
+    Ok(LightningSession {
+        id: opened.session,
+        node,
+        msat_per_minute: opened.lightning.msat_per_minute,
+    })
+}
+
+/// Pays a session period by period.
+#[derive(Debug)]
+pub struct StreamPayer {
+    ln: Arc<LnNode>,
+    session: LightningSession,
+    paid_msat: u64,
+}
+
+impl StreamPayer {
+    /// A payer of `session` from `ln`.
+    pub fn new(ln: Arc<LnNode>, session: LightningSession) -> Self {
+        Self {
+            ln,
+            session,
+            paid_msat: 0,
+        }
+    }
+
+    /// Pays for the next `period` of service (at least 1 msat) and waits for the outcome.
+    pub async fn pay_for(
+        &mut self,
+        period: Duration,
+        timeout: Duration,
+    ) -> Result<PaymentOutcome, LnError> {
+        let millis = u64::try_from(period.as_millis()).unwrap_or(u64::MAX);
+        let amount =
+            (u128::from(self.session.msat_per_minute) * u128::from(millis)).div_ceil(60_000);
+        let amount = u64::try_from(amount).unwrap_or(u64::MAX).max(1);
+        let record = StreamRecord {
+            action: "stream".into(),
+            app_name: "m2m".into(),
+            session: self.session.id,
+            value_msat: amount,
+            value_msat_total: self.paid_msat + amount,
+            millis,
+        };
+        let value = serde_json::to_vec(&record).expect("a record serializes");
+        let outcome = self
+            .ln
+            .keysend_with_records(
+                self.session.node,
+                amount,
+                vec![(STREAM_RECORD_TYPE, value)],
+                timeout,
+            )
+            .await?;
+        self.paid_msat += amount;
+        Ok(outcome)
+    }
+
+    /// Paid so far, msat.
+    pub fn paid_msat(&self) -> u64 {
+        self.paid_msat
+    }
+
+    /// The session.
+    pub fn session(&self) -> LightningSession {
+        self.session
+    }
+}
+
+/// Feeds every stream payment `ln` receives to `credit(session, amount_msat)` until the node
+/// stops. Payments are already claimed and stored by the node; a payment for an unknown session
+/// is kept (and logged).
+pub fn credit_sessions(
+    ln: &LnNode,
+    credit: impl Fn(u64, u64) -> bool + Send + 'static,
+) -> tokio::task::JoinHandle<()> {
+    let mut received = ln.subscribe_received();
+    tokio::spawn(async move {
+        loop {
+            match received.recv().await {
+                Ok(payment) => {
+                    let Some(record) = StreamRecord::of(&payment) else {
+                        continue;
+                    };
+                    if !credit(record.session, payment.amount_msat) {
+                        tracing::warn!(
+                            session = record.session,
+                            amount_msat = payment.amount_msat,
+                            "stream payment for an unknown session"
+                        );
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                    tracing::warn!(missed, "stream payments not credited (consumer too slow)");
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_is_read_back_from_a_received_payment() {
+        let record = StreamRecord {
+            action: "stream".into(),
+            app_name: "m2m".into(),
+            session: 7,
+            value_msat: 1_000,
+            value_msat_total: 5_000,
+            millis: 1_000,
+        };
+        let mut received = Received {
+            payment_hash: [1; 32],
+            amount_msat: 1_000,
+            records: vec![
+                (65_537, b"other".to_vec()),
+                (STREAM_RECORD_TYPE, serde_json::to_vec(&record).unwrap()),
+            ],
+        };
+        assert_eq!(StreamRecord::of(&received), Some(record));
+        received.records[1].1 = br#"{"action":"boost"}"#.to_vec();
+        assert_eq!(StreamRecord::of(&received), None, "not a stream");
+        received.records.truncate(1);
+        assert_eq!(StreamRecord::of(&received), None);
+    }
+}

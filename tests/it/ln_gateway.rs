@@ -1,0 +1,172 @@
+//! Connectivity paid by the minute over Lightning: a client opens a Lightning session at the
+//! gateway and streams keysends (each carrying the session's record); tunnels run while the
+//! paid time lasts and are cut when the stream stops; the gateway credits exactly what it
+//! received, and a keysend naming no session buys nothing.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bitcoin::Amount;
+use m2m::node::gateway::{self, Gateway, GatewayConfig};
+use m2m::node::ln::stream::{self, StreamPayer};
+use m2m::sim::roaming::get_through;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::lightning::{Agent, channel_between};
+use crate::support::{LocalChain, funded_device};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// `CONNECT target` through the gateway with the session's `Proxy-Authorization`.
+async fn tunnel(
+    gateway: SocketAddr,
+    session: u64,
+    target: SocketAddr,
+) -> Result<TcpStream, String> {
+    let mut stream = TcpStream::connect(gateway)
+        .await
+        .map_err(|e| e.to_string())?;
+    let request = format!(
+        "CONNECT {target} HTTP/1.1\r\nHost: {target}\r\nProxy-Authorization: M2M {session}\r\n\r\n"
+    );
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if stream.read(&mut byte).await.unwrap_or(0) == 0 {
+            break;
+        }
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    if head.starts_with("HTTP/1.1 200") {
+        Ok(stream)
+    } else {
+        Err(head)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keysend_stream_pays_the_minutes_and_stopping_it_cuts_the_tunnel() {
+    let bitcoind = m2m::node::tools::start_bitcoind()
+        .await
+        .expect("bitcoind (run scripts/bitcoind to build it)");
+    let rpc = bitcoind.rpc().clone();
+    let (client_agent, gateway_agent) = (Agent::new("client"), Agent::new("gateway"));
+    let client_ln = Arc::new(client_agent.start(&rpc).await);
+    let gateway_ln = gateway_agent.start(&rpc).await;
+    channel_between(
+        &rpc,
+        &client_ln,
+        &gateway_ln,
+        Amount::from_sat(1_000_000),
+        false,
+    )
+    .await;
+
+    // The gateway: its EVM side as usual, plus Lightning sessions at 60 sat a minute.
+    let chain = LocalChain::start(31337).await;
+    let keys = funded_device(&chain, 10u128.pow(20)).await;
+    let config = GatewayConfig::parse(&format!(
+        "listen = \"127.0.0.1:0\"\nrpc_url = \"{}\"\nnetwork = \"eip155:31337\"\nasset = \"{}\"\n\
+         price_per_minute = 60000\ngrace_ms = 500\nlightning_msat_per_minute = 60000\n",
+        chain.anvil.endpoint(),
+        chain.token
+    ))
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = crate::paid_http::open_store(dir.path());
+    let gateway = Gateway::start(config, keys, store).await.unwrap();
+    let crediting = gateway.accept_lightning(&gateway_ln).unwrap();
+    let server = gateway::serve(gateway.clone(), None).await.unwrap();
+    let base = format!("http://{}", server.local_addr);
+    let upstream = m2m::sim::roaming::upstream().await.unwrap();
+
+    let http = reqwest::Client::new();
+    let session = stream::open_gateway_session(&http, &base).await.unwrap();
+    assert_eq!(session.node, gateway_ln.node_id());
+    assert_eq!(session.msat_per_minute, 60_000);
+    let refused = tunnel(server.local_addr, session.id, upstream)
+        .await
+        .expect_err("nothing paid yet");
+    assert!(refused.starts_with("HTTP/1.1 402"), "{refused}");
+    let ticks = reqwest::Client::new()
+        .post(format!("{base}/sessions/{}/ticks", session.id))
+        .json(&serde_json::json!({ "preimage": alloy::primitives::B256::repeat_byte(1) }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ticks.status(), 409, "a Lightning session takes no ticks");
+
+    // The stream: one keysend per second of connectivity (1 sat each), paid a second ahead.
+    let mut payer = StreamPayer::new(client_ln.clone(), session);
+    let period = Duration::from_secs(1);
+    payer.pay_for(period * 2, WAIT).await.unwrap();
+    let credited = |expected: u64| {
+        let gateway = gateway.clone();
+        async move {
+            let deadline = Instant::now() + WAIT;
+            while gateway.lightning_received(session.id) != Some(expected) {
+                assert!(Instant::now() < deadline, "credit of {expected} msat");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    credited(2_000).await;
+    let mut stream = tunnel(server.local_addr, session.id, upstream)
+        .await
+        .expect("tunnel while paid");
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(5) {
+        assert!(get_through(&mut stream).await.unwrap().contains("xxxx"));
+        payer.pay_for(period, WAIT).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    }
+    credited(payer.paid_msat()).await;
+
+    // A keysend with no session record (or another session's id) buys nothing.
+    client_ln
+        .keysend(gateway_ln.node_id(), 5_000, WAIT)
+        .await
+        .unwrap();
+    assert_eq!(
+        gateway.lightning_received(session.id),
+        Some(payer.paid_msat())
+    );
+
+    // The stream stops: the tunnel is cut once the paid time and the grace run out.
+    let stopped = Instant::now();
+    let mut buffer = [0u8; 16];
+    let cut = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buffer)).await;
+    assert!(
+        matches!(cut, Ok(Ok(0)) | Ok(Err(_))),
+        "tunnel closed: {cut:?}"
+    );
+    let latency = stopped.elapsed();
+    println!("cut {latency:?} after the last keysend (it paid up to ~3 s ahead)");
+    assert!(latency < Duration::from_secs(5), "cut after {latency:?}");
+    let refused = tunnel(server.local_addr, session.id, upstream)
+        .await
+        .expect_err("refused after the stream stopped");
+    assert!(refused.starts_with("HTTP/1.1 402"), "{refused}");
+    let (keysends, _, bytes, cuts) = gateway.session_figures(session.id).unwrap();
+    println!(
+        "session: {keysends} keysends, {} msat, {bytes} bytes, {cuts} cut",
+        payer.paid_msat()
+    );
+    assert!(keysends >= 5 && bytes > 2_000 && cuts == 1);
+    assert_eq!(
+        gateway_ln.received_msat(),
+        payer.paid_msat() + 5_000,
+        "the node holds every payment"
+    );
+    crediting.abort();
+    server.shutdown().await;
+    client_ln.stop().await.unwrap();
+    gateway_ln.stop().await.unwrap();
+}
