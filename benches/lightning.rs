@@ -38,6 +38,7 @@ async fn node(rpc: &m2m::node::btc::BitcoinRpc, dir: &std::path::Path, alias: &s
         listen: free_addr(),
         network: Network::Regtest,
         alias: alias.into(),
+        trusted_peers: Vec::new(),
     };
     LnNode::start(&keys, rpc, config).await.unwrap()
 }

@@ -17,6 +17,8 @@
 //! - [`events`]: per-request events and the figures derived from them.
 //! - [`roaming`]: connectivity hotspots and roaming clients (pay per minute).
 //! - [`bitcoin`]: the Bitcoin-priced leg (regtest bitcoind, Taproot channels, BIP-21 top-ups).
+//! - [`lightning`]: the Lightning leg (a hub and devices on ldk-node, top-ups over Lightning,
+//!   readings over L402; feature `lightning`).
 //! - [`cli`]: `m2m sim`.
 
 pub mod adversary;
@@ -25,6 +27,7 @@ pub mod check;
 pub mod cli;
 pub mod events;
 pub mod fleet;
+pub mod lightning;
 pub mod proxy;
 pub mod report;
 pub mod roaming;

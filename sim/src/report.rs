@@ -57,6 +57,7 @@ pub(crate) struct Inputs<'a> {
     pub(crate) opening: (u64, Duration),
     pub(crate) roaming: Option<Roaming>,
     pub(crate) bitcoin: Option<crate::bitcoin::BitcoinFigures>,
+    pub(crate) lightning: Option<crate::lightning::LightningFigures>,
 }
 
 /// Pay-per-minute figures of a run with hotspots.
@@ -172,6 +173,8 @@ pub struct RunReport {
     pub roaming: Option<Roaming>,
     /// The Bitcoin-priced leg, if the scenario has one.
     pub bitcoin: Option<crate::bitcoin::BitcoinFigures>,
+    /// The Lightning leg, if the scenario has one.
+    pub lightning: Option<crate::lightning::LightningFigures>,
     /// The conservation check.
     pub audit: Audit,
     /// Whether every check passed.
@@ -194,7 +197,11 @@ impl RunReport {
             && inputs
                 .bitcoin
                 .as_ref()
-                .is_none_or(|b| b.violations.is_empty());
+                .is_none_or(|b| b.violations.is_empty())
+            && inputs
+                .lightning
+                .as_ref()
+                .is_none_or(|l| l.violations.is_empty());
         Self {
             scenario: inputs.scenario.name.clone(),
             devices: inputs.devices,
@@ -213,6 +220,7 @@ impl RunReport {
             opening_secs: inputs.opening.1.as_secs_f64(),
             roaming: inputs.roaming,
             bitcoin: inputs.bitcoin,
+            lightning: inputs.lightning,
             audit: inputs.audit,
             passed,
             events: inputs.events,
@@ -307,6 +315,33 @@ impl RunReport {
             }
             for violation in &b.violations {
                 text.push_str(&format!("- VIOLATION (bitcoin): {violation}\n"));
+            }
+        }
+        if let Some(l) = &self.lightning {
+            text.push_str(&format!(
+                "\n## Lightning leg (regtest, ldk-node; a hub and {} devices)\n\n\
+                 | | |\n|---|---|\n| top-ups over Lightning | {} |\n\
+                 | readings paid over L402 | {} ({:.1}/s; {} failed) |\n\
+                 | latency p50 / p99 (402, payment, paid request) | {:.1} ms / {:.1} ms |\n\
+                 | sellers received | {} msat |\n| routing fees to the hub | {} msat |\n",
+                l.nodes - 1,
+                l.top_ups,
+                l.paid,
+                l.paid_per_sec,
+                l.failed,
+                l.latency_ms.0,
+                l.latency_ms.1,
+                l.sellers_received_msat,
+                l.routing_fees_msat
+            ));
+            if let Some(failure) = &l.first_failure {
+                text.push_str(&format!("\nFirst failed request: {failure}\n"));
+            }
+            if l.violations.is_empty() {
+                text.push_str("\nEvery millisatoshi accounted for (sellers = served × price = buyers sent; buyers = top-up − sent − fees).\n");
+            }
+            for violation in &l.violations {
+                text.push_str(&format!("- VIOLATION (lightning): {violation}\n"));
             }
         }
         let a = &self.audit;

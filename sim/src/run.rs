@@ -130,10 +130,18 @@ pub async fn run(scenario: &Scenario, options: &RunOptions) -> Result<RunReport,
     let devices_dir =
         tempfile::tempdir().map_err(|e| SimError::Output(options.out_dir.clone(), e))?;
     let rss_before = resident_bytes();
+    eprintln!("DEBUGDIR {}", devices_dir.path().display());
     let chain = start_chain().await?;
     // The Bitcoin leg runs beside the EVM one, on its own regtest node.
     let bitcoin_leg = tokio::spawn(crate::bitcoin::run_leg(
         scenario.bitcoin.clone(),
+        Duration::from_secs(scenario.duration_secs),
+        scenario.seed,
+        devices_dir.path().to_path_buf(),
+    ));
+    // So does the Lightning leg, on another.
+    let lightning_leg = tokio::spawn(crate::lightning::run_leg(
+        scenario.lightning.clone(),
         Duration::from_secs(scenario.duration_secs),
         scenario.seed,
         devices_dir.path().to_path_buf(),
@@ -446,6 +454,9 @@ pub async fn run(scenario: &Scenario, options: &RunOptions) -> Result<RunReport,
     let bitcoin = bitcoin_leg
         .await
         .map_err(|e| SimError::Setup(format!("bitcoin leg: {e}")))??;
+    let lightning = lightning_leg
+        .await
+        .map_err(|e| SimError::Setup(format!("lightning leg: {e}")))??;
     let memory_per_device = match (rss_before, rss_after) {
         (Some(before), Some(after)) => Some(after.saturating_sub(before) / devices.max(1) as u64),
         _ => None,
@@ -465,6 +476,7 @@ pub async fn run(scenario: &Scenario, options: &RunOptions) -> Result<RunReport,
         opening,
         roaming,
         bitcoin,
+        lightning,
     });
     report.write(&options.out_dir)?;
     Ok(report)

@@ -165,6 +165,9 @@ pub struct Scenario {
     /// The Bitcoin-priced leg (regtest, Taproot channels).
     #[serde(default)]
     pub bitcoin: crate::bitcoin::BitcoinLeg,
+    /// The Lightning leg (regtest, ldk-node, L402).
+    #[serde(default)]
+    pub lightning: crate::lightning::LightningLeg,
 }
 
 /// A scenario is unusable.
@@ -235,6 +238,9 @@ impl Scenario {
                 || btc.readings_per_sec <= 0.0)
         {
             return invalid("bitcoin: price < capacity < top-up, and a positive rate");
+        }
+        if let Err(reason) = self.lightning.check() {
+            return invalid(reason);
         }
         if self.sellers.price == 0 || self.duration_secs == 0 {
             return invalid("price and duration must be positive");

@@ -51,6 +51,7 @@ impl Agent {
             listen: self.listen,
             network: Network::Regtest,
             alias: self.alias.into(),
+            trusted_peers: Vec::new(),
         };
         LnNode::start(&self.keys, rpc, config).await.unwrap()
     }

@@ -1,6 +1,6 @@
 //! The simulator end to end: a short scenario with every fault on must pass its conservation
 //! check, and each fault must actually have happened and been handled; the Bitcoin leg beside
-//! it must account for every satoshi.
+//! it must account for every satoshi, and the Lightning leg for every millisatoshi.
 
 use m2m::sim::run::{RunOptions, run};
 use m2m::sim::scenario::Scenario;
@@ -39,6 +39,13 @@ readings_per_sec = 5.0
 capacity_sat = 100000
 top_up_sat = 500000
 block_interval_ms = 500
+[lightning]
+sellers = 1
+buyers = 2
+price_sat = 10
+readings_per_sec = 5.0
+channel_sat = 1000000
+top_up_sat = 100000
 "#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -91,6 +98,20 @@ async fn a_faulty_fleet_conserves_every_unit() {
         bitcoin.paid * 50,
         "paid readings × price, to the satoshi"
     );
+    let lightning = report.lightning.as_ref().expect("the Lightning leg ran");
+    assert!(
+        lightning.violations.is_empty(),
+        "{:?}",
+        lightning.violations
+    );
+    assert_eq!(lightning.top_ups, 2, "both buyers topped up over Lightning");
+    assert!(lightning.paid > 20, "{lightning:?}");
+    assert_eq!(
+        lightning.sellers_received_msat,
+        lightning.paid * 10_000,
+        "paid readings × price, to the millisatoshi"
+    );
+    assert!(lightning.routing_fees_msat > 0, "the hub routed for a fee");
     for file in [
         "summary.md",
         "summary.json",

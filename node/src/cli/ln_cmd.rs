@@ -43,6 +43,10 @@ pub struct LnNodeArgs {
     /// The node's public alias.
     #[arg(long, default_value = "m2m-device", global = true)]
     alias: String,
+    /// A peer (node id) whose channels need no on-chain reserve here, e.g. the device's hub or
+    /// LSP; repeatable.
+    #[arg(long = "trust-peer", value_name = "NODE_ID", global = true)]
+    trusted_peers: Vec<PublicKey>,
 }
 
 /// `m2m ln`.
@@ -149,6 +153,7 @@ fn start(
         listen: node.ln_listen,
         network: keystore.keys().network(),
         alias: node.alias.clone(),
+        trusted_peers: node.trusted_peers.clone(),
     };
     eprintln!("starting the Lightning node…");
     let ln = runtime

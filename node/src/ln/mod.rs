@@ -71,6 +71,10 @@ pub struct LnConfig {
     pub network: Network,
     /// The node's public alias (announced channels need one).
     pub alias: String,
+    /// Peers whose channels to this node need no on-chain reserve here (a device's hub or LSP).
+    /// Without one, an anchor channel from a peer is refused unless the node holds 25,000 sat
+    /// on chain to bump its closing fees, and the peer falls back to a channel without anchors.
+    pub trusted_peers: Vec<PublicKey>,
 }
 
 /// A finished outgoing payment.
@@ -101,6 +105,8 @@ pub struct LnNode {
     node: Arc<Node>,
     events: Arc<Notify>,
     received: tokio::sync::broadcast::Sender<Received>,
+    failures: Arc<FailureReasons>,
+    rpc: BitcoinRpc,
     listen: SocketAddr,
     pump: tokio::task::JoinHandle<()>,
     redial: tokio::task::JoinHandle<()>,
@@ -112,6 +118,26 @@ impl std::fmt::Debug for LnNode {
             .field("node_id", &self.node.node_id())
             .field("listen", &self.listen)
             .finish_non_exhaustive()
+    }
+}
+
+impl Drop for LnNode {
+    /// A node dropped without [`LnNode::stop`] is stopped on a blocking thread: stopping waits
+    /// for ldk-node's tasks and must not hold an async worker meanwhile.
+    fn drop(&mut self) {
+        self.pump.abort();
+        self.redial.abort();
+        if !self.node.status().is_running {
+            return;
+        }
+        let node = self.node.clone();
+        let stop = move || {
+            let _ = node.stop();
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn_blocking(stop)),
+            Err(_) => stop(),
+        }
     }
 }
 
@@ -127,7 +153,11 @@ impl LnNode {
         let (host, port) = rpc.host_port().ok_or_else(|| {
             LnError::Input(format!("bitcoind URL {} has no host:port", rpc.url()))
         })?;
-        let mut builder = ldk_node::Builder::new();
+        let mut node_config = ldk_node::config::Config::default();
+        if let Some(anchors) = node_config.anchor_channels_config.as_mut() {
+            anchors.trusted_peers_no_reserve = config.trusted_peers.clone();
+        }
+        let mut builder = ldk_node::Builder::from_config(node_config);
         builder
             .set_network(config.network)
             .set_storage_dir_path(config.storage_dir.display().to_string())
@@ -148,12 +178,20 @@ impl LnNode {
         .map_err(|e| LnError::Build(e.to_string()))??;
         let events = Arc::new(Notify::new());
         let (received, _) = tokio::sync::broadcast::channel(RECEIVED_BACKLOG);
-        let pump = tokio::spawn(pump_events(node.clone(), events.clone(), received.clone()));
+        let failures = Arc::new(FailureReasons::default());
+        let pump = tokio::spawn(pump_events(
+            node.clone(),
+            events.clone(),
+            received.clone(),
+            failures.clone(),
+        ));
         let redial = tokio::spawn(redial_peers(node.clone()));
         Ok(Self {
             node,
             events,
             received,
+            failures,
+            rpc: rpc.clone(),
             listen: config.listen,
             pump,
             redial,
@@ -234,13 +272,14 @@ impl LnNode {
         )?)
     }
 
-    /// Waits until the channel `id` has its funding transaction (negotiated with the peer and
-    /// broadcast), and returns its outpoint.
+    /// Waits until the channel `id` has its funding transaction, negotiated with the peer and
+    /// accepted by bitcoind (in its mempool or a block), and returns its outpoint.
     pub async fn wait_funding(
         &self,
         id: UserChannelId,
         timeout: Duration,
     ) -> Result<bitcoin::OutPoint, LnError> {
+        let deadline = tokio::time::Instant::now() + timeout;
         let funding = || {
             self.node
                 .list_channels()
@@ -250,7 +289,15 @@ impl LnNode {
         };
         self.wait_channels("the channel's funding", timeout, |_| funding().is_some())
             .await?;
-        funding().ok_or(LnError::Timeout(timeout, "the channel's funding"))
+        let outpoint = funding().ok_or(LnError::Timeout(timeout, "the channel's funding"))?;
+        // LDK broadcasts the funding only once the peer has signed the first commitment.
+        while self.rpc.tx_out(&outpoint).await?.is_none() {
+            if tokio::time::Instant::now() > deadline {
+                return Err(LnError::Timeout(timeout, "the funding broadcast"));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(outpoint)
     }
 
     /// Balances: (spendable on chain, spendable over Lightning), satoshi.
@@ -350,6 +397,21 @@ impl LnNode {
             .sum()
     }
 
+    /// Succeeded outbound payments: (amount delivered, routing fees), msat.
+    pub fn sent_msat(&self) -> (u64, u64) {
+        self.node
+            .list_payments_with_filter(|p| {
+                p.direction == PaymentDirection::Outbound && p.status == PaymentStatus::Succeeded
+            })
+            .iter()
+            .fold((0, 0), |(amount, fees), p| {
+                (
+                    amount + p.amount_msat.unwrap_or_default(),
+                    fees + p.fee_paid_msat.unwrap_or_default(),
+                )
+            })
+    }
+
     /// Waits until the invoice with `payment_hash` is paid; returns the amount received, msat.
     pub async fn wait_received(
         &self,
@@ -413,7 +475,18 @@ impl LnNode {
                         });
                     }
                     PaymentStatus::Failed => {
-                        return Err(LnError::PaymentFailed(format!("{:?}", details.kind)));
+                        // The status may be seen before its event is pumped: wait for it briefly.
+                        let reason = match self.failures.take(&id.0) {
+                            Some(reason) => reason,
+                            None => {
+                                let wait = Duration::from_millis(500);
+                                let _ = tokio::time::timeout(wait, notified).await;
+                                self.failures
+                                    .take(&id.0)
+                                    .unwrap_or_else(|| "no reason given".into())
+                            }
+                        };
+                        return Err(LnError::PaymentFailed(reason));
                     }
                     PaymentStatus::Pending => {}
                 }
@@ -461,10 +534,32 @@ async fn redial_peers(node: Arc<Node>) {
 }
 
 /// Drains ldk-node's event queue, logging and acknowledging each event, and wakes waiters.
+/// Why recent payments failed, by payment id, until their waiter reads it (bounded).
+#[derive(Default)]
+struct FailureReasons(std::sync::Mutex<std::collections::HashMap<[u8; 32], String>>);
+
+impl FailureReasons {
+    /// More failures than anyone waits for are dropped wholesale.
+    const LIMIT: usize = 10_000;
+
+    fn record(&self, id: [u8; 32], reason: String) {
+        let mut reasons = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if reasons.len() >= Self::LIMIT {
+            reasons.clear();
+        }
+        reasons.insert(id, reason);
+    }
+
+    fn take(&self, id: &[u8; 32]) -> Option<String> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(id)
+    }
+}
+
 async fn pump_events(
     node: Arc<Node>,
     events: Arc<Notify>,
     received: tokio::sync::broadcast::Sender<Received>,
+    failures: Arc<FailureReasons>,
 ) {
     loop {
         let event = node.next_event_async().await;
@@ -486,8 +581,14 @@ async fn pump_events(
                         .collect(),
                 });
             }
-            Event::PaymentFailed { reason, .. } => {
+            Event::PaymentFailed {
+                reason, payment_id, ..
+            } => {
                 tracing::info!(?reason, "lightning payment failed");
+                if let Some(id) = payment_id {
+                    let reason = reason.map_or("no reason given".into(), |r| format!("{r:?}"));
+                    failures.record(id.0, reason);
+                }
             }
             Event::ChannelReady { channel_id, .. } => {
                 tracing::info!(%channel_id, "lightning channel ready");
