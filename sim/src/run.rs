@@ -130,7 +130,6 @@ pub async fn run(scenario: &Scenario, options: &RunOptions) -> Result<RunReport,
     let devices_dir =
         tempfile::tempdir().map_err(|e| SimError::Output(options.out_dir.clone(), e))?;
     let rss_before = resident_bytes();
-    eprintln!("DEBUGDIR {}", devices_dir.path().display());
     let chain = start_chain().await?;
     // The Bitcoin leg runs beside the EVM one, on its own regtest node.
     let bitcoin_leg = tokio::spawn(crate::bitcoin::run_leg(
