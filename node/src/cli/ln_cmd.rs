@@ -137,6 +137,27 @@ struct Started {
     ln: Arc<LnNode>,
 }
 
+/// Starts the device's node on `data_dir` (its `lightning` directory) against bitcoind.
+pub(super) async fn start_node(
+    keys: &m2m_wallet::DeviceKeys,
+    data_dir: &DataDir,
+    bitcoind: &BitcoindArgs,
+    node: &LnNodeArgs,
+) -> Result<LnNode, CliError> {
+    let rpc = bitcoind.rpc()?;
+    let config = LnConfig {
+        storage_dir: data_dir.path().join("lightning"),
+        listen: node.ln_listen,
+        network: keys.network(),
+        alias: node.alias.clone(),
+        trusted_peers: node.trusted_peers.clone(),
+    };
+    eprintln!("starting the Lightning node…");
+    LnNode::start(keys, &rpc, config)
+        .await
+        .map_err(|e| failed("lightning node")(&e))
+}
+
 fn start(
     global: &GlobalArgs,
     bitcoind: &BitcoindArgs,
@@ -148,17 +169,7 @@ fn start(
         .enable_all()
         .build()
         .map_err(CliError::Terminal)?;
-    let config = LnConfig {
-        storage_dir: data_dir.path().join("lightning"),
-        listen: node.ln_listen,
-        network: keystore.keys().network(),
-        alias: node.alias.clone(),
-        trusted_peers: node.trusted_peers.clone(),
-    };
-    eprintln!("starting the Lightning node…");
-    let ln = runtime
-        .block_on(LnNode::start(keystore.keys(), &rpc, config))
-        .map_err(|e| failed("lightning node")(&e))?;
+    let ln = runtime.block_on(start_node(keystore.keys(), &data_dir, bitcoind, node))?;
     Ok(Started {
         data_dir,
         keystore: Arc::new(keystore),

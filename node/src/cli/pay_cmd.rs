@@ -55,6 +55,14 @@ pub struct GatewayArgs {
     /// The gateway configuration (price per minute, chain, upstreams).
     #[arg(long, short, value_name = "FILE", default_value = "gateway.toml")]
     config: PathBuf,
+    /// Lightning sessions (with `lightning_msat_per_minute`): how to reach bitcoind.
+    #[cfg(feature = "lightning")]
+    #[command(flatten)]
+    bitcoind: super::btc_cmd::BitcoindArgs,
+    /// Lightning sessions: the node's address and alias.
+    #[cfg(feature = "lightning")]
+    #[command(flatten)]
+    ln: super::ln_cmd::LnNodeArgs,
 }
 
 /// `m2m connect`.
@@ -181,9 +189,32 @@ pub(super) fn gateway(global: &GlobalArgs, args: &GatewayArgs) -> Result<(), Cli
     let (data_dir, keystore) = wallet_cmd::open(global)?;
     let store = ChannelStore::open(&data_dir).map_err(|e| failed("channel store")(&e))?;
     runtime()?.block_on(async move {
-        let gateway = crate::gateway::Gateway::start(config, Arc::new(keystore), store)
+        let keystore = Arc::new(keystore);
+        let gateway = crate::gateway::Gateway::start(config, keystore.clone(), store)
             .await
             .map_err(CliError::Usage)?;
+        #[cfg(feature = "lightning")]
+        let lightning = match gateway.config().lightning_msat_per_minute {
+            Some(_) => {
+                let ln =
+                    super::ln_cmd::start_node(keystore.keys(), &data_dir, &args.bitcoind, &args.ln)
+                        .await?;
+                let crediting = gateway.accept_lightning(&ln).map_err(CliError::Usage)?;
+                eprintln!(
+                    "Lightning sessions paid to {}@{}",
+                    ln.node_id(),
+                    ln.listen_address()
+                );
+                Some((ln, crediting))
+            }
+            None => None,
+        };
+        #[cfg(not(feature = "lightning"))]
+        if gateway.config().lightning_msat_per_minute.is_some() {
+            return Err(CliError::Usage(
+                "lightning_msat_per_minute needs a build with the `lightning` feature".into(),
+            ));
+        }
         let server = crate::gateway::serve(gateway.clone(), None)
             .await
             .map_err(|e| failed("listening")(&e))?;
@@ -196,6 +227,13 @@ pub(super) fn gateway(global: &GlobalArgs, args: &GatewayArgs) -> Result<(), Cli
         let _ = tokio::signal::ctrl_c().await;
         server.shutdown().await;
         claimer.abort();
+        #[cfg(feature = "lightning")]
+        if let Some((ln, crediting)) = lightning {
+            crediting.abort();
+            if let Err(error) = ln.stop().await {
+                eprintln!("stopping the Lightning node: {error}");
+            }
+        }
         match gateway.seller().claim_all().await {
             Ok(count) => eprintln!("claimed {count} channel(s) on chain"),
             Err(error) => eprintln!("claiming on shutdown failed (the next start claims): {error}"),
