@@ -1,8 +1,8 @@
 //! Lightning payments between two embedded ldk-node agents on regtest
 //! (`cargo bench --bench lightning`).
 //!
-//! One channel, payer → payee, on a regtest bitcoind on this machine; both nodes in this
-//! process. Phase 1 sends keysend payments one at a time (latency); phase 2 keeps
+//! `M2M_LN_CHANNELS` (default 1) channels, payer → payee, on a regtest bitcoind on this machine;
+//! both nodes in this process (each channel takes a bounded number of HTLCs in flight). Phase 1 sends keysend payments one at a time (latency); phase 2 keeps
 //! `M2M_LN_IN_FLIGHT` (default 16) payments in flight for `M2M_LOAD_SECS` (default 10) seconds
 //! (throughput). LDK holds HTLCs about 100 ms before forwarding or claiming them (batching for
 //! privacy), which bounds the one-at-a-time rate; concurrency amortises it. Every payment is
@@ -59,6 +59,11 @@ async fn main() {
             .and_then(|s| s.parse().ok())
             .unwrap_or(10),
     );
+    let channels: usize = std::env::var("M2M_LN_CHANNELS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(1);
     let bitcoind = start_bitcoind().await.expect("bitcoind (scripts/bitcoind)");
     let rpc = bitcoind.rpc().clone();
     let dir = tempfile::tempdir().unwrap();
@@ -73,24 +78,31 @@ async fn main() {
     .bitcoin_address()
     .to_string();
     let funding = payer.new_onchain_address().unwrap().to_string();
-    rpc.mine_to(1, &funding).await.unwrap();
+    rpc.mine_to(channels as u32, &funding).await.unwrap();
     rpc.mine_to(100, &burn).await.unwrap();
     payer.sync().await.unwrap();
-    payer
-        .open_channel(
-            payee.node_id(),
-            payee.listen_address(),
-            Amount::from_sat(10_000_000),
-            0,
-            true,
-        )
-        .unwrap();
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    rpc.mine_to(7, &burn).await.unwrap();
+    for _ in 0..channels {
+        let id = payer
+            .open_channel(
+                payee.node_id(),
+                payee.listen_address(),
+                Amount::from_sat(10_000_000),
+                0,
+                true,
+            )
+            .unwrap();
+        payer.wait_funding(id, WAIT).await.unwrap();
+        // Confirm before the next open: ldk-node's wallet would otherwise reuse the coin.
+        rpc.mine_to(1, &burn).await.unwrap();
+        payer.sync().await.unwrap();
+    }
+    rpc.mine_to(6, &burn).await.unwrap();
     payer.sync().await.unwrap();
     payee.sync().await.unwrap();
     payer
-        .wait_channels("the channel", WAIT, |c| c.iter().any(|c| c.is_usable))
+        .wait_channels("the channels", WAIT, |c| {
+            c.iter().filter(|c| c.is_usable).count() == channels
+        })
         .await
         .unwrap();
 
