@@ -30,7 +30,12 @@ fn free_addr() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }
 
-async fn node(rpc: &m2m::node::btc::BitcoinRpc, dir: &std::path::Path, alias: &str) -> LnNode {
+async fn node(
+    rpc: &m2m::node::btc::BitcoinRpc,
+    dir: &std::path::Path,
+    alias: &str,
+    trusted_peers: Vec<bitcoin::secp256k1::PublicKey>,
+) -> LnNode {
     let seed = DeviceSeed::generate(SeedLength::Words12).unwrap();
     let keys = DeviceKeys::derive(&seed, Network::Regtest).unwrap();
     let config = LnConfig {
@@ -38,7 +43,7 @@ async fn node(rpc: &m2m::node::btc::BitcoinRpc, dir: &std::path::Path, alias: &s
         listen: free_addr(),
         network: Network::Regtest,
         alias: alias.into(),
-        trusted_peers: Vec::new(),
+        trusted_peers,
     };
     LnNode::start(&keys, rpc, config).await.unwrap()
 }
@@ -67,8 +72,9 @@ async fn main() {
     let bitcoind = start_bitcoind().await.expect("bitcoind (scripts/bitcoind)");
     let rpc = bitcoind.rpc().clone();
     let dir = tempfile::tempdir().unwrap();
-    let payer = Arc::new(node(&rpc, dir.path(), "payer").await);
-    let payee = node(&rpc, dir.path(), "payee").await;
+    let payer = Arc::new(node(&rpc, dir.path(), "payer", Vec::new()).await);
+    // The payee trusts the payer's channels (no on-chain reserve of its own needed).
+    let payee = node(&rpc, dir.path(), "payee", vec![payer.node_id()]).await;
 
     let burn = DeviceKeys::derive(
         &DeviceSeed::generate(SeedLength::Words12).unwrap(),
@@ -92,13 +98,12 @@ async fn main() {
             )
             .unwrap();
         payer.wait_funding(id, WAIT).await.unwrap();
-        // Confirm before the next open: ldk-node's wallet would otherwise reuse the coin.
-        rpc.mine_to(1, &burn).await.unwrap();
+        // Confirmed, and seen so by both, before the next open: ldk-node's wallet would otherwise
+        // reuse the coin, and LDK refuses a fifth unconfirmed channel from one peer.
+        rpc.mine_to(6, &burn).await.unwrap();
         payer.sync().await.unwrap();
+        payee.sync().await.unwrap();
     }
-    rpc.mine_to(6, &burn).await.unwrap();
-    payer.sync().await.unwrap();
-    payee.sync().await.unwrap();
     payer
         .wait_channels("the channels", WAIT, |c| {
             c.iter().filter(|c| c.is_usable).count() == channels
