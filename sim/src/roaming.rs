@@ -70,8 +70,17 @@ pub async fn upstream() -> std::io::Result<SocketAddr> {
 /// Opens a tunnel to `target` through a CONNECT proxy; the stream after `200`, else the
 /// proxy's answer.
 pub async fn tunnel(proxy: SocketAddr, target: SocketAddr) -> Result<TcpStream, String> {
+    tunnel_with(proxy, target, "").await
+}
+
+/// [`tunnel`] with extra header lines (each ending in `\r\n`), e.g. `Proxy-Authorization`.
+pub async fn tunnel_with(
+    proxy: SocketAddr,
+    target: SocketAddr,
+    headers: &str,
+) -> Result<TcpStream, String> {
     let mut stream = TcpStream::connect(proxy).await.map_err(|e| e.to_string())?;
-    let request = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n");
+    let request = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n{headers}\r\n");
     stream
         .write_all(request.as_bytes())
         .await

@@ -11,7 +11,7 @@ use bitcoin::Amount;
 use m2m::node::gateway::{self, Gateway, GatewayConfig};
 use m2m::node::ln::stream::{self, StreamPayer};
 use m2m::sim::roaming::get_through;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
 use super::lightning::{Agent, channel_between};
@@ -25,30 +25,8 @@ async fn tunnel(
     session: u64,
     target: SocketAddr,
 ) -> Result<TcpStream, String> {
-    let mut stream = TcpStream::connect(gateway)
-        .await
-        .map_err(|e| e.to_string())?;
-    let request = format!(
-        "CONNECT {target} HTTP/1.1\r\nHost: {target}\r\nProxy-Authorization: M2M {session}\r\n\r\n"
-    );
-    stream
-        .write_all(request.as_bytes())
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        if stream.read(&mut byte).await.unwrap_or(0) == 0 {
-            break;
-        }
-        head.push(byte[0]);
-    }
-    let head = String::from_utf8_lossy(&head).into_owned();
-    if head.starts_with("HTTP/1.1 200") {
-        Ok(stream)
-    } else {
-        Err(head)
-    }
+    let authorization = format!("Proxy-Authorization: M2M {session}\r\n");
+    m2m::sim::roaming::tunnel_with(gateway, target, &authorization).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

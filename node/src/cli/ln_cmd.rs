@@ -117,13 +117,20 @@ pub enum LnAction {
     Run,
 }
 
-/// `m2m ln` arguments.
+/// How to run the device's node: bitcoind, and the node's own options.
 #[derive(Debug, Args)]
-pub struct LnArgs {
+pub struct LnOptions {
     #[command(flatten)]
     bitcoind: BitcoindArgs,
     #[command(flatten)]
     node: LnNodeArgs,
+}
+
+/// `m2m ln` arguments.
+#[derive(Debug, Args)]
+pub struct LnArgs {
+    #[command(flatten)]
+    options: LnOptions,
     #[command(subcommand)]
     action: LnAction,
 }
@@ -141,10 +148,9 @@ struct Started {
 pub(super) async fn start_node(
     keys: &m2m_wallet::DeviceKeys,
     data_dir: &DataDir,
-    bitcoind: &BitcoindArgs,
-    node: &LnNodeArgs,
+    options: &LnOptions,
 ) -> Result<LnNode, CliError> {
-    let rpc = bitcoind.rpc()?;
+    let (rpc, node) = (options.bitcoind.rpc()?, &options.node);
     let config = LnConfig {
         storage_dir: data_dir.path().join("lightning"),
         listen: node.ln_listen,
@@ -158,18 +164,14 @@ pub(super) async fn start_node(
         .map_err(|e| failed("lightning node")(&e))
 }
 
-fn start(
-    global: &GlobalArgs,
-    bitcoind: &BitcoindArgs,
-    node: &LnNodeArgs,
-) -> Result<Started, CliError> {
-    let rpc = bitcoind.rpc()?;
+fn start(global: &GlobalArgs, options: &LnOptions) -> Result<Started, CliError> {
+    let rpc = options.bitcoind.rpc()?;
     let (data_dir, keystore) = wallet_cmd::open(global)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(CliError::Terminal)?;
-    let ln = runtime.block_on(start_node(keystore.keys(), &data_dir, bitcoind, node))?;
+    let ln = runtime.block_on(start_node(keystore.keys(), &data_dir, options))?;
     Ok(Started {
         data_dir,
         keystore: Arc::new(keystore),
@@ -213,7 +215,7 @@ fn parse_peer(text: &str) -> Result<(PublicKey, SocketAddr), CliError> {
 
 /// Runs `m2m ln …`.
 pub(super) fn run(global: &GlobalArgs, args: &LnArgs) -> Result<(), CliError> {
-    let started = start(global, &args.bitcoind, &args.node)?;
+    let started = start(global, &args.options)?;
     let ln = started.ln.clone();
     let result = started
         .runtime
@@ -451,11 +453,10 @@ async fn wait_paid(
 /// invoice), then online until it is paid.
 pub(super) fn topup(
     global: &GlobalArgs,
-    bitcoind: &BitcoindArgs,
-    node: &LnNodeArgs,
+    options: &LnOptions,
     request: &wallet_cmd::TopupRequest<'_>,
 ) -> Result<(), CliError> {
-    let started = start(global, bitcoind, node)?;
+    let started = start(global, options)?;
     let ln = started.ln.clone();
     let result = started.runtime.block_on(async {
         let msat = request.amount.map_or(0, |a| a.to_sat() * 1_000);

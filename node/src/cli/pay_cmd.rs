@@ -55,14 +55,10 @@ pub struct GatewayArgs {
     /// The gateway configuration (price per minute, chain, upstreams).
     #[arg(long, short, value_name = "FILE", default_value = "gateway.toml")]
     config: PathBuf,
-    /// Lightning sessions (with `lightning_msat_per_minute`): how to reach bitcoind.
+    /// Lightning sessions (with `lightning_msat_per_minute`): bitcoind and the node.
     #[cfg(feature = "lightning")]
     #[command(flatten)]
-    bitcoind: super::btc_cmd::BitcoindArgs,
-    /// Lightning sessions: the node's address and alias.
-    #[cfg(feature = "lightning")]
-    #[command(flatten)]
-    ln: super::ln_cmd::LnNodeArgs,
+    ln: super::ln_cmd::LnOptions,
 }
 
 /// `m2m connect`.
@@ -196,9 +192,7 @@ pub(super) fn gateway(global: &GlobalArgs, args: &GatewayArgs) -> Result<(), Cli
         #[cfg(feature = "lightning")]
         let lightning = match gateway.config().lightning_msat_per_minute {
             Some(_) => {
-                let ln =
-                    super::ln_cmd::start_node(keystore.keys(), &data_dir, &args.bitcoind, &args.ln)
-                        .await?;
+                let ln = super::ln_cmd::start_node(keystore.keys(), &data_dir, &args.ln).await?;
                 let crediting = gateway.accept_lightning(&ln).map_err(CliError::Usage)?;
                 eprintln!(
                     "Lightning sessions paid to {}@{}",

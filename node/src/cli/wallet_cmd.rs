@@ -68,10 +68,7 @@ pub struct TopupArgs {
     wait: u64,
     #[cfg(feature = "lightning")]
     #[command(flatten)]
-    bitcoind: super::btc_cmd::BitcoindArgs,
-    #[cfg(feature = "lightning")]
-    #[command(flatten)]
-    ln: super::ln_cmd::LnNodeArgs,
+    ln: super::ln_cmd::LnOptions,
 }
 
 /// What a Lightning top-up asks for.
@@ -158,7 +155,7 @@ pub(super) fn topup(global: &GlobalArgs, args: &TopupArgs) -> Result<(), CliErro
             wait_secs: args.wait,
         };
         #[cfg(feature = "lightning")]
-        return super::ln_cmd::topup(global, &args.bitcoind, &args.ln, &request);
+        return super::ln_cmd::topup(global, &args.ln, &request);
         #[cfg(not(feature = "lightning"))]
         {
             let _ = request;
