@@ -1,7 +1,8 @@
 //! Connectivity paid by the minute over Lightning: a client opens a Lightning session at the
 //! gateway and streams keysends (each carrying the session's record); tunnels run while the
 //! paid time lasts and are cut when the stream stops; the gateway credits exactly what it
-//! received, and a keysend naming no session buys nothing.
+//! received, and a keysend naming no session buys nothing; then the same through the client that
+//! `m2m connect --lightning` runs (a local CONNECT proxy).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -132,17 +133,47 @@ async fn a_keysend_stream_pays_the_minutes_and_stopping_it_cuts_the_tunnel() {
         .await
         .expect_err("refused after the stream stopped");
     assert!(refused.starts_with("HTTP/1.1 402"), "{refused}");
+    assert_eq!(
+        gateway_ln.received_msat(),
+        payer.paid_msat() + 5_000,
+        "the node holds every payment"
+    );
     let (keysends, _, bytes, cuts) = gateway.session_figures(session.id).unwrap();
     println!(
         "session: {keysends} keysends, {} msat, {bytes} bytes, {cuts} cut",
         payer.paid_msat()
     );
     assert!(keysends >= 5 && bytes > 2_000 && cuts == 1);
-    assert_eq!(
-        gateway_ln.received_msat(),
-        payer.paid_msat() + 5_000,
-        "the node holds every payment"
+
+    // The same through the client `m2m connect --lightning` runs: a local proxy, paid per second.
+    let client = stream::connect_lightning(
+        &base,
+        client_ln.clone(),
+        "127.0.0.1:0".parse().unwrap(),
+        period,
+    )
+    .await
+    .unwrap();
+    let mut stream = m2m::sim::roaming::tunnel(client.local_addr, upstream)
+        .await
+        .expect("a tunnel through the local proxy");
+    assert!(get_through(&mut stream).await.unwrap().contains("xxxx"));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        get_through(&mut stream).await.unwrap().contains("xxxx"),
+        "still paid after 3 s"
     );
+    client.stop_paying();
+    let paid = client.paid_msat.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        paid >= 4_000,
+        "two periods ahead, then one a second: {paid} msat"
+    );
+    let deadline = Instant::now() + WAIT;
+    while gateway.lightning_received(client.session) != Some(paid) {
+        assert!(Instant::now() < deadline, "the gateway credits {paid} msat");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     crediting.abort();
     server.shutdown().await;
     client_ln.stop().await.unwrap();

@@ -72,6 +72,18 @@ pub struct ConnectArgs {
     /// Largest single channel deposit, atomic units.
     #[arg(long, default_value_t = 10_000_000)]
     max_deposit: u128,
+    /// Pay over Lightning (keysend streams) instead of ticks and vouchers.
+    #[cfg(feature = "lightning")]
+    #[arg(long)]
+    lightning: bool,
+    /// Lightning: seconds of connectivity each keysend buys (one is always paid ahead).
+    #[cfg(feature = "lightning")]
+    #[arg(long, default_value_t = 60, requires = "lightning")]
+    period_secs: u64,
+    /// Lightning: bitcoind and the node.
+    #[cfg(feature = "lightning")]
+    #[command(flatten)]
+    ln: super::ln_cmd::LnOptions,
 }
 
 /// `m2m devnet`.
@@ -238,6 +250,10 @@ pub(super) fn gateway(global: &GlobalArgs, args: &GatewayArgs) -> Result<(), Cli
 }
 
 pub(super) fn connect(global: &GlobalArgs, args: &ConnectArgs) -> Result<(), CliError> {
+    #[cfg(feature = "lightning")]
+    if args.lightning {
+        return connect_lightning(global, args);
+    }
     let (data_dir, keystore) = wallet_cmd::open(global)?;
     let store = ChannelStore::open(&data_dir).map_err(|e| failed("channel store")(&e))?;
     let options = BuyerOptions {
@@ -331,4 +347,39 @@ pub(super) fn devnet(global: &GlobalArgs, args: &DevnetArgs) -> Result<(), CliEr
     })?;
     drop(anvil);
     Ok(())
+}
+
+/// `m2m connect --lightning`: the session paid by keysend streams from the device's node.
+#[cfg(feature = "lightning")]
+fn connect_lightning(global: &GlobalArgs, args: &ConnectArgs) -> Result<(), CliError> {
+    if args.period_secs == 0 {
+        return Err(CliError::Usage("--period-secs must be positive".into()));
+    }
+    let (data_dir, keystore) = wallet_cmd::open(global)?;
+    runtime()?.block_on(async move {
+        let ln = Arc::new(super::ln_cmd::start_node(keystore.keys(), &data_dir, &args.ln).await?);
+        let period = std::time::Duration::from_secs(args.period_secs);
+        let connected =
+            crate::ln::stream::connect_lightning(&args.gateway, ln.clone(), args.listen, period)
+                .await;
+        let outcome = match connected {
+            Ok(client) => {
+                println!(
+                    "paying {} over Lightning every {} s; point applications at the CONNECT proxy http://{} (Ctrl-C stops)",
+                    args.gateway, args.period_secs, client.local_addr
+                );
+                let _ = tokio::signal::ctrl_c().await;
+                eprintln!(
+                    "stopped after {} keysends, {} msat",
+                    client.payments.load(std::sync::atomic::Ordering::Relaxed),
+                    client.paid_msat.load(std::sync::atomic::Ordering::Relaxed)
+                );
+                Ok(())
+            }
+            Err(error) => Err(failed(&args.gateway)(&error)),
+        };
+        let stopped = ln.stop().await;
+        outcome?;
+        stopped.map_err(|e| failed("stopping the node")(&e))
+    })
 }

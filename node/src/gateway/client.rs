@@ -136,25 +136,7 @@ pub async fn connect(
             }
         })
     };
-    let listener = TcpListener::bind(listen).await?;
-    let local_addr = listener.local_addr()?;
-    let gateway_addr = gateway
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .to_owned();
-    let current = session.clone();
-    let proxy = tokio::spawn(async move {
-        loop {
-            let Ok((app, _)) = listener.accept().await else {
-                continue;
-            };
-            let gateway_addr = gateway_addr.clone();
-            let id = current.load(Ordering::Relaxed);
-            tokio::spawn(async move {
-                let _ = forward(app, &gateway_addr, id).await;
-            });
-        }
-    });
+    let (local_addr, proxy) = serve_local_proxy(listen, gateway, session.clone()).await?;
     Ok(ConnectClient {
         local_addr,
         session,
@@ -163,6 +145,34 @@ pub async fn connect(
         ticker,
         proxy,
     })
+}
+
+/// Serves the local CONNECT proxy on `listen`: each application's tunnel is replayed to the
+/// gateway with the current `session`'s credentials.
+pub async fn serve_local_proxy(
+    listen: SocketAddr,
+    gateway: &str,
+    session: Arc<AtomicU64>,
+) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), ConnectError> {
+    let listener = TcpListener::bind(listen).await?;
+    let local_addr = listener.local_addr()?;
+    let gateway_addr = gateway
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+    let proxy = tokio::spawn(async move {
+        loop {
+            let Ok((app, _)) = listener.accept().await else {
+                continue;
+            };
+            let gateway_addr = gateway_addr.clone();
+            let id = session.load(Ordering::Relaxed);
+            tokio::spawn(async move {
+                let _ = forward(app, &gateway_addr, id).await;
+            });
+        }
+    });
+    Ok((local_addr, proxy))
 }
 
 /// Why a tick was not accepted.

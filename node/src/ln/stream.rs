@@ -5,10 +5,13 @@
 //! the amount actually received (never what the record claims). No invoice round trip is needed,
 //! so a stream costs one payment per period and nothing else.
 //!
-//! - [`open_gateway_session`] + [`StreamPayer`]: the client side against `m2m gateway`.
+//! - [`open_gateway_session`] + [`StreamPayer`]: the client side against `m2m gateway`;
+//!   [`connect_lightning`] runs both with a local CONNECT proxy (`m2m connect --lightning`).
 //! - [`credit_sessions`]: the receiving side, feeding a crediting function from the node.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bitcoin::secp256k1::PublicKey;
@@ -59,6 +62,9 @@ pub enum StreamError {
     /// A payment failed.
     #[error(transparent)]
     Ln(#[from] LnError),
+    /// The local proxy could not be set up.
+    #[error(transparent)]
+    Proxy(#[from] crate::gateway::client::ConnectError),
 }
 
 /// A Lightning session opened at a gateway: whom to pay and at what price.
@@ -182,6 +188,80 @@ impl StreamPayer {
     pub fn session(&self) -> LightningSession {
         self.session
     }
+}
+
+/// A Lightning-paid gateway session with a local CONNECT proxy for applications.
+#[derive(Debug)]
+pub struct LightningConnect {
+    /// Where applications connect (an HTTP CONNECT proxy).
+    pub local_addr: SocketAddr,
+    /// The gateway's session id.
+    pub session: u64,
+    /// Keysends that succeeded.
+    pub payments: Arc<AtomicU64>,
+    /// Paid so far, msat.
+    pub paid_msat: Arc<AtomicU64>,
+    payer: tokio::task::JoinHandle<()>,
+    proxy: tokio::task::JoinHandle<()>,
+}
+
+impl LightningConnect {
+    /// Stops paying (the gateway cuts the session when the paid time runs out).
+    pub fn stop_paying(&self) {
+        self.payer.abort();
+    }
+}
+
+impl Drop for LightningConnect {
+    fn drop(&mut self) {
+        self.payer.abort();
+        self.proxy.abort();
+    }
+}
+
+/// Opens a Lightning session at `gateway`, pays two `period`s ahead and then one more every
+/// `period` (so about one period is always paid ahead), and serves the local proxy on `listen`.
+pub async fn connect_lightning(
+    gateway: &str,
+    ln: Arc<LnNode>,
+    listen: SocketAddr,
+    period: Duration,
+) -> Result<LightningConnect, StreamError> {
+    let http = reqwest::Client::new();
+    let session = open_gateway_session(&http, gateway).await?;
+    let mut payer = StreamPayer::new(ln, session);
+    let timeout = period.max(Duration::from_secs(30));
+    payer.pay_for(period * 2, timeout).await?;
+    let payments = Arc::new(AtomicU64::new(1));
+    let paid_msat = Arc::new(AtomicU64::new(payer.paid_msat()));
+    let paying = {
+        let (payments, paid_msat) = (payments.clone(), paid_msat.clone());
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(period);
+            every.tick().await; // the first payment went out above
+            loop {
+                every.tick().await;
+                match payer.pay_for(period, timeout).await {
+                    Ok(_) => {
+                        payments.fetch_add(1, Ordering::Relaxed);
+                        paid_msat.store(payer.paid_msat(), Ordering::Relaxed);
+                    }
+                    Err(error) => tracing::warn!(%error, "paying for connectivity"),
+                }
+            }
+        })
+    };
+    let current = Arc::new(AtomicU64::new(session.id));
+    let (local_addr, proxy) =
+        crate::gateway::client::serve_local_proxy(listen, gateway, current).await?;
+    Ok(LightningConnect {
+        local_addr,
+        session: session.id,
+        payments,
+        paid_msat,
+        payer: paying,
+        proxy,
+    })
 }
 
 /// Feeds every stream payment `ln` receives to `credit(session, amount_msat)` until the node
