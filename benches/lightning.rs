@@ -44,6 +44,7 @@ async fn node(
         network: Network::Regtest,
         alias: alias.into(),
         trusted_peers,
+        forward_to_private_channels: false,
     };
     LnNode::start(&keys, rpc, config).await.unwrap()
 }

@@ -2,11 +2,11 @@
 //! devices' channel partner), buyer devices topped up over Lightning through the unified BIP-21
 //! request each shows, and seller devices selling readings over L402, paid through the hub.
 //!
-//! The hub opens one channel to every device: announced to sellers (they sell to anyone, and
-//! LDK forwards only to announced channels unless it is an LSP), private to buyers. Each buyer
-//! learns the sellers' channels by gossip, then shows a top-up request; its owner's wallet (the
-//! hub) reads the invoice from it and pays. Buyers fetch readings at a Poisson rate, each paid
-//! by an L402 invoice routed buyer → hub → seller. The check, to the millisatoshi: every seller received exactly its served
+//! The hub opens one private channel to every device and forwards into them (LDK does that only
+//! for an LSP-like node: `LnConfig::forward_to_private_channels`), so sellers' invoices carry
+//! route hints through the hub and no gossip is needed. Each buyer shows a top-up request; its
+//! owner's wallet (the hub) reads the invoice from it and pays. Buyers fetch readings at a
+//! Poisson rate, each paid by an L402 invoice routed buyer → hub → seller. The check, to the millisatoshi: every seller received exactly its served
 //! readings × price; buyers sent exactly what sellers received; each buyer's balance is its
 //! top-up less what it sent and the hub's routing fees.
 

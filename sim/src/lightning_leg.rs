@@ -55,6 +55,8 @@ impl Device {
             listen,
             network: Network::Regtest,
             alias: alias.into(),
+            // The hub forwards into the devices' private channels.
+            forward_to_private_channels: alias == "hub",
             trusted_peers,
         };
         let ln = LnNode::start(&keys, rpc, config)
@@ -118,12 +120,13 @@ async fn start_seller(
     })
 }
 
-/// The hub opens a channel to every device (announced to sellers, which sell to anyone; private
-/// to buyers), then the channels are confirmed and reestablished on both ends.
+/// The hub opens a private channel to every device (it forwards into them; payers find the
+/// sellers through the route hints in their invoices, with no gossip needed), then the channels
+/// are confirmed and reestablished on both ends.
 async fn open_channels(
     rpc: &BitcoinRpc,
     hub: &LnNode,
-    devices: &[(&LnNode, bool)],
+    devices: &[&LnNode],
     leg: &LightningLeg,
 ) -> Result<(), SimError> {
     let address = hub
@@ -138,14 +141,14 @@ async fn open_channels(
         .await
         .map_err(|e| failed("mining")(&e))?;
     hub.sync().await.map_err(|e| failed("hub sync")(&e))?;
-    for (device, announced) in devices {
+    for device in devices {
         let id = hub
             .open_channel(
                 device.node_id(),
                 device.listen_address(),
                 Amount::from_sat(leg.channel_sat),
                 0,
-                *announced,
+                false,
             )
             .map_err(|e| failed("open")(&e))?;
         hub.wait_funding(id, WAIT)
@@ -164,7 +167,7 @@ async fn open_channels(
         .map_err(|e| failed("mining")(&e))?;
     let expected = devices.len();
     hub.sync().await.map_err(|e| failed("sync")(&e))?;
-    for (node, _) in devices {
+    for node in devices {
         node.sync().await.map_err(|e| failed("sync")(&e))?;
     }
     hub.wait_channels("the hub's channels", WAIT, |c| {
@@ -172,7 +175,7 @@ async fn open_channels(
     })
     .await
     .map_err(|e| failed("channels")(&e))?;
-    for (device, _) in devices {
+    for device in devices {
         device
             .wait_channels("a device's channel", WAIT, |c| {
                 c.iter().any(|c| c.is_usable)
@@ -181,52 +184,6 @@ async fn open_channels(
             .map_err(|e| failed("channels")(&e))?;
     }
     Ok(())
-}
-
-/// Waits until `buyer` knows, by gossip, the hub's channel to every seller with the hub's
-/// direction enabled (what routing buyer → hub → seller needs); reconnects to the hub to resync
-/// when that takes long (updates that arrive before their announcement are dropped).
-async fn learn_routes(buyer: &LnNode, hub: &LnNode, sellers: &[Device]) -> Result<(), SimError> {
-    let sellers: Vec<_> = sellers.iter().map(|s| s.ln.node_id()).collect();
-    let scids: Vec<u64> = hub
-        .channels()
-        .iter()
-        .filter(|c| sellers.contains(&c.counterparty_node_id))
-        .filter_map(|c| c.short_channel_id)
-        .collect();
-    let hub_key = hub.node_id().serialize();
-    let graph = buyer.inner().network_graph();
-    let deadline = Instant::now() + WAIT;
-    let mut resync = Instant::now() + Duration::from_secs(5);
-    loop {
-        let known = scids
-            .iter()
-            .filter(|scid| {
-                graph.channel(**scid).is_some_and(|c| {
-                    let from_hub = if c.node_one.as_slice() == hub_key {
-                        &c.one_to_two
-                    } else {
-                        &c.two_to_one
-                    };
-                    from_hub.as_ref().is_some_and(|update| update.enabled)
-                })
-            })
-            .count();
-        if known == sellers.len() {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            return Err(SimError::Setup(format!(
-                "lightning leg: a buyer learnt {known} of {} seller channels by gossip",
-                sellers.len()
-            )));
-        }
-        if Instant::now() > resync {
-            let _ = buyer.reconnect(hub.node_id(), hub.listen_address());
-            resync = Instant::now() + Duration::from_secs(5);
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
 }
 
 /// Each buyer shows a unified top-up request; its owner's wallet (the hub) pays the invoice in it.
@@ -385,13 +342,8 @@ async fn run_on(
     duration: Duration,
     seed: u64,
 ) -> Result<LightningFigures, SimError> {
-    let devices: Vec<(&LnNode, bool)> = (sellers.iter().map(|d| (&*d.ln, true)))
-        .chain(buyers.iter().map(|d| (&*d.ln, false)))
-        .collect();
+    let devices: Vec<&LnNode> = sellers.iter().chain(buyers).map(|d| &*d.ln).collect();
     open_channels(rpc, &hub.ln, &devices, leg).await?;
-    for buyer in buyers {
-        learn_routes(&buyer.ln, &hub.ln, sellers).await?;
-    }
     top_up(&hub.ln, buyers, leg).await?;
     let mut shops = Vec::with_capacity(leg.sellers);
     for (index, device) in sellers.iter().enumerate() {

@@ -52,6 +52,7 @@ impl Agent {
             network: Network::Regtest,
             alias: self.alias.into(),
             trusted_peers: Vec::new(),
+            forward_to_private_channels: false,
         };
         LnNode::start(&self.keys, rpc, config).await.unwrap()
     }

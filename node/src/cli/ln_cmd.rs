@@ -157,6 +157,7 @@ pub(super) async fn start_node(
         network: keys.network(),
         alias: node.alias.clone(),
         trusted_peers: node.trusted_peers.clone(),
+        forward_to_private_channels: false,
     };
     eprintln!("starting the Lightning node…");
     LnNode::start(keys, &rpc, config)

@@ -10,6 +10,7 @@
 //! (marking each handled) and wakes every waiter, which then reads the payment's status from
 //! the node's payment store — so any number of payments can be in flight at once.
 
+mod events;
 pub mod l402;
 pub mod macaroon;
 pub mod stream;
@@ -25,11 +26,12 @@ use bitcoin::{Address, Amount, Network};
 use ldk_node::lightning::ln::msgs::SocketAddress;
 use ldk_node::lightning_invoice::{Bolt11Invoice, Bolt11InvoiceDescription, Description};
 use ldk_node::payment::{PaymentDirection, PaymentStatus};
-use ldk_node::{ChannelDetails, Event, Node, UserChannelId};
+use ldk_node::{ChannelDetails, Node, UserChannelId};
 use m2m_wallet::DeviceKeys;
 use tokio::sync::Notify;
 
 use crate::btc::{BitcoinRpc, RpcError};
+use events::{FailureReasons, pump_events, redial_peers};
 
 /// The gossip view of the network (channels and their direction updates).
 pub use ldk_node::graph::NetworkGraph;
@@ -75,6 +77,11 @@ pub struct LnConfig {
     /// Without one, an anchor channel from a peer is refused unless the node holds 25,000 sat
     /// on chain to bump its closing fees, and the peer falls back to a channel without anchors.
     pub trusted_peers: Vec<PublicKey>,
+    /// A hub or LSP: forward payments into peers' private channels, so devices need no announced
+    /// channel and payers reach them through the route hints in their invoices. ldk-node offers
+    /// this only through its async-payments server role (which also holds HTLCs that peers ask
+    /// it to hold for them while offline).
+    pub forward_to_private_channels: bool,
 }
 
 /// A finished outgoing payment.
@@ -158,6 +165,10 @@ impl LnNode {
             anchors.trusted_peers_no_reserve = config.trusted_peers.clone();
         }
         let mut builder = ldk_node::Builder::from_config(node_config);
+        // ldk-node writes its own log (`<storage>/ldk_node.log`); `M2M_LN_LOG` sets its level.
+        if let Some(level) = std::env::var("M2M_LN_LOG").ok().and_then(|l| log_level(&l)) {
+            builder.set_filesystem_logger(None, Some(level));
+        }
         builder
             .set_network(config.network)
             .set_storage_dir_path(config.storage_dir.display().to_string())
@@ -168,6 +179,11 @@ impl LnNode {
             .map_err(|e| LnError::Build(e.to_string()))?
             .set_node_alias(config.alias.clone())
             .map_err(|e| LnError::Build(e.to_string()))?;
+        if config.forward_to_private_channels {
+            builder
+                .set_async_payments_role(Some(ldk_node::config::AsyncPaymentsRole::Server))
+                .map_err(|e| LnError::Build(e.to_string()))?;
+        }
         // Building opens the store and starting connects to bitcoind: blocking work.
         let node = tokio::task::spawn_blocking(move || {
             let node = builder.build().map_err(|e| LnError::Build(e.to_string()))?;
@@ -499,6 +515,20 @@ impl LnNode {
     }
 }
 
+/// A log level name (`error`, `warn`, `info`, `debug`, `trace`, `gossip`).
+fn log_level(name: &str) -> Option<ldk_node::logger::LogLevel> {
+    use ldk_node::logger::LogLevel;
+    Some(match name.to_ascii_lowercase().as_str() {
+        "error" => LogLevel::Error,
+        "warn" => LogLevel::Warn,
+        "info" => LogLevel::Info,
+        "debug" => LogLevel::Debug,
+        "trace" => LogLevel::Trace,
+        "gossip" => LogLevel::Gossip,
+        _ => return None,
+    })
+}
+
 fn preimage_of(kind: &ldk_node::payment::PaymentKind) -> Option<[u8; 32]> {
     use ldk_node::payment::PaymentKind;
     match kind {
@@ -506,103 +536,5 @@ fn preimage_of(kind: &ldk_node::payment::PaymentKind) -> Option<[u8; 32]> {
             preimage.map(|p| p.0)
         }
         _ => None,
-    }
-}
-
-/// How often disconnected channel peers are redialled.
-const REDIAL_EVERY: Duration = Duration::from_secs(3);
-
-/// Redials persisted peers that are not connected, every [`REDIAL_EVERY`]: after either side
-/// restarts, channels come back in seconds rather than at ldk-node's own, slower reconnection.
-async fn redial_peers(node: Arc<Node>) {
-    loop {
-        tokio::time::sleep(REDIAL_EVERY).await;
-        for peer in node.list_peers() {
-            if peer.is_persisted && !peer.is_connected {
-                let node = node.clone();
-                // `connect` blocks on ldk-node's runtime: keep it off the async workers.
-                let dialled = tokio::task::spawn_blocking(move || {
-                    node.connect(peer.node_id, peer.address, true)
-                })
-                .await;
-                if let Ok(Err(error)) = dialled {
-                    tracing::debug!(%error, peer = %peer.node_id, "redial failed; retrying");
-                }
-            }
-        }
-    }
-}
-
-/// Drains ldk-node's event queue, logging and acknowledging each event, and wakes waiters.
-/// Why recent payments failed, by payment id, until their waiter reads it (bounded).
-#[derive(Default)]
-struct FailureReasons(std::sync::Mutex<std::collections::HashMap<[u8; 32], String>>);
-
-impl FailureReasons {
-    /// More failures than anyone waits for are dropped wholesale.
-    const LIMIT: usize = 10_000;
-
-    fn record(&self, id: [u8; 32], reason: String) {
-        let mut reasons = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if reasons.len() >= Self::LIMIT {
-            reasons.clear();
-        }
-        reasons.insert(id, reason);
-    }
-
-    fn take(&self, id: &[u8; 32]) -> Option<String> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(id)
-    }
-}
-
-async fn pump_events(
-    node: Arc<Node>,
-    events: Arc<Notify>,
-    received: tokio::sync::broadcast::Sender<Received>,
-    failures: Arc<FailureReasons>,
-) {
-    loop {
-        let event = node.next_event_async().await;
-        match &event {
-            Event::PaymentReceived {
-                amount_msat,
-                payment_hash,
-                custom_records,
-                ..
-            } => {
-                tracing::debug!(amount_msat, "lightning payment received");
-                // No subscriber is fine: the payment itself is in the node's store.
-                let _ = received.send(Received {
-                    payment_hash: payment_hash.0,
-                    amount_msat: *amount_msat,
-                    records: custom_records
-                        .iter()
-                        .map(|r| (r.type_num, r.value.clone()))
-                        .collect(),
-                });
-            }
-            Event::PaymentFailed {
-                reason, payment_id, ..
-            } => {
-                tracing::info!(?reason, "lightning payment failed");
-                if let Some(id) = payment_id {
-                    let reason = reason.map_or("no reason given".into(), |r| format!("{r:?}"));
-                    failures.record(id.0, reason);
-                }
-            }
-            Event::ChannelReady { channel_id, .. } => {
-                tracing::info!(%channel_id, "lightning channel ready");
-            }
-            Event::ChannelClosed {
-                channel_id, reason, ..
-            } => {
-                tracing::info!(%channel_id, ?reason, "lightning channel closed");
-            }
-            _ => tracing::trace!(?event, "lightning event"),
-        }
-        if let Err(error) = node.event_handled() {
-            tracing::warn!(%error, "lightning event not marked handled (it will come again)");
-        }
-        events.notify_waiters();
     }
 }
