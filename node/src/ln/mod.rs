@@ -129,9 +129,12 @@ impl std::fmt::Debug for LnNode {
 }
 
 impl Drop for LnNode {
-    /// A node dropped without [`LnNode::stop`] is stopped on a blocking thread: stopping waits
-    /// for ldk-node's tasks and must not hold an async worker meanwhile.
+    /// A node dropped without [`LnNode::stop`] is stopped here, before its storage may go away.
+    /// Stopping waits for ldk-node's tasks, so on a multi-thread runtime the worker is handed
+    /// over to the runtime meanwhile (`block_in_place`); a current-thread runtime cannot wait
+    /// for them, and the node is stopped on a thread of its own.
     fn drop(&mut self) {
+        use tokio::runtime::{Handle, RuntimeFlavor};
         self.pump.abort();
         self.redial.abort();
         if !self.node.status().is_running {
@@ -141,8 +144,11 @@ impl Drop for LnNode {
         let stop = move || {
             let _ = node.stop();
         };
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => drop(runtime.spawn_blocking(stop)),
+        match Handle::try_current() {
+            Ok(runtime) if runtime.runtime_flavor() == RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(stop)
+            }
+            Ok(_) => drop(std::thread::spawn(stop)),
             Err(_) => stop(),
         }
     }
