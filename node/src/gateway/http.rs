@@ -86,10 +86,28 @@ enum OpenSession {
     },
 }
 
-fn insert_session(gateway: &Gateway, session: Session) -> u64 {
-    let id = gateway.next_session.fetch_add(1, Ordering::Relaxed);
-    lock(&gateway.sessions).insert(id, Arc::new(std::sync::Mutex::new(session)));
-    id
+/// Session ids are random: the id is what `Proxy-Authorization: M2M <id>` presents, so a
+/// sequential one would let anyone ride another client's paid time. 53 bits keep it exact in
+/// JavaScript numbers and out of reach of guessing.
+fn insert_session(gateway: &Gateway, session: Session) -> Result<u64, getrandom::Error> {
+    let mut sessions = lock(&gateway.sessions);
+    loop {
+        let mut bytes = [0u8; 8];
+        getrandom::getrandom(&mut bytes)?;
+        let id = u64::from_le_bytes(bytes) & ((1 << 53) - 1);
+        if id != 0 && !sessions.contains_key(&id) {
+            sessions.insert(id, Arc::new(std::sync::Mutex::new(session)));
+            return Ok(id);
+        }
+    }
+}
+
+fn no_session(cause: getrandom::Error) -> Response {
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "no_randomness",
+        format!("session id: {cause}"),
+    )
 }
 
 async fn open_session(
@@ -106,13 +124,16 @@ async fn open_session(
                     "this gateway takes no Lightning payments",
                 );
             };
-            let id = insert_session(
+            let id = match insert_session(
                 &gateway,
                 Session::new(Metering::Lightning {
                     paid_until: None,
                     received_msat: 0,
                 }),
-            );
+            ) {
+                Ok(id) => id,
+                Err(error) => return no_session(error),
+            };
             return axum::Json(json!({ "session": id, "lightning": offer })).into_response();
         }
         OpenSession::Lightning { lightning: false } => {
@@ -136,7 +157,7 @@ async fn open_session(
         length,
     };
     let interval = config.tick_secs * u64::from(config.ticks_per_voucher);
-    let id = insert_session(
+    let id = match insert_session(
         &gateway,
         Session::new(Metering::Ticks {
             stream: Box::new(TickStream::new(
@@ -147,7 +168,10 @@ async fn open_session(
             channel: None,
             last_tick: None,
         }),
-    );
+    ) {
+        Ok(id) => id,
+        Err(error) => return no_session(error),
+    };
     axum::Json(json!({ "session": id, "cover": format!("/sessions/{id}/cover") })).into_response()
 }
 

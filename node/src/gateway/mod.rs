@@ -204,7 +204,6 @@ pub struct Gateway {
     config: GatewayConfig,
     seller: Arc<Seller>,
     sessions: Mutex<HashMap<u64, Arc<Mutex<Session>>>>,
-    next_session: AtomicU64,
     /// The node id Lightning sessions pay (hex), once a node is attached.
     lightning_node: std::sync::OnceLock<String>,
 }
@@ -232,7 +231,6 @@ impl Gateway {
             config,
             seller,
             sessions: Mutex::new(HashMap::new()),
-            next_session: AtomicU64::new(1),
             lightning_node: std::sync::OnceLock::new(),
         }))
     }
