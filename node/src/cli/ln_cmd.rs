@@ -182,6 +182,18 @@ fn start(global: &GlobalArgs, options: &LnOptions) -> Result<Started, CliError> 
     })
 }
 
+/// How long a command waits for in-flight HTLCs to settle before it stops the node.
+const SETTLE_WAIT: Duration = Duration::from_secs(15);
+
+/// Lets in-flight HTLCs settle (a payer waits for the fulfilment of what this node claimed
+/// until it comes back otherwise), then stops the node.
+pub(super) async fn settle_and_stop(ln: &LnNode) -> Result<(), CliError> {
+    if let Err(error) = ln.wait_settled(SETTLE_WAIT).await {
+        eprintln!("stopping with HTLCs in flight ({error}); they settle at the next start");
+    }
+    ln.stop().await.map_err(|e| failed("stopping the node")(&e))
+}
+
 /// Parses `25sat`, `2500msat` or `25` (satoshi) into msat.
 fn parse_msat(text: &str) -> Result<u64, CliError> {
     let text = text.trim();
@@ -221,9 +233,9 @@ pub(super) fn run(global: &GlobalArgs, args: &LnArgs) -> Result<(), CliError> {
     let result = started
         .runtime
         .block_on(act(global, &args.action, &started));
-    let stopped = started.runtime.block_on(ln.stop());
+    let stopped = started.runtime.block_on(settle_and_stop(&ln));
     result?;
-    stopped.map_err(|e| failed("stopping the node")(&e))
+    stopped
 }
 
 async fn act(global: &GlobalArgs, action: &LnAction, started: &Started) -> Result<(), CliError> {
@@ -486,9 +498,9 @@ pub(super) fn topup(
         show_request(global, &uri, &invoice.to_string(), request.qr);
         wait_paid(&ln, &invoice, request.wait_secs).await
     });
-    let stopped = started.runtime.block_on(ln.stop());
+    let stopped = started.runtime.block_on(settle_and_stop(&ln));
     result?;
-    stopped.map_err(|e| failed("stopping the node")(&e))
+    stopped
 }
 
 #[cfg(test)]

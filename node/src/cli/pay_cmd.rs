@@ -236,8 +236,8 @@ pub(super) fn gateway(global: &GlobalArgs, args: &GatewayArgs) -> Result<(), Cli
         #[cfg(feature = "lightning")]
         if let Some((ln, crediting)) = lightning {
             crediting.abort();
-            if let Err(error) = ln.stop().await {
-                eprintln!("stopping the Lightning node: {error}");
+            if let Err(error) = super::ln_cmd::settle_and_stop(&ln).await {
+                eprintln!("{error}");
             }
         }
         match gateway.seller().claim_all().await {
@@ -378,8 +378,8 @@ fn connect_lightning(global: &GlobalArgs, args: &ConnectArgs) -> Result<(), CliE
             }
             Err(error) => Err(failed(&args.gateway)(&error)),
         };
-        let stopped = ln.stop().await;
+        let stopped = super::ln_cmd::settle_and_stop(&ln).await;
         outcome?;
-        stopped.map_err(|e| failed("stopping the node")(&e))
+        stopped
     })
 }

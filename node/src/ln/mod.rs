@@ -434,6 +434,42 @@ impl LnNode {
             })
     }
 
+    /// Waits until no HTLC is in flight on any channel (a claimed payment's fulfilment has
+    /// reached the payer, a sent one is fully removed), so the node can stop without leaving a
+    /// peer waiting for its next start.
+    pub async fn wait_settled(&self, timeout: Duration) -> Result<(), LnError> {
+        use ldk_node::LightningBalance;
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.events.notified();
+            let in_flight = self
+                .node
+                .list_balances()
+                .lightning_balances
+                .iter()
+                .any(|b| {
+                    matches!(b, LightningBalance::ClaimableOnChannelClose {
+                    outbound_payment_htlc_rounded_msat,
+                    outbound_forwarded_htlc_rounded_msat,
+                    inbound_claiming_htlc_rounded_msat,
+                    inbound_htlc_rounded_msat,
+                    ..
+                } if *outbound_payment_htlc_rounded_msat
+                    + *outbound_forwarded_htlc_rounded_msat
+                    + *inbound_claiming_htlc_rounded_msat
+                    + *inbound_htlc_rounded_msat
+                    > 0)
+                });
+            if !in_flight {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(LnError::Timeout(timeout, "HTLCs to settle"));
+            }
+            let _ = tokio::time::timeout(Duration::from_millis(100), notified).await;
+        }
+    }
+
     /// Waits until the invoice with `payment_hash` is paid; returns the amount received, msat.
     pub async fn wait_received(
         &self,
