@@ -406,14 +406,8 @@ pub async fn run_leg(
     for (_, _, _, server) in sellers.drain(..) {
         server.shutdown().await;
     }
-    latencies.sort_by(f64::total_cmp);
+    let latency_ms = crate::p50_p99(&mut latencies);
     drop(node); // stops bitcoind
-    let percentile = |p: f64| {
-        latencies
-            .get(((latencies.len() as f64 - 1.0) * p).round() as usize)
-            .copied()
-            .unwrap_or_default()
-    };
     let mean = |v: &[f64]| {
         if v.is_empty() {
             0.0
@@ -426,7 +420,7 @@ pub async fn run_leg(
         paid: latencies.len() as u64,
         failed: failures,
         paid_per_sec: latencies.len() as f64 / paying.as_secs_f64(),
-        latency_ms: (percentile(0.5), percentile(0.99)),
+        latency_ms,
         channels: funding_vbytes.len(),
         funding_vbytes: mean(&funding_vbytes),
         close_vbytes: mean(&close_vbytes),

@@ -83,3 +83,15 @@ impl SimError {
         SimError::Contract(error)
     }
 }
+
+/// Sorts latencies (ms) and returns their p50 and p99 (0 when there are none).
+pub(crate) fn p50_p99(latencies: &mut [f64]) -> (f64, f64) {
+    latencies.sort_by(f64::total_cmp);
+    let percentile = |p: f64| {
+        latencies
+            .get(((latencies.len() as f64 - 1.0) * p).round() as usize)
+            .copied()
+            .unwrap_or_default()
+    };
+    (percentile(0.5), percentile(0.99))
+}

@@ -406,20 +406,14 @@ async fn run_on(
     for shop in shops {
         shop.server.shutdown().await;
     }
-    latencies.sort_by(f64::total_cmp);
-    let percentile = |p: f64| {
-        latencies
-            .get(((latencies.len() as f64 - 1.0) * p).round() as usize)
-            .copied()
-            .unwrap_or_default()
-    };
+    let latency_ms = crate::p50_p99(&mut latencies);
     Ok(LightningFigures {
         nodes: 1 + leg.sellers + leg.buyers,
         top_ups: leg.buyers,
         paid: latencies.len() as u64,
         failed: failures,
         paid_per_sec: latencies.len() as f64 / paying.as_secs_f64(),
-        latency_ms: (percentile(0.5), percentile(0.99)),
+        latency_ms,
         sellers_received_msat: sellers_received,
         routing_fees_msat: fees,
         first_failure,

@@ -225,15 +225,15 @@ pub async fn get(
         .find_map(parse_challenge)
         .ok_or_else(|| L402Error::NoChallenge(url.to_owned()))?;
     let (macaroon, invoice) = challenge;
-    let amount = invoice
+    // Parsed once: checked against the limit, then paid.
+    let invoice = invoice
         .parse::<ldk_node::lightning_invoice::Bolt11Invoice>()
-        .map_err(|e| L402Error::NoChallenge(format!("invoice: {e}")))?
-        .amount_milli_satoshis()
-        .unwrap_or(u64::MAX);
+        .map_err(|e| L402Error::NoChallenge(format!("invoice: {e}")))?;
+    let amount = invoice.amount_milli_satoshis().unwrap_or(u64::MAX);
     if amount > max_msat {
         return Err(L402Error::TooExpensive(amount));
     }
-    let paid = ln.pay(&invoice, timeout).await?;
+    let paid = ln.pay_invoice(&invoice, timeout).await?;
     let preimage = hex(&paid.preimage);
     let response = http
         .get(url)

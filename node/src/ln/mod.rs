@@ -371,7 +371,16 @@ impl LnNode {
     pub async fn pay(&self, invoice: &str, timeout: Duration) -> Result<PaymentOutcome, LnError> {
         let invoice = Bolt11Invoice::from_str(invoice.trim())
             .map_err(|e| LnError::Input(format!("not a BOLT11 invoice: {e}")))?;
-        let id = self.node.bolt11_payment().send(&invoice, None)?;
+        self.pay_invoice(&invoice, timeout).await
+    }
+
+    /// Pays an invoice already parsed (and checked) by the caller, and waits for the outcome.
+    pub async fn pay_invoice(
+        &self,
+        invoice: &Bolt11Invoice,
+        timeout: Duration,
+    ) -> Result<PaymentOutcome, LnError> {
+        let id = self.node.bolt11_payment().send(invoice, None)?;
         self.outcome(id, timeout).await
     }
 
