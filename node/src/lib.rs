@@ -14,6 +14,7 @@
 //! - [`buyer`]: `m2m get` — pays 402s by itself, inside a budget.
 //! - [`gateway`]: `m2m gateway` / `m2m connect` — connectivity sold by the minute.
 //! - `ln` (feature `lightning`): the embedded ldk-node.
+//! - [`shutdown`]: SIGINT and SIGTERM, handled alike by every long-running command.
 //! - [`cli`]: the `m2m` command line.
 //!
 //! This is the only crate with a runtime and IO; the channel logic lives in `m2m-core`.
@@ -29,6 +30,7 @@ pub mod gateway;
 pub mod ln;
 pub mod seller;
 pub mod sessions;
+pub mod shutdown;
 pub mod store;
 pub mod tools;
 pub mod x402;

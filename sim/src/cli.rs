@@ -5,6 +5,10 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+use m2m_node::shutdown::ShutdownSignals;
+use m2m_node::tools::{Foundry, ensure_bitcoind};
+
+use crate::SimError;
 use crate::run::{RunOptions, run};
 use crate::scenario::Scenario;
 
@@ -39,7 +43,24 @@ pub fn main(args: &[std::ffi::OsString]) -> ExitCode {
     }
 }
 
-fn execute(args: &SimArgs) -> Result<bool, crate::SimError> {
+/// Provisions (once per machine) every tool the scenario needs before anything starts, so that
+/// a first run's long builds happen up front with their own progress, not inside a timed leg.
+fn provision_tools(scenario: &Scenario) -> Result<(), SimError> {
+    Foundry::ensure().map_err(|e| SimError::Setup(format!("tools: {e}")))?;
+    let legs = [
+        (scenario.bitcoin.sellers, scenario.bitcoin.buyers),
+        (scenario.lightning.sellers, scenario.lightning.buyers),
+    ];
+    if legs
+        .iter()
+        .any(|&(sellers, buyers)| sellers > 0 && buyers > 0)
+    {
+        ensure_bitcoind().map_err(|e| SimError::Setup(format!("bitcoind: {e}")))?;
+    }
+    Ok(())
+}
+
+fn execute(args: &SimArgs) -> Result<bool, SimError> {
     let scenario = Scenario::load(&args.scenario)?;
     let out_dir = args
         .out
@@ -48,7 +69,7 @@ fn execute(args: &SimArgs) -> Result<bool, crate::SimError> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .map_err(|e| crate::SimError::Setup(e.to_string()))?;
+        .map_err(|e| SimError::Setup(e.to_string()))?;
     if !args.quiet {
         eprintln!(
             "simulating `{}`: {} sellers, {} buyers, {} s (report in {})",
@@ -59,11 +80,19 @@ fn execute(args: &SimArgs) -> Result<bool, crate::SimError> {
             out_dir.display()
         );
     }
+    provision_tools(&scenario)?;
     let options = RunOptions {
         out_dir,
         progress: !args.quiet,
     };
-    let report = runtime.block_on(run(&scenario, &options))?;
+    let report = runtime.block_on(async {
+        // Ctrl-C and SIGTERM end the run early: dropping it stops every chain and device.
+        let mut stop = ShutdownSignals::listen().map_err(|e| SimError::Setup(e.to_string()))?;
+        tokio::select! {
+            report = run(&scenario, &options) => report,
+            signal = stop.recv() => Err(SimError::Interrupted(signal)),
+        }
+    })?;
     if args.json {
         println!(
             "{}",

@@ -54,6 +54,9 @@ pub enum SimError {
     /// Drawing a plot failed.
     #[error("plotting {0}: {1}")]
     Plot(PathBuf, String),
+    /// SIGINT or SIGTERM stopped the run before its end.
+    #[error("stopped by {0} before the end of the run")]
+    Interrupted(&'static str),
     /// The scenario is unusable.
     #[error(transparent)]
     Scenario(#[from] scenario::ScenarioError),

@@ -268,14 +268,14 @@ async fn the_watcher_closes_before_expiry_and_stale_spends_are_rejected() {
     }
 
     // Far from expiry the watcher does nothing; within the margin it closes.
-    assert!(payee.watch().await.unwrap().is_empty());
+    assert!(payee.watch().await.unwrap().closed.is_empty());
     let height = rpc.block_count().await.unwrap();
     mine(
         rpc,
         expiry - PayeePolicy::default().close_margin_blocks - height,
     )
     .await;
-    let closed = payee.watch().await.unwrap();
+    let closed = payee.watch().await.unwrap().closed;
     assert_eq!(closed.len(), 1);
     // An old commitment, co-signed, competes with the newest in the mempool: refused.
     let stale = cosigned(&payee_device, &channel, &vouchers[1]);
@@ -294,7 +294,7 @@ async fn the_watcher_closes_before_expiry_and_stale_spends_are_rejected() {
     mine(rpc, expiry - height).await;
     assert!(payer.refund(&id, Amount::from_sat(400)).await.is_err());
     assert!(
-        payee.watch().await.unwrap().is_empty(),
+        payee.watch().await.unwrap().closed.is_empty(),
         "nothing left to close"
     );
 }

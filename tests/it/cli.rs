@@ -305,6 +305,10 @@ fn no_seed_words_or_key_bytes_in_output_logs_or_files() {
         "trace logging was on"
     );
     let backup = device.run_ok(&["backup", "--force"]);
+    assert!(
+        backup.stdout.ends_with(b"\n"),
+        "the last word ends its line, so what follows starts on the next"
+    );
     let words: Vec<String> = String::from_utf8(backup.stdout)
         .unwrap()
         .lines()

@@ -6,6 +6,7 @@ mod bitcoind;
 mod btc_channel;
 mod btc_cli;
 mod btc_http;
+mod children;
 mod cli;
 mod gateway;
 #[cfg(feature = "lightning")]
@@ -18,6 +19,7 @@ mod ln_cli;
 mod ln_gateway;
 mod paid_http;
 mod paid_http_hostile;
+mod seller_downtime;
 mod settlement;
 mod sim;
 mod solc_shim;

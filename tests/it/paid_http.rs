@@ -74,6 +74,52 @@ pub async fn start_seller(
     (seller, server, base)
 }
 
+/// The payer (`buyer_keys`) starts a timed withdrawal of its channel to `seller` (given gas for
+/// it); returns the settlement contract as the payer sees it, and the channel id.
+pub async fn start_withdrawal(
+    chain: &LocalChain,
+    buyer_keys: &Arc<m2m::wallet::DeviceKeys>,
+    seller: &Seller,
+) -> (
+    m2m::contracts::bindings::BatchSettlement::BatchSettlementInstance<impl Provider + use<>>,
+    alloy::primitives::B256,
+) {
+    let _: serde_json::Value = chain
+        .facilitator
+        .raw_request(
+            "anvil_setBalance".into(),
+            (
+                m2m::wallet::Signer::evm_address(&**buyer_keys),
+                U256::from(10u128.pow(18)),
+            ),
+        )
+        .await
+        .unwrap();
+    let as_buyer = alloy::providers::ProviderBuilder::new()
+        .wallet(alloy::network::EthereumWallet::new(
+            m2m::node::evm::WalletTxSigner(buyer_keys.clone()),
+        ))
+        .connect_http(chain.anvil.endpoint().parse().unwrap());
+    let settlement =
+        m2m::contracts::bindings::BatchSettlement::new(chain.deployment.settlement, as_buyer);
+    let config = m2m::contracts::bindings::ChannelConfig {
+        payer: m2m::wallet::Signer::evm_address(&**buyer_keys),
+        payerAuthorizer: m2m::wallet::Signer::evm_address(&**buyer_keys),
+        receiver: seller.receiver(),
+        receiverAuthorizer: seller.chain().provider_address(),
+        token: chain.token,
+        withdrawDelay: alloy::primitives::aliases::U40::from(900u64),
+        salt: alloy::primitives::B256::ZERO,
+    };
+    let id = m2m::contracts::eip712::channel_id(seller.chain().domain(), &config);
+    send(
+        settlement.initiateWithdraw(config, 10_000),
+        "initiateWithdraw",
+    )
+    .await;
+    (settlement, id)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn buyer_pays_seller_per_reading_with_vouchers_and_exact() {
     let chain = LocalChain::start(31337).await;
@@ -151,39 +197,7 @@ async fn buyer_pays_seller_per_reading_with_vouchers_and_exact() {
     // (its threshold of 50 readings was never reached, its interval is an hour).
     let claimer = tokio::spawn(seller.clone().run_claimer());
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await; // claimer's first look
-    let _: serde_json::Value = chain
-        .facilitator
-        .raw_request(
-            "anvil_setBalance".into(),
-            (
-                m2m::wallet::Signer::evm_address(&*buyer_keys),
-                U256::from(10u128.pow(18)),
-            ),
-        )
-        .await
-        .unwrap();
-    let as_buyer = alloy::providers::ProviderBuilder::new()
-        .wallet(alloy::network::EthereumWallet::new(
-            m2m::node::evm::WalletTxSigner(buyer_keys.clone()),
-        ))
-        .connect_http(chain.anvil.endpoint().parse().unwrap());
-    let settlement =
-        m2m::contracts::bindings::BatchSettlement::new(chain.deployment.settlement, &as_buyer);
-    let config = m2m::contracts::bindings::ChannelConfig {
-        payer: m2m::wallet::Signer::evm_address(&*buyer_keys),
-        payerAuthorizer: m2m::wallet::Signer::evm_address(&*buyer_keys),
-        receiver: seller.receiver(),
-        receiverAuthorizer: seller.chain().provider_address(),
-        token: chain.token,
-        withdrawDelay: alloy::primitives::aliases::U40::from(900u64),
-        salt: alloy::primitives::B256::ZERO,
-    };
-    let id = m2m::contracts::eip712::channel_id(seller.chain().domain(), &config);
-    send(
-        settlement.initiateWithdraw(config, 10_000),
-        "initiateWithdraw",
-    )
-    .await;
+    let (settlement, id) = start_withdrawal(&chain, &buyer_keys, &seller).await;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
     while settlement.channels(id).call().await.unwrap().totalClaimed < 150 * PRICE {
         assert!(

@@ -11,7 +11,7 @@ use alloy::primitives::{B256, Bytes, U256};
 use alloy::signers::local::PrivateKeySigner;
 use m2m::contracts::bindings::{BatchSettlement, ChannelConfig, IBatchSettlement, TestToken};
 use m2m::contracts::eip712;
-use m2m::node::tools::{BundleFile, NpmBundle};
+use m2m::node::tools::{BundleFile, GuardedChild, NpmBundle};
 use m2m::node::x402::batch::BatchPayload;
 
 use crate::support::{LocalChain, send};
@@ -41,20 +41,22 @@ pub const REFERENCE: NpmBundle = NpmBundle {
 };
 
 /// Starts `node SCRIPT` in the reference bundle with `input` written to its stdin; stderr goes
-/// to the test output.
-pub fn spawn_reference(script: &str, input: &serde_json::Value) -> std::process::Child {
+/// to the test output. Killed when dropped, or by the reaper if the test process dies.
+pub fn spawn_reference(script: &str, input: &serde_json::Value) -> GuardedChild {
     let dir = REFERENCE
         .ensure(|_| Ok(()))
         .expect("install the x402 reference packages from npm");
-    let mut child = Command::new("node")
-        .arg(script)
-        .current_dir(&dir)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("node is needed for the interop tests");
+    let mut child = GuardedChild::spawn(
+        Command::new("node")
+            .arg(script)
+            .current_dir(&dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit()),
+    )
+    .expect("node is needed for the interop tests");
     child
+        .child()
         .stdin
         .take()
         .expect("stdin is piped")
@@ -65,9 +67,11 @@ pub fn spawn_reference(script: &str, input: &serde_json::Value) -> std::process:
 
 /// Runs a reference script to completion; returns its JSON output.
 pub fn run_reference(script: &str, input: &serde_json::Value) -> serde_json::Value {
-    let output = spawn_reference(script, input).wait_with_output().unwrap();
-    assert!(output.status.success(), "{script} failed");
-    serde_json::from_slice(&output.stdout).expect("script output is JSON")
+    let mut child = spawn_reference(script, input);
+    let mut stdout = Vec::new();
+    std::io::Read::read_to_end(&mut child.child().stdout.take().unwrap(), &mut stdout).unwrap();
+    assert!(child.child().wait().unwrap().success(), "{script} failed");
+    serde_json::from_slice(&stdout).expect("script output is JSON")
 }
 
 pub fn hex_key(signer: &PrivateKeySigner) -> String {

@@ -4,8 +4,8 @@
 //! - our buyer pays a reference seller (`@x402/express` with the reference facilitator);
 //! - the same reference seller settles through our facilitator endpoints instead.
 
+use m2m::node::tools::GuardedChild;
 use std::io::{BufRead, BufReader};
-use std::process::Child;
 
 use alloy::primitives::U256;
 use m2m::contracts::bindings::TestToken;
@@ -19,7 +19,7 @@ use crate::x402_client::{hex_key, run_reference, spawn_reference};
 
 /// A reference express seller, killed on drop.
 struct ExpressSeller {
-    child: Child,
+    _child: GuardedChild,
     url: String,
 }
 
@@ -27,7 +27,7 @@ impl ExpressSeller {
     fn start(input: &serde_json::Value) -> Self {
         let mut child = spawn_reference("x402-express-seller.mjs", input);
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
+        BufReader::new(child.child().stdout.take().unwrap())
             .read_line(&mut line)
             .unwrap();
         let port = serde_json::from_str::<serde_json::Value>(&line)
@@ -35,16 +35,9 @@ impl ExpressSeller {
             .as_u64()
             .unwrap();
         Self {
-            child,
+            _child: child,
             url: format!("http://127.0.0.1:{port}/weather"),
         }
-    }
-}
-
-impl Drop for ExpressSeller {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

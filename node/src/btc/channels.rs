@@ -477,8 +477,43 @@ impl PayeeChannels {
         Ok(self.rpc.broadcast(&close).await?)
     }
 
-    /// Closes every open channel within the close margin of its expiry. Returns what it closed.
-    pub async fn watch(&self) -> Result<Vec<Txid>, BtcChannelsError> {
+    /// Watches for ever: a [`Self::watch`] pass at once (channels that came near their expiry
+    /// while this process was down are closed at start), then every `period`; after a failed
+    /// pass or close, again sooner (5 s, doubling up to `period`).
+    pub async fn run_watcher(self: Arc<Self>, period: std::time::Duration) {
+        let retry_floor = std::time::Duration::from_secs(5).min(period);
+        let mut retry = retry_floor;
+        loop {
+            let healthy = match self.watch().await {
+                Ok(report) => {
+                    for txid in &report.closed {
+                        tracing::info!(%txid, "closed a channel before its expiry");
+                    }
+                    for (id, error) in &report.failed {
+                        tracing::warn!(channel = %hex(id), %error, "closing before expiry failed; retrying");
+                    }
+                    report.failed.is_empty()
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "watching channel expiries");
+                    false
+                }
+            };
+            let wait = if healthy {
+                retry = retry_floor;
+                period
+            } else {
+                let wait = retry;
+                retry = (retry * 2).min(period);
+                wait
+            };
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// Closes every open channel within the close margin of its expiry; a failed close does not
+    /// stop the others (call again to retry). Fails only if the chain height cannot be read.
+    pub async fn watch(&self) -> Result<WatchReport, BtcChannelsError> {
         let height = self.rpc.block_count().await?;
         let due: Vec<[u8; 32]> = {
             let channels = self.channels.lock().await;
@@ -493,13 +528,24 @@ impl PayeeChannels {
             due
         };
         let mut closed = Vec::new();
+        let mut failed = Vec::new();
         for id in due {
-            // Already spent (closed, or refunded): nothing left to do.
-            if self.funding_unspent(&id).await? {
-                closed.push(self.close(&id).await?);
+            // One channel that cannot be closed now (bitcoind busy, a fee too low) must not
+            // leave the channels after it to expire: try each, report the failures.
+            let attempt = async {
+                // Already spent (closed, or refunded): nothing left to do.
+                if self.funding_unspent(&id).await? {
+                    return self.close(&id).await.map(Some);
+                }
+                Ok(None)
+            };
+            match attempt.await {
+                Ok(Some(txid)) => closed.push(txid),
+                Ok(None) => {}
+                Err(error) => failed.push((id, error)),
             }
         }
-        Ok(closed)
+        Ok(WatchReport { closed, failed })
     }
 
     pub(super) async fn channel(
@@ -513,6 +559,15 @@ impl PayeeChannels {
             .cloned()
             .ok_or_else(|| BtcChannelsError::Unknown(hex(id)))
     }
+}
+
+/// What one [`PayeeChannels::watch`] pass did.
+#[derive(Debug, Default)]
+pub struct WatchReport {
+    /// Close transactions broadcast.
+    pub closed: Vec<Txid>,
+    /// Channels due for a close that failed (id, why); the next pass retries them.
+    pub failed: Vec<([u8; 32], BtcChannelsError)>,
 }
 
 fn closing_set(store: &ChannelStore) -> Result<HashSet<[u8; 32]>, StoreError> {

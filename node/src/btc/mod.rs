@@ -15,7 +15,7 @@ pub mod seller;
 pub mod wallet;
 
 pub use buyer::{BtcBuyer, BtcBuyerError, BtcBuyerOptions};
-pub use channels::{BtcChannelsError, PayeeChannels, PayeePolicy, PayerChannels};
+pub use channels::{BtcChannelsError, PayeeChannels, PayeePolicy, PayerChannels, WatchReport};
 pub use rpc::{BitcoinRpc, RpcAuth, RpcError, TxOutInfo};
 pub use seller::{BtcRoute, BtcSeller, serve_btc};
 pub use wallet::{BtcWallet, WalletError};

@@ -219,22 +219,13 @@ pub(super) async fn serve_readings(
         .map_err(|e| failed("listen")(&e))?;
     let server = serve_btc(seller.clone(), listener, &LimitsConfig::default())
         .map_err(|e| failed("listen")(&e))?;
-    let watcher = tokio::spawn(async move {
-        loop {
-            match payee.watch().await {
-                Ok(closed) => closed
-                    .iter()
-                    .for_each(|txid| tracing::info!(%txid, "closed a channel before its expiry")),
-                Err(error) => tracing::warn!(%error, "watcher"),
-            }
-            tokio::time::sleep(Duration::from_secs(30)).await;
-        }
-    });
+    let watcher = tokio::spawn(payee.run_watcher(Duration::from_secs(30)));
+    let mut stop = super::stop_signals()?;
     println!(
         "selling readings for satoshi at http://{} (Ctrl-C stops)",
         server.local_addr
     );
-    let _ = tokio::signal::ctrl_c().await;
+    let _ = stop.recv().await;
     eprintln!("stopping: {} paid readings served", seller.paid_readings());
     watcher.abort();
     server.shutdown().await;

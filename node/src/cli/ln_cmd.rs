@@ -391,12 +391,13 @@ async fn act(global: &GlobalArgs, action: &LnAction, started: &Started) -> Resul
             .await?;
         }
         LnAction::Run => {
+            let mut stop = super::stop_signals()?;
             println!(
                 "node {}@{} online (Ctrl-C stops)",
                 ln.node_id(),
                 ln.listen_address()
             );
-            let _ = tokio::signal::ctrl_c().await;
+            let _ = stop.recv().await;
             eprintln!("stopping: {} msat received in all", ln.received_msat());
         }
     }

@@ -77,7 +77,7 @@ enum Command {
     /// The Lightning node: open channels, invoices, payments, L402 readings (info, open, pay, …).
     #[cfg(feature = "lightning")]
     Ln(ln_cmd::LnArgs),
-    /// Provision and inspect the pinned local tools (anvil, forge, cast, solc).
+    /// Provision and inspect the pinned local tools (anvil, forge, cast, solc, bitcoind).
     Tools {
         #[command(subcommand)]
         action: tools_cmd::ToolsAction,
@@ -152,6 +152,11 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Ln(args) => ln_cmd::run(global, args),
         Command::Tools { action } => tools_cmd::run(global, action),
     }
+}
+
+/// SIGINT and SIGTERM, listened for from now on (make it before announcing readiness).
+fn stop_signals() -> Result<crate::shutdown::ShutdownSignals, CliError> {
+    crate::shutdown::ShutdownSignals::listen().map_err(CliError::Terminal)
 }
 
 impl GlobalArgs {

@@ -130,6 +130,7 @@ pub(super) fn serve(global: &GlobalArgs, args: &ServeArgs) -> Result<(), CliErro
             "payTo": seller.receiver(),
             "routes": seller.routes().map(|r| json!({ "path": r.config.path, "price": r.price.to_string() })).collect::<Vec<_>>(),
         });
+        let mut stop = super::stop_signals()?;
         if global.json {
             print_json(&info);
         } else {
@@ -138,7 +139,7 @@ pub(super) fn serve(global: &GlobalArgs, args: &ServeArgs) -> Result<(), CliErro
                 println!("  {}  {} units per reading", route.config.path, route.price);
             }
         }
-        let _ = tokio::signal::ctrl_c().await;
+        let _ = stop.recv().await;
         eprintln!("stopping: {} paid readings served", seller.paid_readings());
         server.shutdown().await;
         claimer.abort();
@@ -226,11 +227,12 @@ pub(super) fn gateway(global: &GlobalArgs, args: &GatewayArgs) -> Result<(), Cli
             .map_err(|e| failed("listening")(&e))?;
         let claimer = tokio::spawn(gateway.seller().clone().run_claimer());
         let config = gateway.config();
+        let mut stop = super::stop_signals()?;
         println!(
             "selling connectivity at http://{} for {} units per minute (Ctrl-C stops)",
             server.local_addr, config.price_per_minute
         );
-        let _ = tokio::signal::ctrl_c().await;
+        let _ = stop.recv().await;
         server.shutdown().await;
         claimer.abort();
         #[cfg(feature = "lightning")]
@@ -265,11 +267,12 @@ pub(super) fn connect(global: &GlobalArgs, args: &ConnectArgs) -> Result<(), Cli
         let client = crate::gateway::client::connect(&args.gateway, buyer, args.listen)
             .await
             .map_err(|e| failed(&args.gateway)(&e))?;
+        let mut stop = super::stop_signals()?;
         println!(
             "paying {} by the minute; point applications at the CONNECT proxy http://{} (Ctrl-C stops)",
             args.gateway, client.local_addr
         );
-        let _ = tokio::signal::ctrl_c().await;
+        let _ = stop.recv().await;
         eprintln!(
             "stopped after {} ticks and {} vouchers",
             client.ticks.load(std::sync::atomic::Ordering::Relaxed),
@@ -326,6 +329,7 @@ pub(super) fn devnet(global: &GlobalArgs, args: &DevnetArgs) -> Result<(), CliEr
             "token": token,
             "funded": args.fund,
         });
+        let mut stop = super::stop_signals()?;
         if global.json {
             print_json(&info);
         } else {
@@ -342,7 +346,7 @@ pub(super) fn devnet(global: &GlobalArgs, args: &DevnetArgs) -> Result<(), CliEr
                 );
             }
         }
-        let _ = tokio::signal::ctrl_c().await;
+        let _ = stop.recv().await;
         Ok::<_, CliError>(())
     })?;
     drop(anvil);
@@ -364,11 +368,12 @@ fn connect_lightning(global: &GlobalArgs, args: &ConnectArgs) -> Result<(), CliE
                 .await;
         let outcome = match connected {
             Ok(client) => {
+                let mut stop = super::stop_signals()?;
                 println!(
                     "paying {} over Lightning every {} s; point applications at the CONNECT proxy http://{} (Ctrl-C stops)",
                     args.gateway, args.period_secs, client.local_addr
                 );
-                let _ = tokio::signal::ctrl_c().await;
+                let _ = stop.recv().await;
                 eprintln!(
                     "stopped after {} keysends, {} msat",
                     client.payments.load(std::sync::atomic::Ordering::Relaxed),

@@ -5,14 +5,16 @@ use serde::Serialize;
 
 use super::output::print_json;
 use super::{CliError, GlobalArgs};
-use crate::tools::{FOUNDRY_VERSION, Foundry, SOLC_VERSION};
+use crate::tools::{FOUNDRY_VERSION, Foundry, SOLC_VERSION, ensure_bitcoind};
 
 /// What to do with the local tools.
 #[derive(Debug, Subcommand)]
 pub enum ToolsAction {
-    /// Provision anvil/forge/cast and solc into the per-user cache (no-op when cached), verify them,
-    /// and print their paths.
+    /// Provision anvil/forge/cast, solc and bitcoind into the per-user cache (no-op when cached),
+    /// verify them, and print their paths. A first run builds bitcoind (many minutes).
     Install,
+    /// Provision bitcoind only (found on the machine, or built once) and print its path.
+    Bitcoind,
 }
 
 #[derive(Serialize)]
@@ -23,6 +25,7 @@ struct ToolPaths {
     forge: String,
     cast: String,
     solc: String,
+    bitcoind: String,
 }
 
 pub(super) fn run(global: &GlobalArgs, action: &ToolsAction) -> Result<(), CliError> {
@@ -30,6 +33,7 @@ pub(super) fn run(global: &GlobalArgs, action: &ToolsAction) -> Result<(), CliEr
         ToolsAction::Install => {
             let foundry = Foundry::ensure()?;
             foundry.verify()?;
+            let bitcoind = ensure_bitcoind()?;
             let paths = ToolPaths {
                 foundry_version: FOUNDRY_VERSION,
                 solc_version: SOLC_VERSION,
@@ -37,6 +41,7 @@ pub(super) fn run(global: &GlobalArgs, action: &ToolsAction) -> Result<(), CliEr
                 forge: foundry.forge.display().to_string(),
                 cast: foundry.cast.display().to_string(),
                 solc: foundry.solc.display().to_string(),
+                bitcoind: bitcoind.display().to_string(),
             };
             if global.json {
                 print_json(&paths);
@@ -48,6 +53,16 @@ pub(super) fn run(global: &GlobalArgs, action: &ToolsAction) -> Result<(), CliEr
                     "solc   {}  (solc-js {SOLC_VERSION}; use FOUNDRY_SOLC={} forge build)",
                     paths.solc, paths.solc
                 );
+                println!("bitcoind {}", paths.bitcoind);
+            }
+            Ok(())
+        }
+        ToolsAction::Bitcoind => {
+            let bitcoind = ensure_bitcoind()?;
+            if global.json {
+                print_json(&serde_json::json!({ "bitcoind": bitcoind }));
+            } else {
+                println!("{}", bitcoind.display());
             }
             Ok(())
         }

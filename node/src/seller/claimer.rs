@@ -28,10 +28,29 @@ pub(super) async fn run(seller: Arc<Seller>) {
         .get_block_number()
         .await
         .unwrap_or(0);
+    // Events before `next_block` are never scanned: whatever happened while this seller was
+    // down (a payer's timed withdrawal above all) is read from each channel's state instead,
+    // before the first claim pass, which then claims at once what a withdrawal puts at risk.
+    let mut synced = false;
     let mut ticker = tokio::time::interval(Duration::from_secs(seller.config.claim.check_secs));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
+        if !synced {
+            match resync_from_chain(&seller).await {
+                Ok(pending) => {
+                    synced = true;
+                    if pending > 0 {
+                        tracing::warn!(
+                            channels = pending,
+                            "timed withdrawals started while down; claiming now"
+                        );
+                    }
+                }
+                // Retried on the next tick; the event scan still starts where it should.
+                Err(error) => tracing::warn!(%error, "reading channel state from the chain"),
+            }
+        }
         if let Err(error) = watch_withdrawals(&seller, &mut next_block).await {
             tracing::warn!(%error, "watching withdrawals");
         }
@@ -41,6 +60,42 @@ pub(super) async fn run(seller: Arc<Seller>) {
             Err(error) => tracing::warn!(%error, "claiming"),
         }
     }
+}
+
+/// Reads every known channel's state from the chain (deposit, claimed, pending withdrawal);
+/// returns how many have a withdrawal pending.
+async fn resync_from_chain(seller: &Seller) -> Result<usize, ChainError> {
+    let ids: Vec<ChannelId> = seller.lock_channels().keys().copied().collect();
+    let mut pending = 0;
+    for id in ids {
+        if sync_channel(seller, id).await? {
+            pending += 1;
+        }
+    }
+    Ok(pending)
+}
+
+/// Mirrors one channel's on-chain state into its payee record (durably); whether a timed
+/// withdrawal is pending on it.
+async fn sync_channel(seller: &Seller, id: ChannelId) -> Result<bool, ChainError> {
+    let Some(entry) = seller.lock_channels().get(&id).cloned() else {
+        return Ok(false);
+    };
+    let state = seller.chain.channel(B256::from(id.0)).await?;
+    let mut channel = entry.lock().await;
+    let terms = *channel.payee.terms();
+    let Ok(record) = channel.payee.on_chain_update(
+        terms.amount(state.usable_balance()),
+        terms.amount(state.total_claimed),
+        state.withdrawal.map(|(_, since)| since),
+    ) else {
+        return Ok(false);
+    };
+    // Under the channel's lock: a voucher accepted meanwhile must not be overwritten by this
+    // older snapshot of the record.
+    persist(seller, id, record).await;
+    drop(channel);
+    Ok(record.withdraw_pending_since.is_some())
 }
 
 /// Marks channels whose payer started a timed withdrawal, so the next pass claims them.
@@ -67,22 +122,9 @@ async fn watch_withdrawals(seller: &Seller, next_block: &mut u64) -> Result<(), 
         let Ok(event) = BatchSettlement::WithdrawInitiated::decode_log(&log.inner) else {
             continue;
         };
-        let id = ChannelId(event.channelId.0);
-        let Some(entry) = seller.lock_channels().get(&id).cloned() else {
-            continue;
-        };
-        let state = seller.chain.channel(event.channelId).await?;
-        let mut channel = entry.lock().await;
-        let terms = *channel.payee.terms();
-        let Ok(record) = channel.payee.on_chain_update(
-            terms.amount(state.usable_balance()),
-            terms.amount(state.total_claimed),
-            state.withdrawal.map(|(_, since)| since),
-        ) else {
-            continue;
-        };
-        tracing::warn!(channel = %event.channelId, "payer started a timed withdrawal; claiming now");
-        persist(seller, id, record).await;
+        if sync_channel(seller, ChannelId(event.channelId.0)).await? {
+            tracing::warn!(channel = %event.channelId, "payer started a timed withdrawal; claiming now");
+        }
     }
     *next_block = latest + 1;
     Ok(())

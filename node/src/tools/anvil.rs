@@ -1,16 +1,18 @@
 //! Starting anvil on a free loopback port, stopped when its handle drops.
 //!
 //! alloy's `Anvil` launcher does the spawning, port discovery and kill-on-drop; we add locating
-//! the pinned binary and a typed error.
+//! the pinned binary, a typed error, and the reaper (anvil also dies when we are killed).
 
 use alloy::node_bindings::{Anvil, AnvilInstance};
 
-use super::{Foundry, ToolError};
+use super::{Foundry, ReapOnExit, ToolError};
 
 /// A running anvil. Dropping it stops the process.
 #[derive(Debug)]
 pub struct AnvilHandle {
     instance: AnvilInstance,
+    // Dropped after `instance` has stopped anvil (fields drop in declaration order).
+    _reaper: ReapOnExit,
 }
 
 impl AnvilHandle {
@@ -56,5 +58,9 @@ pub fn start_anvil_on(
             tool: "anvil",
             detail: e.to_string(),
         })?;
-    Ok(AnvilHandle { instance })
+    let reaper = ReapOnExit::register(instance.child().id());
+    Ok(AnvilHandle {
+        instance,
+        _reaper: reaper,
+    })
 }

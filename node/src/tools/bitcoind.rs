@@ -1,10 +1,10 @@
 //! A regtest `bitcoind` on free loopback ports with a fresh data directory, stopped when its
 //! handle drops (like [`super::start_anvil`]).
 //!
-//! The binary comes from `BITCOIND_EXE`, `bitcoind` on `PATH`, or the per-user build that
-//! `scripts/bitcoind` makes once from the Bitcoin Core source vendored in the crates.io package
-//! `libbitcoinkernel-sys` 0.4.1. Its RPC is reached through [`crate::btc::BitcoinRpc`] with
-//! cookie authentication.
+//! The binary comes from [`super::ensure_bitcoind`] (`BITCOIND_EXE`, `PATH`, or the per-user
+//! build made on first use). The node is registered with the reaper, so it also dies when this
+//! process is killed. Its RPC is reached through [`crate::btc::BitcoinRpc`] with cookie
+//! authentication.
 
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -15,34 +15,10 @@ use serde_json::{Value, json};
 
 use crate::btc::{BitcoinRpc, RpcAuth, RpcError};
 
-use super::ToolError;
+use super::{ReapOnExit, ToolError};
 
-/// The Bitcoin Core source the build comes from.
+/// The Bitcoin Core source a missing bitcoind is built from.
 pub const BITCOIND_SOURCE: &str = "libbitcoinkernel-sys 0.4.1";
-
-/// Where `bitcoind` is: `BITCOIND_EXE`, `PATH`, or the cached build of `scripts/bitcoind`.
-pub fn locate_bitcoind() -> Result<PathBuf, ToolError> {
-    if let Some(exe) = std::env::var_os("BITCOIND_EXE") {
-        return Ok(PathBuf::from(exe));
-    }
-    if let Some(found) = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join("bitcoind"))
-            .find(|candidate| candidate.is_file())
-    }) {
-        return Ok(found);
-    }
-    let cached = super::cache_dir().join("tools/bitcoind-kernel-sys-0.4.1/bin/bitcoind");
-    if cached.is_file() {
-        return Ok(cached);
-    }
-    Err(ToolError::Start {
-        tool: "bitcoind",
-        detail: format!(
-            "not found: set BITCOIND_EXE, put bitcoind on PATH, or run scripts/bitcoind (builds it once from {BITCOIND_SOURCE}, about 20 minutes)"
-        ),
-    })
-}
 
 /// A running regtest node. Dropping it kills the process and removes its data directory.
 #[derive(Debug)]
@@ -50,6 +26,8 @@ pub struct BitcoindHandle {
     child: Child,
     rpc: BitcoinRpc,
     _data_dir: tempfile::TempDir,
+    // After `child` has been killed and waited for (fields drop after `Drop::drop`).
+    _reaper: ReapOnExit,
 }
 
 impl Drop for BitcoindHandle {
@@ -71,9 +49,15 @@ fn free_port() -> Result<u16, ToolError> {
         .map_err(io)
 }
 
-/// Starts `bitcoind -regtest` on loopback and waits until its RPC answers.
+/// Starts `bitcoind -regtest` on loopback and waits until its RPC answers; builds bitcoind
+/// first (once per machine, many minutes) if it is nowhere to be found.
 pub async fn start_bitcoind() -> Result<BitcoindHandle, ToolError> {
-    let exe = locate_bitcoind()?;
+    let exe = tokio::task::spawn_blocking(super::ensure_bitcoind)
+        .await
+        .map_err(|e| ToolError::Start {
+            tool: "bitcoind",
+            detail: format!("provisioning task: {e}"),
+        })??;
     let data_dir = tempfile::tempdir().map_err(|source| ToolError::Io {
         path: std::env::temp_dir(),
         source,
@@ -95,8 +79,10 @@ pub async fn start_bitcoind() -> Result<BitcoindHandle, ToolError> {
             tool: "bitcoind",
             detail: format!("{}: {e}", exe.display()),
         })?;
+    let reaper = ReapOnExit::register(child.id());
     let mut node = BitcoindHandle {
         child,
+        _reaper: reaper,
         rpc: BitcoinRpc::new(
             format!("http://127.0.0.1:{rpc_port}/"),
             RpcAuth::Cookie(data_dir.path().join("regtest/.cookie")),

@@ -7,16 +7,20 @@
 
 mod anvil;
 mod bitcoind;
+mod bitcoind_build;
 mod foundry;
 mod npm;
+mod reaper;
 
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 
 pub use anvil::{AnvilHandle, start_anvil, start_anvil_on};
-pub use bitcoind::{BITCOIND_SOURCE, BitcoindHandle, locate_bitcoind, start_bitcoind};
+pub use bitcoind::{BITCOIND_SOURCE, BitcoindHandle, start_bitcoind};
+pub use bitcoind_build::{ensure_bitcoind, find_bitcoind};
 pub use foundry::{FOUNDRY_VERSION, Foundry, SOLC_VERSION};
 pub use npm::{BundleFile, NpmBundle};
+pub use reaper::{GuardedChild, ReapOnExit};
 
 /// A tool could not be located, provisioned or started.
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +66,14 @@ pub enum ToolError {
         found: String,
         /// The pinned version.
         expected: &'static str,
+    },
+    /// Debian packages a build needs are missing and we are not root to install them.
+    #[error(
+        "building bitcoind needs the Debian packages {packages}: `sudo apt-get install {packages}`, or set BITCOIND_EXE"
+    )]
+    MissingPackages {
+        /// Space-separated package names.
+        packages: String,
     },
     /// Starting a node failed.
     #[error("starting {tool}: {detail}")]
@@ -118,20 +130,17 @@ pub(crate) fn run_checked(command: &mut std::process::Command) -> Result<String,
         detail: e.to_string(),
     })?;
     if !output.status.success() {
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        let tail: String = stderr
-            .lines()
-            .rev()
-            .take(15)
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev()
-            .collect::<Vec<_>>()
-            .join("\n");
+        let tail = last_lines(&String::from_utf8_lossy(&output.stderr), 15);
         return Err(ToolError::CommandFailed {
             command: shown,
             detail: format!("{}\n{tail}", output.status),
         });
     }
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// The last `count` lines of `text`, for error details.
+pub(crate) fn last_lines(text: &str, count: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(count)..].join("\n")
 }
