@@ -9,6 +9,7 @@
 //!   for synchronous callers.
 //! - [`channel_crypto`]: voucher signing (device wallet) and checking (libsecp256k1).
 //! - [`x402`]: x402 v2 messages, batch-settlement and exact payloads, header codec, error codes.
+//! - [`events`]: typed agent events (payments received and sent, claims) on a broadcast bus.
 //! - [`evm`]: the device wallet as a transaction signer; the settlement and token contracts.
 //! - [`seller`]: `m2m serve` — priced readings behind HTTP 402.
 //! - [`buyer`]: `m2m get` — pays 402s by itself, inside a budget.
@@ -24,6 +25,7 @@ pub mod buyer;
 pub mod channel_crypto;
 pub mod cli;
 pub mod datadir;
+pub mod events;
 pub mod evm;
 pub mod gateway;
 #[cfg(feature = "lightning")]

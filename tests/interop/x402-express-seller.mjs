@@ -2,7 +2,7 @@
 // GET /weather for an `exact` EIP-3009 payment. Settlement goes through the reference
 // facilitator (@x402/core + @x402/evm, in process, paying gas from `facilitatorKey`) or, when
 // `facilitatorUrl` is given, through that remote facilitator over HTTP (e.g. our /verify and
-// /settle). Reads its JSON config on stdin, prints {"port": N} once listening, runs until killed.
+// /settle, with `facilitatorApiKey` as a bearer token). Reads its JSON config on stdin, prints {"port": N} once listening, runs until killed.
 import { readFileSync } from 'node:fs';
 import express from 'express';
 import { createWalletClient, defineChain, http, publicActions } from 'viem';
@@ -35,9 +35,16 @@ function inProcessFacilitator() {
   };
 }
 
-const facilitatorClient = input.facilitatorUrl
-  ? new HTTPFacilitatorClient({ url: input.facilitatorUrl })
-  : inProcessFacilitator();
+// A remote facilitator that wants an API key gets it on every call, as a bearer token.
+function remoteFacilitator() {
+  const auth = input.facilitatorApiKey ? { Authorization: `Bearer ${input.facilitatorApiKey}` } : {};
+  return new HTTPFacilitatorClient({
+    url: input.facilitatorUrl,
+    createAuthHeaders: async () => ({ verify: auth, settle: auth, supported: auth }),
+  });
+}
+
+const facilitatorClient = input.facilitatorUrl ? remoteFacilitator() : inProcessFacilitator();
 const resourceServer = new x402ResourceServer(facilitatorClient).register(network, new ExactServerScheme());
 const routes = {
   'GET /weather': {

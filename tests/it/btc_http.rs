@@ -64,20 +64,22 @@ async fn readings_paid_over_a_taproot_channel() {
     let id = payer.usable(&payee.payee_key(), price).await.unwrap();
     let terms = payer.terms(&id).await.unwrap();
     let mut voucher = payer.pay(&id, price).await.unwrap(); // signed, then lost on the way
+    let valid = voucher;
     let mut forged_sig = voucher.signature.serialize();
     forged_sig[0] ^= 1;
     voucher.signature = bitcoin::secp256k1::schnorr::Signature::from_slice(&forged_sig).unwrap();
-    let forged = PaymentPayload {
+    let payment_of = |voucher: &m2m::contracts::btc::BtcVoucher| PaymentPayload {
         x402_version: 2,
         resource: None,
-        accepted: offer,
+        accepted: offer.clone(),
         payload: serde_json::to_value(m2m::node::x402::btc::BtcChannelPayload {
             channel: m2m::node::x402::btc::BtcChannelWire::from_terms(&terms),
-            voucher: m2m::node::x402::btc::BtcVoucherWire::from_voucher(&voucher),
+            voucher: m2m::node::x402::btc::BtcVoucherWire::from_voucher(voucher),
         })
         .unwrap(),
         extensions: None,
     };
+    let forged = payment_of(&voucher);
     let refused = reqwest::Client::new()
         .get(&url)
         .header(PAYMENT_SIGNATURE, headers::encode(&forged))
@@ -90,6 +92,23 @@ async fn readings_paid_over_a_taproot_channel() {
     assert_eq!(required.error.as_deref(), Some(BTC_SIGNATURE));
     let served = Amount::from_sat(25 * 200);
     assert_eq!(payee.state(&id).await.unwrap().0, served);
+
+    // HEAD serves no reading and other methods none either: neither takes a payment, not even
+    // a valid voucher.
+    for (method, status) in [(reqwest::Method::HEAD, 402), (reqwest::Method::POST, 405)] {
+        let response = reqwest::Client::new()
+            .request(method.clone(), &url)
+            .header(PAYMENT_SIGNATURE, headers::encode(&payment_of(&valid)))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), status, "{method}");
+        assert_eq!(
+            payee.state(&id).await.unwrap().0,
+            served,
+            "{method} charged nothing"
+        );
+    }
 
     // The buyer signed one voucher the seller never got: it re-signs from the seller's total.
     let fetched = buyer.get(&url).await.unwrap();

@@ -15,7 +15,7 @@ use m2m::node::buyer::{Buyer, BuyerOptions};
 use m2m::node::datadir::DataDir;
 use m2m::node::store::ChannelStore;
 use m2m::node::x402::headers;
-use m2m::node::x402::types::PaymentRequired;
+use m2m::node::x402::types::{PaymentPayload, PaymentRequired, PaymentRequirements};
 use m2m::wallet::{DeviceKeys, Signer};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -33,15 +33,7 @@ async fn pay_raw(
 ) -> (u16, Option<String>, String) {
     let http = reqwest::Client::new();
     let url = format!("{base}{path}");
-    let unpaid = http.get(&url).send().await.unwrap();
-    let required: PaymentRequired =
-        headers::decode(unpaid.headers()["PAYMENT-REQUIRED"].to_str().unwrap()).unwrap();
-    let accepted = required
-        .accepts
-        .iter()
-        .find(|o| o.scheme == scheme)
-        .unwrap()
-        .clone();
+    let accepted = offer(&http, &url, scheme).await;
     let response = send_payment(&http, &url, accepted, payload).await.unwrap();
     let status = response.status().as_u16();
     let code = response.headers().get("PAYMENT-REQUIRED").map(|v| {
@@ -51,6 +43,18 @@ async fn pay_raw(
             .unwrap_or_default()
     });
     (status, code, response.text().await.unwrap())
+}
+
+/// The seller's offer of `scheme` for `url`, from an unpaid request's 402.
+async fn offer(http: &reqwest::Client, url: &str, scheme: &str) -> PaymentRequirements {
+    let unpaid = http.get(url).send().await.unwrap();
+    let required: PaymentRequired =
+        headers::decode(unpaid.headers()["PAYMENT-REQUIRED"].to_str().unwrap()).unwrap();
+    required
+        .accepts
+        .into_iter()
+        .find(|o| o.scheme == scheme)
+        .unwrap()
 }
 
 fn voucher_payload(config: &ChannelConfig, signer: &dyn Signer, cumulative: u128) -> Value {
@@ -167,6 +171,28 @@ async fn hostile_payments_are_refused_with_spec_codes_and_nothing_is_served() {
             Some("invalid_batch_settlement_evm_cumulative_amount_mismatch")
         )
     );
+    // HEAD serves no reading, so it takes no payment: the buyer's valid next voucher, sent with
+    // HEAD, gets the price and is not recorded (else the honest buyer's own next voucher below
+    // would be stale and need a resync, which the end of this test rules out).
+    let http = reqwest::Client::new();
+    let url = format!("{base}/temperature");
+    let message = PaymentPayload {
+        x402_version: 2,
+        resource: None,
+        accepted: offer(&http, &url, "batch-settlement").await,
+        payload: voucher_payload(&config, &*buyer_keys, 4 * PRICE),
+        extensions: None,
+    };
+    let paid_before = seller.paid_readings();
+    let head = http
+        .head(&url)
+        .header("PAYMENT-SIGNATURE", headers::encode(&message))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.status(), 402, "HEAD shows the price");
+    assert!(head.headers().get("PAYMENT-RESPONSE").is_none());
+    assert_eq!(seller.paid_readings(), paid_before, "HEAD charged nothing");
     // Beyond the deposit: refused.
     let (_, code, _) = pay_raw(
         &base,
@@ -193,6 +219,14 @@ async fn hostile_payments_are_refused_with_spec_codes_and_nothing_is_served() {
         code.as_deref(),
         Some("invalid_batch_settlement_evm_receiver_mismatch")
     );
+    // The facilitator is off by default: nobody spends this seller's gas through /settle.
+    let settle = reqwest::Client::new()
+        .post(format!("{base}/settle"))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(settle.status(), 404, "no facilitator unless configured");
     // Garbage in the header.
     let garbage = reqwest::Client::new()
         .get(format!("{base}/temperature"))

@@ -12,10 +12,14 @@ use m2m::contracts::bindings::TestToken;
 use m2m::node::buyer::{Buyer, BuyerOptions};
 use m2m::node::datadir::DataDir;
 use m2m::node::store::ChannelStore;
+use sha2::Digest;
 
 use crate::paid_http::start_seller;
 use crate::support::{LocalChain, funded_device, send};
 use crate::x402_client::{hex_key, run_reference, spawn_reference};
+
+/// The API key the reference seller presents to our facilitator.
+const FACILITATOR_KEY: &str = "interop facilitator key";
 
 /// A reference express seller, killed on drop.
 struct ExpressSeller {
@@ -47,8 +51,32 @@ async fn reference_clients_and_sellers_interoperate_with_ours() {
     let token = TestToken::new(chain.token, &chain.facilitator);
     let seller_keys = funded_device(&chain, 10u128.pow(20)).await;
     let dirs = tempfile::tempdir().unwrap();
-    let (seller, _server, base) =
-        start_seller(&chain, &seller_keys, &dirs.path().join("seller"), "").await;
+    // Our seller is also a facilitator for the reference seller below, for callers with the key.
+    let facilitator = format!(
+        "facilitator = true\nfacilitator_api_keys_sha256 = [\"{}\"]\n",
+        alloy::primitives::hex::encode(sha2::Sha256::digest(FACILITATOR_KEY))
+    );
+    let (seller, _server, base) = start_seller(
+        &chain,
+        &seller_keys,
+        &dirs.path().join("seller"),
+        &facilitator,
+    )
+    .await;
+    let http = reqwest::Client::new();
+    for key in [None, Some("guessed")] {
+        let mut settle = http
+            .post(format!("{base}/settle"))
+            .json(&serde_json::json!({}));
+        if let Some(key) = key {
+            settle = settle.bearer_auth(key);
+        }
+        assert_eq!(
+            settle.send().await.unwrap().status(),
+            401,
+            "no gas spent for a caller without the key ({key:?})"
+        );
+    }
 
     // The reference buyer pays our seller, with each scheme.
     let reference_buyer = chain.account(1);
@@ -130,6 +158,7 @@ async fn reference_clients_and_sellers_interoperate_with_ours() {
     for facilitator in ["reference", "ours"] {
         if facilitator == "ours" {
             config["facilitatorUrl"] = serde_json::Value::String(base.clone());
+            config["facilitatorApiKey"] = serde_json::Value::String(FACILITATOR_KEY.into());
         }
         let express = ExpressSeller::start(&config);
         let fetched = buyer

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use bitcoin::Amount;
@@ -21,6 +21,7 @@ use serde_json::json;
 use tokio::net::TcpListener;
 
 use super::channels::{BtcChannelsError, PayeeChannels, PayeePolicy};
+use crate::events::{AgentEvent, EventLink, Leg, Payment};
 use crate::seller::config::LimitsConfig;
 use crate::seller::sensor::{SensorKind, SensorSource};
 use crate::seller::{ServerHandle, serve_router};
@@ -67,6 +68,8 @@ pub struct BtcSeller {
     l402: Option<Arc<crate::ln::l402::L402Issuer>>,
     /// Counters.
     pub stats: BtcSellerStats,
+    /// Payments received go here once an agent attaches its bus.
+    pub events: EventLink,
 }
 
 impl std::fmt::Debug for BtcSeller {
@@ -115,6 +118,7 @@ impl BtcSeller {
             #[cfg(feature = "lightning")]
             l402: None,
             stats: BtcSellerStats::default(),
+            events: EventLink::default(),
         }
     }
 
@@ -135,11 +139,22 @@ impl BtcSeller {
         self.stats.paid.load(Ordering::Relaxed)
     }
 
-    async fn handle(&self, path: &str, headers: &HeaderMap) -> Response {
+    async fn handle(&self, method: &Method, path: &str, headers: &HeaderMap) -> Response {
         let Some((route, offer)) = self.routes.get(path) else {
             return (StatusCode::NOT_FOUND, "no such reading\n").into_response();
         };
+        if *method != Method::GET && *method != Method::HEAD {
+            return (
+                StatusCode::METHOD_NOT_ALLOWED,
+                [(header::ALLOW, "GET, HEAD")],
+            )
+                .into_response();
+        }
         let url = format!("http://{}{path}", host(headers));
+        // HEAD serves no body, so it never takes a payment (voucher or L402): price only.
+        if *method == Method::HEAD {
+            return self.required(route, offer, &url, None, None);
+        }
         #[cfg(feature = "lightning")]
         if let (Some(issuer), Some(authorization)) = (
             &self.l402,
@@ -150,6 +165,12 @@ impl BtcSeller {
             return match issuer.redeem(path, authorization, crate::now_secs()) {
                 Ok(hash) => {
                     self.stats.paid.fetch_add(1, Ordering::Relaxed);
+                    self.received(
+                        Leg::Lightning,
+                        "l402",
+                        u128::from(route.price.to_sat()) * 1000,
+                        path,
+                    );
                     self.serve(route, &hash, route.price)
                 }
                 Err(crate::ln::l402::L402Error::Store(error)) => {
@@ -169,6 +190,7 @@ impl BtcSeller {
         match self.pay(route, offer, value).await {
             Ok((id, charged)) => {
                 self.stats.paid.fetch_add(1, Ordering::Relaxed);
+                self.received(Leg::Btc, BTC_CHANNEL, route.price.to_sat().into(), path);
                 self.serve(route, &id, charged)
             }
             Err((code, charged)) => {
@@ -180,6 +202,17 @@ impl BtcSeller {
                 self.required(route, offer, &url, Some(code), charged)
             }
         }
+    }
+
+    fn received(&self, leg: Leg, scheme: &str, amount: u128, path: &str) {
+        self.events.publish(|| {
+            AgentEvent::PaymentReceived(Payment {
+                leg,
+                scheme: scheme.into(),
+                amount,
+                resource: path.into(),
+            })
+        });
     }
 
     /// Checks and records a payment: `(channel id, charged total)` or `(error code, charged)`.
@@ -371,7 +404,9 @@ pub fn serve_btc(
         .fallback(
             |State(seller): State<Arc<BtcSeller>>, request: Request<Body>| async move {
                 let path = request.uri().path().to_owned();
-                seller.handle(&path, request.headers()).await
+                seller
+                    .handle(request.method(), &path, request.headers())
+                    .await
             },
         )
         .with_state(seller);

@@ -15,6 +15,7 @@ use m2m_core::ChannelId;
 use m2m_core::payee::ClaimPolicy;
 
 use super::{Seller, SellerChannel, now_secs};
+use crate::events::{AgentEvent, Leg};
 use crate::evm::ChainError;
 use crate::store::RecordWrite;
 
@@ -178,6 +179,12 @@ pub(super) async fn claim_due(seller: &Seller, policy: &ClaimPolicy) -> Result<u
                 claimed += 1;
             }
         }
+    }
+    if claimed > 0 {
+        seller.events.publish(|| AgentEvent::ClaimConfirmed {
+            leg: Leg::Evm,
+            channels: claimed,
+        });
     }
     Ok(claimed)
 }

@@ -151,9 +151,14 @@ pub struct SellerConfig {
     /// Deposit hint: at least this many readings' worth per channel.
     #[serde(default = "default_min_deposit_readings")]
     pub min_deposit_readings: u32,
-    /// Offer `/verify`, `/settle`, `/supported` to other sellers.
-    #[serde(default = "default_true")]
+    /// Offer `/verify`, `/settle`, `/supported` to other sellers (off by default: `/settle`
+    /// spends this device's gas). Needs `facilitator_api_keys_sha256`.
+    #[serde(default)]
     pub facilitator: bool,
+    /// SHA-256 (hex) of each API key a facilitator caller may present as
+    /// `Authorization: Bearer <key>`; only hashes are kept, so the file holds no usable key.
+    #[serde(default)]
+    pub facilitator_api_keys_sha256: Vec<String>,
     /// Claiming.
     #[serde(default)]
     pub claim: ClaimConfig,
@@ -182,9 +187,6 @@ fn default_timeout() -> u64 {
 }
 fn default_min_deposit_readings() -> u32 {
     100
-}
-fn default_true() -> bool {
-    true
 }
 fn default_schemes() -> Vec<Scheme> {
     vec![Scheme::BatchSettlement, Scheme::Exact]
@@ -221,38 +223,65 @@ pub enum ConfigError {
     },
 }
 
-fn invalid(field: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+/// A value refused, naming its field.
+pub(crate) fn invalid(field: impl Into<String>, reason: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         field: field.into(),
         reason: reason.into(),
     }
 }
 
+/// Reads a TOML configuration file with `parse`, naming the file in a syntax error.
+pub(crate) fn load_file<T>(
+    path: &Path,
+    parse: impl FnOnce(&str) -> Result<T, ConfigError>,
+) -> Result<T, ConfigError> {
+    let shown = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: shown.clone(),
+        source,
+    })?;
+    parse(&text).map_err(|error| match error {
+        ConfigError::Parse { source, .. } => ConfigError::Parse {
+            path: shown,
+            source,
+        },
+        other => other,
+    })
+}
+
+/// Parses TOML text as `T` (`what` names it in a syntax error).
+pub(crate) fn parse_toml<T: serde::de::DeserializeOwned>(
+    text: &str,
+    what: &str,
+) -> Result<T, ConfigError> {
+    toml::from_str(text).map_err(|source| ConfigError::Parse {
+        path: what.into(),
+        source: Box::new(source),
+    })
+}
+
 impl SellerConfig {
     /// Reads and validates a file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let shown = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: shown.clone(),
-            source,
-        })?;
-        Self::parse(&text).map_err(|error| match error {
-            ConfigError::Parse { source, .. } => ConfigError::Parse {
-                path: shown,
-                source,
-            },
-            other => other,
-        })
+        load_file(path, Self::parse)
     }
 
     /// Parses and validates TOML text.
     pub fn parse(text: &str) -> Result<Self, ConfigError> {
-        let config: Self = toml::from_str(text).map_err(|source| ConfigError::Parse {
-            path: "seller config".into(),
-            source: Box::new(source),
-        })?;
+        let config: Self = parse_toml(text, "seller config")?;
         config.validate()?;
         Ok(config)
+    }
+
+    /// Whether `key` is one of the facilitator's API keys. Comparing hashes needs no constant
+    /// time: a timing difference tells at most a prefix of a hash, which reveals no key.
+    pub fn facilitator_key_allowed(&self, key: &str) -> bool {
+        use bitcoin::hashes::{Hash, sha256};
+        let presented = sha256::Hash::hash(key.as_bytes()).to_string();
+        self.facilitator_api_keys_sha256
+            .iter()
+            .any(|hash| hash.eq_ignore_ascii_case(&presented))
     }
 
     /// The chain id named by `network`.
@@ -310,6 +339,20 @@ impl SellerConfig {
             if route.schemes.is_empty() {
                 return Err(invalid(field("schemes"), "name at least one scheme"));
             }
+        }
+        for (index, hash) in self.facilitator_api_keys_sha256.iter().enumerate() {
+            if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(invalid(
+                    format!("facilitator_api_keys_sha256[{index}]"),
+                    "must be 64 hex digits (printf %s \"$KEY\" | sha256sum)",
+                ));
+            }
+        }
+        if self.facilitator && self.facilitator_api_keys_sha256.is_empty() {
+            return Err(invalid(
+                "facilitator_api_keys_sha256",
+                "name at least one key hash: an open /settle lets anyone spend this device's gas",
+            ));
         }
         threshold_units(&self.claim.threshold)
             .ok_or_else(|| invalid("claim.threshold", "must be an integer of atomic units"))?;

@@ -1,7 +1,13 @@
 //! Facilitator endpoints for other sellers: `GET /supported`, `POST /verify`, `POST /settle`
-//! (x402 v2). This device settles `exact` payments on its chain, paying the gas itself.
+//! (x402 v2). This device settles `exact` payments on its chain, paying the gas itself, so the
+//! endpoints are off unless configured, and then answer only callers presenting one of the
+//! configured API keys (`Authorization: Bearer <key>`, as the x402 reference
+//! `HTTPFacilitatorClient` sends through `createAuthHeaders`), within the per-client rate.
 
-use axum::extract::State;
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
@@ -18,11 +24,33 @@ struct FacilitatorRequest {
     payment_requirements: PaymentRequirements,
 }
 
-pub(super) fn routes() -> Router<AppState> {
+pub(super) fn routes(state: AppState) -> Router<AppState> {
     Router::new()
         .route("/supported", get(supported))
         .route("/verify", post(verify))
         .route("/settle", post(settle))
+        .route_layer(middleware::from_fn_with_state(state, guard))
+}
+
+/// Rate limit first (a guessing client is throttled), then the API key.
+async fn guard(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    if let Some(refused) = super::http::throttle(&state, &request) {
+        return refused;
+    }
+    let key = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "));
+    if !key.is_some_and(|key| state.seller.config.facilitator_key_allowed(key)) {
+        return (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            "this facilitator answers only callers with an API key\n",
+        )
+            .into_response();
+    }
+    next.run(request).await
 }
 
 async fn supported(State(state): State<AppState>) -> Json<Value> {

@@ -23,6 +23,7 @@ use tower::ServiceExt;
 use super::batch::Refusal;
 use super::limits::RateLimiter;
 use super::{Route, Scheme, Seller, SellerError, facilitator};
+use crate::events::{AgentEvent, Leg, Payment};
 use crate::x402::codes;
 use crate::x402::headers::{
     self, HeaderError, PAYMENT_REQUIRED, PAYMENT_RESPONSE, PAYMENT_SIGNATURE,
@@ -159,7 +160,7 @@ pub fn serve_router(
 fn router(state: AppState) -> Router {
     let mut router = Router::new().route("/", get(catalogue));
     if state.seller.config.facilitator {
-        router = router.merge(facilitator::routes());
+        router = router.merge(facilitator::routes(state.clone()));
     }
     router
         .fallback(paid_reading)
@@ -194,19 +195,26 @@ async fn catalogue(State(state): State<AppState>) -> Response {
     .into_response()
 }
 
-/// Any other path: a priced reading, or 404.
-async fn paid_reading(State(state): State<AppState>, request: Request) -> Response {
+/// A `429` if the request's client is over its rate, else `None`.
+pub(super) fn throttle(state: &AppState, request: &Request) -> Option<Response> {
     let client = request
         .extensions()
         .get::<ClientAddr>()
         .map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0.ip());
-    if !state.limiter.allow(client) {
-        return (
+    (!state.limiter.allow(client)).then(|| {
+        (
             StatusCode::TOO_MANY_REQUESTS,
             [(header::RETRY_AFTER, "1")],
             "rate limit\n",
         )
-            .into_response();
+            .into_response()
+    })
+}
+
+/// Any other path: a priced reading, or 404.
+async fn paid_reading(State(state): State<AppState>, request: Request) -> Response {
+    if let Some(refused) = throttle(&state, &request) {
+        return refused;
     }
     let seller = &state.seller;
     // hyper bounds its read buffer; this bounds the head itself, whatever the buffer did.
@@ -229,6 +237,10 @@ async fn paid_reading(State(state): State<AppState>, request: Request) -> Respon
             .into_response();
     }
     let url = resource_url(request.headers(), request.uri().path());
+    // HEAD serves no body, so it never takes a payment: it shows the price, whatever it carries.
+    if request.method() == Method::HEAD {
+        return payment_required(seller, route, &url, None);
+    }
     let Some(value) = request.headers().get(PAYMENT_SIGNATURE) else {
         return payment_required(seller, route, &url, None);
     };
@@ -258,6 +270,14 @@ async fn paid_reading(State(state): State<AppState>, request: Request) -> Respon
     };
     match outcome {
         Ok(settlement) => {
+            seller.events.publish(|| {
+                AgentEvent::PaymentReceived(Payment {
+                    leg: Leg::Evm,
+                    scheme: payload.accepted.scheme.clone(),
+                    amount: route.price,
+                    resource: route.config.path.clone(),
+                })
+            });
             let mut response = Response::new(Body::from(seller.reading(route)));
             let headers = response.headers_mut();
             headers.insert(

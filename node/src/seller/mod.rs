@@ -30,6 +30,7 @@ use m2m_core::{Asset, ChannelId, ChannelTerms, EvmAddress};
 use serde_json::json;
 
 use crate::channel_crypto::Secp256k1Verifier;
+use crate::events::EventLink;
 use crate::evm::{ChainError, SettlementClient, SharedSigner, TokenInfo};
 use crate::store::{ChannelStore, StoreError};
 use crate::x402::types::{PaymentRequired, PaymentRequirements, ResourceInfo, X402_VERSION};
@@ -139,6 +140,8 @@ pub struct Seller {
     claim_policy: ClaimPolicy,
     /// Counters.
     pub stats: SellerStats,
+    /// Payments received and claims confirmed go here once an agent attaches its bus.
+    pub events: EventLink,
 }
 
 impl std::fmt::Debug for Seller {
@@ -203,6 +206,7 @@ impl Seller {
             exact_nonces: Mutex::new(HashSet::new()),
             claim_policy,
             stats: SellerStats::default(),
+            events: EventLink::default(),
             config,
         };
         let offers: Vec<(String, Vec<PaymentRequirements>)> = seller

@@ -121,11 +121,13 @@ impl RecordWrite {
     }
 }
 
-/// The channel store of one data directory.
-#[derive(Debug)]
+/// The channel store of one data directory. Clones share one database and one committer, so
+/// every leg of an agent writes through the same group commit; the last clone to drop finishes
+/// the queued writes and closes the file.
+#[derive(Debug, Clone)]
 pub struct ChannelStore {
     db: Arc<Database>,
-    committer: GroupCommitter,
+    committer: Arc<GroupCommitter>,
 }
 
 impl ChannelStore {
@@ -145,7 +147,7 @@ impl ChannelStore {
         txn.commit().map_err(StoreError::from_redb)?;
         let db = Arc::new(db);
         Ok(Self {
-            committer: GroupCommitter::start(db.clone()),
+            committer: Arc::new(GroupCommitter::start(db.clone())),
             db,
         })
     }
