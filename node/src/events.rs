@@ -121,6 +121,22 @@ impl EventLink {
     }
 }
 
+/// An error and its causes on one line ("outer: inner: innermost"), skipping causes already
+/// quoted by their parent's message: what an event or a command line shows.
+pub fn error_line(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,5 +1,6 @@
 //! `m2m-node`: the agent shell around the sans-IO core.
 //!
+//! - [`agent`]: the device agent — one front door (`Agent::builder()`) over every leg.
 //! - [`datadir`]: the device's data directory, held under an exclusive lock.
 //! - [`btc`]: bitcoind RPC, the on-chain wallet, Taproot script channels.
 //! - [`tools`]: locating and provisioning the local chains and compilers (anvil, forge, cast,
@@ -20,6 +21,7 @@
 //!
 //! This is the only crate with a runtime and IO; the channel logic lives in `m2m-core`.
 
+pub mod agent;
 pub mod btc;
 pub mod buyer;
 pub mod channel_crypto;

@@ -1,6 +1,7 @@
 //! Integration tests of the whole node against real local tools (one test binary, as the
 //! architecture prescribes). Tools are provisioned on first use and cached per user.
 
+mod agent;
 mod anvil;
 mod bitcoind;
 mod btc_channel;

@@ -138,6 +138,15 @@ impl BtcBuyer {
 
     /// GETs `url`, paying a `btc-channel` 402 if one comes.
     pub async fn get(&self, url: &str) -> Result<BtcFetched, BtcBuyerError> {
+        self.get_within(url, self.options.max_price).await
+    }
+
+    /// [`Self::get`], refusing any price above `max_price` (and the options' cap).
+    pub async fn get_within(
+        &self,
+        url: &str,
+        max_price: Amount,
+    ) -> Result<BtcFetched, BtcBuyerError> {
         let cached = self.offers.lock().await.get(url).cloned();
         let offer = match cached {
             Some(offer) => offer,
@@ -154,6 +163,14 @@ impl BtcBuyer {
                 offer
             }
         };
+        let price =
+            sats(&offer.amount, "amount").map_err(|e| BtcBuyerError::Seller(e.to_string()))?;
+        if price > max_price {
+            return Err(BtcBuyerError::TooExpensive {
+                price,
+                max: max_price,
+            });
+        }
         self.pay(url, &offer).await
     }
 

@@ -187,10 +187,19 @@ impl Buyer {
 
     /// Fetches `url`, paying a `402` if the budget allows.
     pub async fn get(&self, url: &str) -> Result<Fetched, BuyerError> {
+        self.get_within(url, self.options.max_price).await
+    }
+
+    /// [`Self::get`], refusing any price above `max_price` (instead of the options' cap).
+    pub async fn get_within(
+        &self,
+        url: &str,
+        max_price: Option<u128>,
+    ) -> Result<Fetched, BuyerError> {
         if let Some(required) = self.cached_requirements(url) {
             // Pay up front with what this URL asked last time (saves the 402 round trip). If the
             // seller changed its terms, forget them and start over from a fresh 402.
-            match self.pay(url, &required).await {
+            match self.pay(url, &required, max_price).await {
                 Err(BuyerError::Refused { code })
                     if code == codes::INVALID_PAYMENT_REQUIREMENTS
                         || code == codes::UNSUPPORTED_SCHEME =>
@@ -209,7 +218,7 @@ impl Buyer {
             return unpaid(first).await;
         }
         let required = payment_required(first.headers(), None)?;
-        let outcome = self.pay(url, &required).await;
+        let outcome = self.pay(url, &required, max_price).await;
         if outcome.is_ok() {
             self.lock_known().insert(url.to_owned(), Arc::new(required));
         }
@@ -217,13 +226,18 @@ impl Buyer {
     }
 
     /// Pays one request of `url` under `required`.
-    async fn pay(&self, url: &str, required: &PaymentRequired) -> Result<Fetched, BuyerError> {
+    async fn pay(
+        &self,
+        url: &str,
+        required: &PaymentRequired,
+        max_price: Option<u128>,
+    ) -> Result<Fetched, BuyerError> {
         let offer = self.choose(required)?;
         let price: u128 = offer
             .amount
             .parse()
             .map_err(|_| BuyerError::Protocol(format!("amount {:?}", offer.amount)))?;
-        if self.options.max_price.is_some_and(|cap| price > cap) {
+        if max_price.is_some_and(|cap| price > cap) {
             return Err(BuyerError::PriceAboveLimit(price));
         }
         let peer = origin(url);

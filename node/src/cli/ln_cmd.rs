@@ -188,10 +188,14 @@ const SETTLE_WAIT: Duration = Duration::from_secs(15);
 /// Lets in-flight HTLCs settle (a payer waits for the fulfilment of what this node claimed
 /// until it comes back otherwise), then stops the node.
 pub(super) async fn settle_and_stop(ln: &LnNode) -> Result<(), CliError> {
-    if let Err(error) = ln.wait_settled(SETTLE_WAIT).await {
-        eprintln!("stopping with HTLCs in flight ({error}); they settle at the next start");
+    let settled = ln
+        .settle_and_stop(SETTLE_WAIT)
+        .await
+        .map_err(|e| failed("stopping the node")(&e))?;
+    if !settled {
+        eprintln!("stopped with HTLCs in flight; they settle at the next start");
     }
-    ln.stop().await.map_err(|e| failed("stopping the node")(&e))
+    Ok(())
 }
 
 /// Parses `25sat`, `2500msat` or `25` (satoshi) into msat.

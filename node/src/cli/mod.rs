@@ -2,6 +2,7 @@
 //!
 //! Data goes to stdout (as JSON with `--json`); logs and progress go to stderr.
 
+mod agent_cmd;
 mod btc_cmd;
 #[cfg(feature = "lightning")]
 mod ln_cmd;
@@ -56,6 +57,8 @@ pub struct GlobalArgs {
 enum Command {
     /// Create the device wallet (encrypted keystore) and print its addresses.
     Init(wallet_cmd::InitArgs),
+    /// Run the device agent: everything `agent.toml` declares, in one long-running process.
+    Agent(agent_cmd::AgentArgs),
     /// Print the device's addresses.
     Address,
     /// Print a top-up request (BIP-21 or EIP-681 URI) and its QR code.
@@ -128,7 +131,7 @@ pub fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {}", error_chain(&error));
+            eprintln!("error: {}", crate::events::error_line(&error));
             ExitCode::FAILURE
         }
     }
@@ -139,6 +142,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
     let global = &cli.global;
     match &cli.command {
         Command::Init(args) => wallet_cmd::init(global, args),
+        Command::Agent(args) => agent_cmd::run(global, args),
         Command::Address => wallet_cmd::address(global),
         Command::Topup(args) => wallet_cmd::topup(global, args),
         Command::Backup(args) => wallet_cmd::backup(global, args),
@@ -181,19 +185,4 @@ fn init_logging(verbose: u8) {
         .with_writer(std::io::stderr)
         .with_target(false)
         .try_init();
-}
-
-/// "outer: inner: innermost", skipping causes already quoted by their parent's message.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }

@@ -12,6 +12,14 @@ pub(super) fn print_json<T: Serialize>(value: &T) {
     }
 }
 
+/// Prints `value` as one line of JSON on stdout (a stream of events, one per line).
+pub(super) fn print_json_line<T: Serialize>(value: &T) {
+    match serde_json::to_string(value) {
+        Ok(text) => println!("{text}"),
+        Err(e) => eprintln!("error: cannot encode output as JSON: {e}"),
+    }
+}
+
 /// Renders `data` as a QR code in half-height block characters, colours inverted (dark modules
 /// printed as blanks) so it scans on the usual light-on-dark terminal.
 pub(super) fn qr_code(data: &str) -> Option<String> {

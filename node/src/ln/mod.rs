@@ -443,6 +443,15 @@ impl LnNode {
             })
     }
 
+    /// Lets in-flight HTLCs settle (up to `wait`: a payer waits for the fulfilment of what this
+    /// node claimed until it comes back otherwise), then stops the node. `Ok(false)`: some were
+    /// still in flight; they settle at the next start.
+    pub async fn settle_and_stop(&self, wait: Duration) -> Result<bool, LnError> {
+        let settled = self.wait_settled(wait).await.is_ok();
+        self.stop().await?;
+        Ok(settled)
+    }
+
     /// Waits until no HTLC is in flight on any channel (a claimed payment's fulfilment has
     /// reached the payer, a sent one is fully removed), so the node can stop without leaving a
     /// peer waiting for its next start.

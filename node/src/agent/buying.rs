@@ -1,0 +1,174 @@
+//! The agent's periodic buys: each `[[buy]]` entry fetches its URL every `every_secs`, paying on
+//! its leg within its own price cap, and reports each outcome as an event. One buyer per leg is
+//! shared by the entries (its channels live in the agent's store), so two entries paying the
+//! same seller use one channel and never race each other's vouchers.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bitcoin::Amount;
+use tokio::task::JoinHandle;
+
+use super::AgentError;
+use super::config::{AgentConfig, BuyConfig, BuyLeg};
+use super::legs::{Legs, Shared};
+use crate::btc::{BtcBuyer, BtcBuyerOptions, PayerChannels};
+use crate::buyer::{Buyer, BuyerOptions};
+use crate::events::{AgentEvent, EventBus, Leg, Payment};
+
+/// How long one paid fetch may take before it counts as failed (a hung seller must not hold the
+/// entry's turn for ever).
+const BUY_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The buyers the entries share.
+struct LegBuyers {
+    evm: Option<Arc<Buyer>>,
+    btc: Option<Arc<BtcBuyer>>,
+    #[cfg(feature = "lightning")]
+    ln: Option<Arc<crate::ln::LnNode>>,
+}
+
+pub(super) async fn start(
+    config: &AgentConfig,
+    shared: &Shared<'_>,
+    legs: &Legs,
+) -> Result<Vec<JoinHandle<()>>, AgentError> {
+    let wants = |leg| config.buys.iter().any(|buy| buy.pay == leg);
+    let evm = wants(BuyLeg::Evm).then(|| {
+        let options = BuyerOptions {
+            // Each entry caps its own price per call; the deposit cap is the largest asked.
+            max_deposit: config.buys.iter().filter_map(|b| b.max_deposit).max(),
+            ..BuyerOptions::default()
+        };
+        Arc::new(Buyer::new(
+            shared.keystore.clone(),
+            shared.store.clone(),
+            options,
+        ))
+    });
+    let btc = match (wants(BuyLeg::Btc), &legs.bitcoin) {
+        (true, Some(bitcoin)) => {
+            let payer = PayerChannels::load(
+                shared.store.clone(),
+                bitcoin.wallet.clone(),
+                shared.keystore.clone(),
+            )
+            .map_err(|e| AgentError::leg("the Bitcoin payer")(Box::new(e)))?;
+            let capacity = config
+                .buys
+                .iter()
+                .filter(|b| b.pay == BuyLeg::Btc)
+                .map(|b| b.capacity_sat)
+                .max()
+                .unwrap_or_default();
+            let options = BtcBuyerOptions {
+                capacity: Amount::from_sat(capacity),
+                max_price: Amount::MAX_MONEY,
+                fee_rate: bitcoin.fee_rate,
+                ..BtcBuyerOptions::default()
+            };
+            let buyer = BtcBuyer::new(Arc::new(payer), bitcoin.rpc.clone(), options)
+                .await
+                .map_err(|e| AgentError::leg("the Bitcoin buyer")(Box::new(e)))?;
+            Some(Arc::new(buyer))
+        }
+        _ => None,
+    };
+    #[cfg(not(feature = "lightning"))]
+    if wants(BuyLeg::L402) {
+        return Err(AgentError::NoLightning("pay = \"l402\""));
+    }
+    let buyers = Arc::new(LegBuyers {
+        evm,
+        btc,
+        #[cfg(feature = "lightning")]
+        ln: legs.ln.clone(),
+    });
+    Ok(config
+        .buys
+        .iter()
+        .map(|buy| tokio::spawn(run(buy.clone(), buyers.clone(), shared.events.clone())))
+        .collect())
+}
+
+/// One entry, for as long as the agent runs.
+async fn run(buy: BuyConfig, buyers: Arc<LegBuyers>, events: Arc<EventBus>) {
+    let mut ticker = tokio::time::interval(Duration::from_secs(buy.every_secs));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let outcome = tokio::time::timeout(BUY_TIMEOUT, once(&buy, &buyers))
+            .await
+            .unwrap_or_else(|_| Err(format!("no answer within {} s", BUY_TIMEOUT.as_secs())));
+        events.publish(match outcome {
+            Ok(payment) => AgentEvent::PaymentSent(payment),
+            Err(reason) => {
+                tracing::warn!(url = %buy.url, %reason, "buy failed");
+                AgentEvent::BuyFailed {
+                    url: buy.url.clone(),
+                    reason,
+                }
+            }
+        });
+    }
+}
+
+/// One paid fetch: what it paid, or why it did not go through (one line, for the event).
+async fn once(buy: &BuyConfig, buyers: &LegBuyers) -> Result<Payment, String> {
+    let line = |error: &dyn std::error::Error| crate::events::error_line(error);
+    let (leg, scheme, amount) = match buy.pay {
+        BuyLeg::Evm => {
+            let buyer = buyers.evm.as_ref().ok_or("no EVM buyer")?;
+            let fetched = buyer
+                .get_within(&buy.url, Some(buy.max_price))
+                .await
+                .map_err(|e| line(&e))?;
+            if fetched.status != 200 {
+                return Err(format!("the seller answered {}", fetched.status));
+            }
+            let (scheme, amount) = fetched.paid.unwrap_or_default();
+            (Leg::Evm, scheme, amount)
+        }
+        BuyLeg::Btc => {
+            let buyer = buyers.btc.as_ref().ok_or("no Bitcoin buyer")?;
+            let max = Amount::from_sat(u64::try_from(buy.max_price).unwrap_or(u64::MAX));
+            let fetched = buyer
+                .get_within(&buy.url, max)
+                .await
+                .map_err(|e| line(&e))?;
+            if fetched.status != 200 {
+                return Err(format!("the seller answered {}", fetched.status));
+            }
+            let paid = fetched.paid.map_or(0, |amount| amount.to_sat());
+            (Leg::Btc, "btc-channel".to_owned(), u128::from(paid))
+        }
+        BuyLeg::L402 => l402(buy, buyers).await?,
+    };
+    Ok(Payment {
+        leg,
+        scheme,
+        amount,
+        resource: buy.url.clone(),
+    })
+}
+
+#[cfg(feature = "lightning")]
+async fn l402(buy: &BuyConfig, buyers: &LegBuyers) -> Result<(Leg, String, u128), String> {
+    let ln = buyers.ln.as_ref().ok_or("no Lightning node")?;
+    let max_msat = u64::try_from(buy.max_price)
+        .unwrap_or(u64::MAX)
+        .saturating_mul(1000);
+    let http = reqwest::Client::new();
+    let fetched = crate::ln::l402::get(&http, ln, &buy.url, max_msat, BUY_TIMEOUT)
+        .await
+        .map_err(|e| crate::events::error_line(&e))?;
+    if fetched.status != 200 {
+        return Err(format!("the seller answered {}", fetched.status));
+    }
+    Ok((Leg::Lightning, "l402".into(), u128::from(fetched.paid_msat)))
+}
+
+#[cfg(not(feature = "lightning"))]
+async fn l402(_buy: &BuyConfig, _buyers: &LegBuyers) -> Result<(Leg, String, u128), String> {
+    Err("this build has no Lightning".into())
+}

@@ -1,0 +1,319 @@
+//! `agent.toml`: everything one device runs, declared in one file — what it sells on which leg,
+//! which chains it talks to, and what it buys how often. Unknown keys and bad values are refused
+//! with the field's name; every section is optional, so an agent can be a pure seller, a pure
+//! buyer, or both.
+//!
+//! ```toml
+//! [sell.evm]                  # the keys of seller.toml: x402 on an EVM chain
+//! rpc_url = "http://127.0.0.1:8545"
+//! network = "eip155:31337"
+//! [[sell.evm.route]]
+//! path = "/temperature"
+//! price = "1000"
+//! asset = "0x…"
+//!
+//! [bitcoind]                  # for the Bitcoin and Lightning legs
+//! url = "http://127.0.0.1:18443/"
+//! cookie = "/var/lib/bitcoind/regtest/.cookie"
+//!
+//! [lightning]                 # the embedded node (build feature `lightning`)
+//! listen = "127.0.0.1:9735"
+//!
+//! [sell.btc]                  # readings priced in satoshi: btc-channel, and L402 when l402 = true
+//! listen = "127.0.0.1:8403"
+//! l402 = true
+//! [[sell.btc.route]]
+//! path = "/temperature"
+//! price_sat = 25
+//!
+//! [[buy]]                     # a paid fetch every `every_secs`
+//! url = "http://seller.local:8402/temperature"
+//! pay = "evm"                 # evm | btc | l402
+//! every_secs = 10
+//! max_price = 1000            # per reading: token units (evm), sat (btc, l402)
+//! ```
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::seller::SellerConfig;
+use crate::seller::config::{ConfigError, invalid, load_file, parse_toml};
+use crate::seller::sensor::SensorKind;
+
+/// The whole file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// What the device sells.
+    #[serde(default)]
+    pub sell: SellConfig,
+    /// The bitcoind node of the Bitcoin and Lightning legs.
+    pub bitcoind: Option<BitcoindConfig>,
+    /// The embedded Lightning node.
+    pub lightning: Option<LightningConfig>,
+    /// Periodic paid fetches.
+    #[serde(default, rename = "buy")]
+    pub buys: Vec<BuyConfig>,
+}
+
+/// The sellers, one per leg.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SellConfig {
+    /// Readings over x402 on an EVM chain (`seller.toml`'s keys).
+    pub evm: Option<SellerConfig>,
+    /// Readings priced in satoshi.
+    pub btc: Option<BtcSellConfig>,
+}
+
+/// Readings sold for satoshi over HTTP 402 (`btc-channel`), and over L402 if asked.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BtcSellConfig {
+    /// Listening address.
+    #[serde(default = "default_btc_listen")]
+    pub listen: SocketAddr,
+    /// Confirmations a channel's funding needs before it is paid on.
+    #[serde(default = "default_confirmations")]
+    pub min_confirmations: u32,
+    /// Also sell every route over L402 from the device's Lightning node.
+    #[serde(default)]
+    pub l402: bool,
+    /// The price list.
+    #[serde(rename = "route")]
+    pub routes: Vec<BtcRouteConfig>,
+}
+
+/// One route priced in satoshi.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BtcRouteConfig {
+    /// The path, e.g. `/temperature`.
+    pub path: String,
+    /// Price per reading (sat).
+    pub price_sat: u64,
+    /// What the route measures.
+    #[serde(default)]
+    pub sensor: SensorKind,
+}
+
+/// How to reach bitcoind.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BitcoindConfig {
+    /// JSON-RPC endpoint.
+    pub url: String,
+    /// Cookie file (the usual local authentication).
+    pub cookie: Option<PathBuf>,
+    /// RPC user, with the password in `password_file` (first line).
+    pub user: Option<String>,
+    /// File holding the RPC password.
+    pub password_file: Option<PathBuf>,
+    /// Fee rate of the device's transactions (sat/vB).
+    #[serde(default = "default_fee_rate")]
+    pub fee_rate_sat_vb: u64,
+}
+
+/// The embedded Lightning node.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LightningConfig {
+    /// P2P listening address.
+    #[serde(default = "default_ln_listen")]
+    pub listen: SocketAddr,
+    /// Node alias.
+    #[serde(default)]
+    pub alias: Option<String>,
+    /// Node ids (hex) whose channels need no on-chain reserve here (a hub or LSP).
+    #[serde(default)]
+    pub trusted_peers: Vec<String>,
+}
+
+/// Which leg pays a buy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BuyLeg {
+    /// x402 on an EVM chain (a channel, else `exact`).
+    Evm,
+    /// A Bitcoin Taproot channel (`btc-channel`).
+    Btc,
+    /// Lightning (L402).
+    L402,
+}
+
+/// A paid fetch repeated for as long as the agent runs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BuyConfig {
+    /// The resource.
+    pub url: String,
+    /// The leg that pays.
+    pub pay: BuyLeg,
+    /// Seconds between fetches.
+    #[serde(default = "default_every")]
+    pub every_secs: u64,
+    /// Highest price per reading: token units (evm), satoshi (btc, l402).
+    pub max_price: u128,
+    /// Largest single EVM deposit (token units).
+    #[serde(default)]
+    pub max_deposit: Option<u128>,
+    /// Capacity of a new Bitcoin channel (sat).
+    #[serde(default = "default_capacity")]
+    pub capacity_sat: u64,
+}
+
+fn default_btc_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8403))
+}
+fn default_ln_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9735))
+}
+fn default_confirmations() -> u32 {
+    1
+}
+fn default_fee_rate() -> u64 {
+    2
+}
+fn default_every() -> u64 {
+    10
+}
+fn default_capacity() -> u64 {
+    100_000
+}
+
+impl AgentConfig {
+    /// Reads and validates a file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        load_file(path, Self::parse)
+    }
+
+    /// Parses and validates TOML text.
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        let config: Self = parse_toml(text, "agent config")?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks every value and the sections each one needs; the first problem is returned.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(evm) = &self.sell.evm {
+            evm.validate().map_err(|error| match error {
+                ConfigError::Invalid { field, reason } => {
+                    invalid(format!("sell.evm.{field}"), reason)
+                }
+                other => other,
+            })?;
+        }
+        if let Some(btc) = &self.sell.btc {
+            if self.bitcoind.is_none() {
+                return Err(invalid("sell.btc", "needs a [bitcoind] section"));
+            }
+            if btc.l402 && self.lightning.is_none() {
+                return Err(invalid("sell.btc.l402", "needs a [lightning] section"));
+            }
+            if btc.routes.is_empty() {
+                return Err(invalid("sell.btc.route", "at least one [[sell.btc.route]]"));
+            }
+            for (index, route) in btc.routes.iter().enumerate() {
+                if !route.path.starts_with('/') || route.path.contains(['?', '#', ' ']) {
+                    return Err(invalid(
+                        format!("sell.btc.route[{index}].path"),
+                        "must be a plain path starting with /",
+                    ));
+                }
+                if route.price_sat == 0 {
+                    return Err(invalid(
+                        format!("sell.btc.route[{index}].price_sat"),
+                        "must be positive",
+                    ));
+                }
+            }
+        }
+        if let Some(bitcoind) = &self.bitcoind
+            && bitcoind.cookie.is_none()
+            && (bitcoind.user.is_none() || bitcoind.password_file.is_none())
+        {
+            return Err(invalid(
+                "bitcoind",
+                "say how to authenticate: cookie, or user and password_file",
+            ));
+        }
+        if self.lightning.is_some() && self.bitcoind.is_none() {
+            return Err(invalid(
+                "lightning",
+                "needs a [bitcoind] section (its chain source)",
+            ));
+        }
+        for (index, buy) in self.buys.iter().enumerate() {
+            let field = |name: &str| format!("buy[{index}].{name}");
+            if !(buy.url.starts_with("http://") || buy.url.starts_with("https://")) {
+                return Err(invalid(field("url"), "must be an http:// or https:// URL"));
+            }
+            if buy.every_secs == 0 {
+                return Err(invalid(field("every_secs"), "must be positive"));
+            }
+            if buy.max_price == 0 {
+                return Err(invalid(field("max_price"), "must be positive"));
+            }
+            match buy.pay {
+                BuyLeg::Btc if self.bitcoind.is_none() => {
+                    return Err(invalid(field("pay"), "btc needs a [bitcoind] section"));
+                }
+                BuyLeg::L402 if self.lightning.is_none() => {
+                    return Err(invalid(field("pay"), "l402 needs a [lightning] section"));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error_of(text: &str) -> String {
+        AgentConfig::parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn an_empty_file_is_an_idle_agent() {
+        let config = AgentConfig::parse("").unwrap();
+        assert!(config.sell.evm.is_none() && config.buys.is_empty());
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_name_their_field() {
+        assert!(error_of("[sell]\nsolana = 1\n").contains("solana"));
+        assert!(error_of("colour = \"red\"\n").contains("colour"));
+        let buy = "[[buy]]\nurl = \"http://x/t\"\npay = \"evm\"\nmax_price = 0\n";
+        assert!(error_of(buy).contains("buy[0].max_price"));
+        let buy = "[[buy]]\nurl = \"ftp://x/t\"\npay = \"evm\"\nmax_price = 5\n";
+        assert!(error_of(buy).contains("buy[0].url"));
+        let buy = "[[buy]]\nurl = \"http://x/t\"\npay = \"zcash\"\nmax_price = 5\n";
+        assert!(error_of(buy).contains("zcash"));
+    }
+
+    #[test]
+    fn legs_need_their_chains() {
+        let btc = "[sell.btc]\n[[sell.btc.route]]\npath = \"/t\"\nprice_sat = 5\n";
+        assert!(error_of(btc).contains("sell.btc: needs a [bitcoind]"));
+        let l402 = "[[buy]]\nurl = \"http://x/t\"\npay = \"l402\"\nmax_price = 5\n";
+        assert!(error_of(l402).contains("l402 needs a [lightning]"));
+        let bitcoind = "[bitcoind]\nurl = \"http://127.0.0.1:18443/\"\n";
+        assert!(error_of(bitcoind).contains("cookie, or user and password_file"));
+    }
+
+    #[test]
+    fn the_evm_seller_is_checked_with_its_own_rules() {
+        let evm = "[sell.evm]\nrpc_url = \"http://127.0.0.1:8545\"\nnetwork = \"eip155:31337\"\n";
+        assert!(error_of(evm).contains("route"), "{}", error_of(evm));
+        let full = format!(
+            "{evm}[[sell.evm.route]]\npath = \"/t\"\nprice = \"0\"\nasset = \"0x0000000000000000000000000000000000000001\"\n"
+        );
+        assert!(error_of(&full).contains("sell.evm.route[0].price"));
+    }
+}

@@ -1,0 +1,278 @@
+//! Starting what an agent sells, and the chains it needs: the bitcoind client and on-chain
+//! wallet, the embedded Lightning node, the EVM seller with its claimer, the satoshi seller with
+//! its expiry watcher (and L402). Every leg shares the agent's store, signer and event bus.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bitcoin::{Amount, FeeRate};
+use m2m_wallet::Keystore;
+use tokio::task::JoinHandle;
+
+use super::AgentError;
+use super::config::{AgentConfig, BitcoindConfig, BtcSellConfig};
+use crate::btc::{
+    BitcoinRpc, BtcRoute, BtcSeller, BtcWallet, PayeeChannels, PayeePolicy, RpcAuth, serve_btc,
+};
+#[cfg(feature = "lightning")]
+use crate::datadir::DataDir;
+use crate::events::EventBus;
+use crate::seller::config::LimitsConfig;
+use crate::seller::sensor::SimulatedSensor;
+use crate::seller::{Seller, SellerConfig, ServerHandle};
+use crate::store::ChannelStore;
+
+/// How long a stop waits for in-flight Lightning payments.
+#[cfg(feature = "lightning")]
+pub(super) const LN_SETTLE_WAIT: Duration = Duration::from_secs(15);
+/// How often the Bitcoin watcher looks for channels near their expiry.
+const BTC_WATCH_EVERY: Duration = Duration::from_secs(30);
+
+/// What every leg is built from.
+pub(super) struct Shared<'a> {
+    /// Where the Lightning node keeps its state.
+    #[cfg(feature = "lightning")]
+    pub data_dir: &'a DataDir,
+    pub keystore: &'a Arc<Keystore>,
+    pub store: &'a Arc<ChannelStore>,
+    pub events: &'a Arc<EventBus>,
+}
+
+/// The EVM seller and its background claimer.
+pub(super) struct EvmLeg {
+    pub seller: Arc<Seller>,
+    pub server: ServerHandle,
+    pub claimer: JoinHandle<()>,
+}
+
+/// The satoshi seller and its expiry watcher.
+pub(super) struct BtcLeg {
+    pub seller: Arc<BtcSeller>,
+    pub server: ServerHandle,
+    pub watcher: JoinHandle<()>,
+}
+
+/// bitcoind, the device's on-chain wallet (synced at start), and its fee rate.
+pub(super) struct Bitcoin {
+    pub rpc: BitcoinRpc,
+    pub wallet: Arc<BtcWallet>,
+    pub fee_rate: FeeRate,
+}
+
+/// Everything started.
+pub(super) struct Legs {
+    pub evm: Option<EvmLeg>,
+    pub btc: Option<BtcLeg>,
+    /// bitcoind and the device's on-chain wallet, when configured.
+    pub bitcoin: Option<Bitcoin>,
+    #[cfg(feature = "lightning")]
+    pub ln: Option<Arc<crate::ln::LnNode>>,
+}
+
+fn boxed<E: std::error::Error + Send + Sync + 'static>(
+    error: E,
+) -> Box<dyn std::error::Error + Send + Sync> {
+    Box::new(error)
+}
+
+/// The reason a configuration value was refused, as an error.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Refused(&'static str);
+
+pub(super) async fn start(config: &AgentConfig, shared: &Shared<'_>) -> Result<Legs, AgentError> {
+    let bitcoin = match &config.bitcoind {
+        Some(bitcoind) => Some(open_bitcoin(bitcoind, shared).await?),
+        None => None,
+    };
+    #[cfg(feature = "lightning")]
+    let ln = match (&config.lightning, &bitcoin) {
+        (Some(lightning), Some(bitcoin)) => {
+            Some(start_lightning(lightning, &bitcoin.rpc, shared).await?)
+        }
+        _ => None,
+    };
+    #[cfg(not(feature = "lightning"))]
+    if config.lightning.is_some() {
+        return Err(AgentError::NoLightning("[lightning]"));
+    }
+    let evm = match &config.sell.evm {
+        Some(evm) => Some(start_evm(evm, shared).await?),
+        None => None,
+    };
+    let btc = match (&config.sell.btc, &bitcoin) {
+        (Some(btc), Some(Bitcoin { rpc, .. })) => {
+            #[cfg(feature = "lightning")]
+            let l402 = match (btc.l402, &ln) {
+                (true, Some(ln)) => Some(
+                    crate::ln::l402::L402Issuer::new(
+                        ln.clone(),
+                        shared.store.clone(),
+                        shared.keystore.keys(),
+                    )
+                    .map_err(|e| AgentError::leg("L402")(boxed(e)))?,
+                ),
+                _ => None,
+            };
+            #[cfg(not(feature = "lightning"))]
+            if btc.l402 {
+                return Err(AgentError::NoLightning("sell.btc.l402"));
+            }
+            let seller = btc_seller(btc, rpc, shared).await?;
+            #[cfg(feature = "lightning")]
+            let seller = match l402 {
+                Some(issuer) => seller.with_l402(Arc::new(issuer)),
+                None => seller,
+            };
+            Some(serve_btc_leg(seller, btc).await?)
+        }
+        _ => None,
+    };
+    Ok(Legs {
+        evm,
+        btc,
+        bitcoin,
+        #[cfg(feature = "lightning")]
+        ln,
+    })
+}
+
+/// The bitcoind client and the device's on-chain wallet, synced.
+async fn open_bitcoin(config: &BitcoindConfig, shared: &Shared<'_>) -> Result<Bitcoin, AgentError> {
+    let fee_rate = FeeRate::from_sat_per_vb(config.fee_rate_sat_vb)
+        .ok_or_else(|| AgentError::leg("bitcoind.fee_rate_sat_vb")(boxed(Refused("too large"))))?;
+    let auth = match (&config.cookie, &config.user, &config.password_file) {
+        (Some(cookie), _, _) => RpcAuth::Cookie(cookie.clone()),
+        (None, Some(user), Some(file)) => {
+            let text = std::fs::read_to_string(file)
+                .map_err(|e| AgentError::leg("bitcoind password_file")(boxed(e)))?;
+            let password = text.lines().next().unwrap_or_default().to_owned();
+            RpcAuth::UserPass(user.clone(), password)
+        }
+        _ => {
+            return Err(AgentError::leg("bitcoind")(boxed(Refused(
+                "no cookie, nor user and password_file",
+            ))));
+        }
+    };
+    let rpc = BitcoinRpc::new(config.url.clone(), auth);
+    let wallet = BtcWallet::open(shared.keystore.keys(), shared.store.clone(), rpc.clone())
+        .map_err(|e| AgentError::leg("the Bitcoin wallet")(boxed(e)))?;
+    wallet
+        .sync()
+        .await
+        .map_err(|e| AgentError::leg("the Bitcoin wallet")(boxed(e)))?;
+    Ok(Bitcoin {
+        rpc,
+        wallet: Arc::new(wallet),
+        fee_rate,
+    })
+}
+
+#[cfg(feature = "lightning")]
+async fn start_lightning(
+    config: &super::config::LightningConfig,
+    rpc: &BitcoinRpc,
+    shared: &Shared<'_>,
+) -> Result<Arc<crate::ln::LnNode>, AgentError> {
+    let mut trusted_peers = Vec::new();
+    for peer in &config.trusted_peers {
+        let key = peer.parse().map_err(|_| {
+            AgentError::leg("lightning.trusted_peers")(boxed(Refused("not a node id")))
+        })?;
+        trusted_peers.push(key);
+    }
+    let keys = shared.keystore.keys();
+    let node = crate::ln::LnNode::start(
+        keys,
+        rpc,
+        crate::ln::LnConfig {
+            storage_dir: shared.data_dir.path().join("lightning"),
+            listen: config.listen,
+            network: keys.network(),
+            alias: config.alias.clone().unwrap_or_else(|| "m2m-agent".into()),
+            trusted_peers,
+            forward_to_private_channels: false,
+        },
+    )
+    .await
+    .map_err(|e| AgentError::leg("the Lightning node")(boxed(e)))?;
+    Ok(Arc::new(node))
+}
+
+async fn start_evm(config: &SellerConfig, shared: &Shared<'_>) -> Result<EvmLeg, AgentError> {
+    let device = format!("{:#x}", m2m_wallet::Signer::evm_address(&**shared.keystore));
+    let seller = Seller::start(
+        config.clone(),
+        shared.keystore.clone(),
+        (**shared.store).clone(),
+        Arc::new(SimulatedSensor::new(&device)),
+    )
+    .await
+    .map_err(|e| AgentError::leg("the EVM seller")(boxed(e)))?;
+    seller.events.attach(shared.events.clone());
+    let server = crate::seller::serve(seller.clone(), None)
+        .await
+        .map_err(|e| AgentError::leg("the EVM seller's listener")(boxed(e)))?;
+    let claimer = tokio::spawn(seller.clone().run_claimer());
+    Ok(EvmLeg {
+        seller,
+        server,
+        claimer,
+    })
+}
+
+async fn btc_seller(
+    config: &BtcSellConfig,
+    rpc: &BitcoinRpc,
+    shared: &Shared<'_>,
+) -> Result<BtcSeller, AgentError> {
+    let policy = PayeePolicy {
+        min_confirmations: config.min_confirmations,
+        ..PayeePolicy::default()
+    };
+    let payee = PayeeChannels::load(
+        shared.store.clone(),
+        rpc.clone(),
+        shared.keystore.clone(),
+        policy,
+    )
+    .map_err(|e| AgentError::leg("the Bitcoin channels")(boxed(e)))?;
+    let network = rpc
+        .caip2()
+        .await
+        .map_err(|e| AgentError::leg("bitcoind")(boxed(e)))?;
+    let routes = config
+        .routes
+        .iter()
+        .map(|route| BtcRoute {
+            path: route.path.clone(),
+            price: Amount::from_sat(route.price_sat),
+            sensor: route.sensor,
+        })
+        .collect();
+    let seller = BtcSeller::new(
+        Arc::new(payee),
+        &policy,
+        network,
+        routes,
+        Arc::new(SimulatedSensor::new("btc")),
+    );
+    seller.events.attach(shared.events.clone());
+    Ok(seller)
+}
+
+async fn serve_btc_leg(seller: BtcSeller, config: &BtcSellConfig) -> Result<BtcLeg, AgentError> {
+    let seller = Arc::new(seller);
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| AgentError::leg("the satoshi seller's listener")(boxed(e)))?;
+    let server = serve_btc(seller.clone(), listener, &LimitsConfig::default())
+        .map_err(|e| AgentError::leg("the satoshi seller's listener")(boxed(e)))?;
+    let watcher = tokio::spawn(seller.payee().clone().run_watcher(BTC_WATCH_EVERY));
+    Ok(BtcLeg {
+        seller,
+        server,
+        watcher,
+    })
+}

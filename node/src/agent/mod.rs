@@ -1,0 +1,272 @@
+//! The device agent: one long-running service, and the one front door an embedding application
+//! needs (as ldk-node's `Builder` → `Node`).
+//!
+//! [`Agent::builder`] takes the data directory, the keystore passphrase and an [`AgentConfig`];
+//! [`AgentBuilder::build`] locks the directory, unlocks the wallet, opens one channel store that
+//! every leg shares, and starts what the configuration declares: the EVM seller with its claimer
+//! and withdrawal watch, the satoshi seller with its expiry watcher (and L402 over the embedded
+//! Lightning node), and the periodic buyers. [`Agent::events`] streams what happens;
+//! [`Agent::stop`] stops accepting, lets in-flight Lightning payments settle, and claims what is
+//! due before the store closes.
+//!
+//! - `config`: `agent.toml`.
+//! - `legs`: starting each seller and the chains it needs.
+//! - `buying`: the periodic paid fetches.
+
+mod buying;
+pub mod config;
+mod legs;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use m2m_wallet::{Keystore, KeystoreError, Passphrase};
+use tokio::sync::broadcast;
+use tokio::task::JoinHandle;
+
+pub use config::AgentConfig;
+
+use crate::datadir::{DataDir, DataDirError};
+use crate::events::{AgentEvent, EventBus};
+use crate::store::{ChannelStore, StoreError};
+
+/// The agent could not be built or stopped cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// No data directory was given.
+    #[error("the agent needs a data directory")]
+    NoDataDir,
+    /// No passphrase was given.
+    #[error("the agent needs the keystore passphrase")]
+    NoPassphrase,
+    /// The data directory refused (in use, unreadable).
+    #[error(transparent)]
+    DataDir(#[from] DataDirError),
+    /// The keystore refused (missing, wrong passphrase, damaged).
+    #[error(transparent)]
+    Keystore(#[from] KeystoreError),
+    /// The channel store could not be opened.
+    #[error("channel store: {0}")]
+    Store(#[source] StoreError),
+    /// A leg could not start; the leg and the cause.
+    #[error("starting {leg}: {source}")]
+    Leg {
+        /// Which part.
+        leg: &'static str,
+        /// Why.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The configuration asks for something this build lacks.
+    #[error("{0} needs a build with the `lightning` feature")]
+    NoLightning(&'static str),
+}
+
+impl AgentError {
+    fn leg(leg: &'static str) -> impl FnOnce(Box<dyn std::error::Error + Send + Sync>) -> Self {
+        move |source| AgentError::Leg { leg, source }
+    }
+}
+
+/// Builds an [`Agent`].
+#[derive(Debug, Default)]
+pub struct AgentBuilder {
+    data_dir: Option<PathBuf>,
+    passphrase: Option<Passphrase>,
+    config: AgentConfig,
+}
+
+impl AgentBuilder {
+    /// The device's data directory (keystore, channel store, Lightning state).
+    pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.data_dir = Some(dir.into());
+        self
+    }
+
+    /// The keystore passphrase.
+    pub fn passphrase(mut self, passphrase: Passphrase) -> Self {
+        self.passphrase = Some(passphrase);
+        self
+    }
+
+    /// What to run (default: nothing but the wallet).
+    pub fn config(mut self, config: AgentConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Locks the data directory, unlocks the wallet and starts every declared service.
+    pub async fn build(self) -> Result<Agent, AgentError> {
+        let dir = self.data_dir.ok_or(AgentError::NoDataDir)?;
+        let passphrase = self.passphrase.ok_or(AgentError::NoPassphrase)?;
+        let data_dir = DataDir::open(&dir)?;
+        let keystore_path = data_dir.keystore_path();
+        if !keystore_path.exists() {
+            return Err(KeystoreError::NotFound(keystore_path).into());
+        }
+        let keystore = Arc::new(Keystore::open(&keystore_path, &passphrase)?);
+        drop(passphrase);
+        let store = Arc::new(ChannelStore::open(&data_dir).map_err(AgentError::Store)?);
+        let events = Arc::new(EventBus::default());
+        let shared = legs::Shared {
+            #[cfg(feature = "lightning")]
+            data_dir: &data_dir,
+            keystore: &keystore,
+            store: &store,
+            events: &events,
+        };
+        let legs = legs::start(&self.config, &shared).await?;
+        let buyers = buying::start(&self.config, &shared, &legs).await?;
+        Ok(Agent {
+            legs,
+            buyers,
+            events,
+            keystore,
+            _store: store,
+            _data_dir: data_dir,
+        })
+    }
+}
+
+/// A running device agent. Dropping it stops its tasks without the orderly part; call
+/// [`Agent::stop`].
+pub struct Agent {
+    legs: legs::Legs,
+    buyers: Vec<JoinHandle<()>>,
+    events: Arc<EventBus>,
+    keystore: Arc<Keystore>,
+    // Declared last: the store closes and the lock is released after every leg has stopped.
+    _store: Arc<ChannelStore>,
+    _data_dir: DataDir,
+}
+
+impl std::fmt::Debug for Agent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Agent")
+            .field("evm", &self.evm_listen())
+            .field("btc", &self.btc_listen())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What an orderly stop did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct StopReport {
+    /// EVM channels claimed on the way out.
+    pub evm_claimed: usize,
+    /// Problems met while stopping (each one line); the next start retries what they left.
+    pub problems: Vec<String>,
+}
+
+impl Agent {
+    /// Starts describing an agent.
+    pub fn builder() -> AgentBuilder {
+        AgentBuilder::default()
+    }
+
+    /// A stream of what happens from now on.
+    pub fn events(&self) -> broadcast::Receiver<AgentEvent> {
+        self.events.subscribe()
+    }
+
+    /// The device wallet (addresses, keys for signing).
+    pub fn keystore(&self) -> &Arc<Keystore> {
+        &self.keystore
+    }
+
+    /// Where the EVM seller listens, if it runs.
+    pub fn evm_listen(&self) -> Option<SocketAddr> {
+        self.legs.evm.as_ref().map(|evm| evm.server.local_addr)
+    }
+
+    /// Where the satoshi seller listens, if it runs.
+    pub fn btc_listen(&self) -> Option<SocketAddr> {
+        self.legs.btc.as_ref().map(|btc| btc.server.local_addr)
+    }
+
+    /// The EVM seller, if it runs.
+    pub fn evm_seller(&self) -> Option<&Arc<crate::seller::Seller>> {
+        self.legs.evm.as_ref().map(|evm| &evm.seller)
+    }
+
+    /// The satoshi seller, if it runs.
+    pub fn btc_seller(&self) -> Option<&Arc<crate::btc::BtcSeller>> {
+        self.legs.btc.as_ref().map(|btc| &btc.seller)
+    }
+
+    /// The embedded Lightning node, if it runs.
+    #[cfg(feature = "lightning")]
+    pub fn lightning(&self) -> Option<&Arc<crate::ln::LnNode>> {
+        self.legs.ln.as_ref()
+    }
+
+    /// Stops in order: buyers first (no new payments), then the servers (in-flight requests
+    /// finish), claims everything unclaimed on the EVM leg, lets in-flight Lightning payments
+    /// settle and stops the node; then the store closes and the data directory is unlocked.
+    pub async fn stop(self) -> StopReport {
+        self.events.publish(AgentEvent::Stopping);
+        for buyer in &self.buyers {
+            buyer.abort();
+        }
+        let mut report = StopReport::default();
+        if let Some(evm) = self.legs.evm {
+            evm.server.shutdown().await;
+            evm.claimer.abort();
+            match evm.seller.claim_all().await {
+                Ok(count) => report.evm_claimed = count,
+                Err(error) => report
+                    .problems
+                    .push(format!("claiming on the EVM leg: {error}")),
+            }
+        }
+        if let Some(btc) = self.legs.btc {
+            btc.watcher.abort();
+            btc.server.shutdown().await;
+        }
+        #[cfg(feature = "lightning")]
+        if let Some(ln) = self.legs.ln {
+            match ln.settle_and_stop(legs::LN_SETTLE_WAIT).await {
+                Ok(true) => {}
+                Ok(false) => report
+                    .problems
+                    .push("Lightning HTLCs still in flight; they settle at the next start".into()),
+                Err(error) => report.problems.push(format!("stopping Lightning: {error}")),
+            }
+        }
+        report
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_builder_says_what_is_missing_and_touches_nothing() {
+        let error = Agent::builder().build().await.unwrap_err();
+        assert!(matches!(error, AgentError::NoDataDir), "{error}");
+        let dir = tempfile::tempdir().unwrap();
+        let error = Agent::builder()
+            .data_dir(dir.path())
+            .build()
+            .await
+            .unwrap_err();
+        assert!(matches!(error, AgentError::NoPassphrase), "{error}");
+        let passphrase = Passphrase::new("a passphrase for tests".into()).unwrap();
+        let error = Agent::builder()
+            .data_dir(dir.path().join("device"))
+            .passphrase(passphrase)
+            .build()
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(error, AgentError::Keystore(KeystoreError::NotFound(_))),
+            "{error}"
+        );
+        assert!(
+            !dir.path().join("device/channels.redb").exists(),
+            "no store is made for a device without a wallet"
+        );
+    }
+}

@@ -1,0 +1,260 @@
+//! The device agent as real processes: one `m2m agent run` sells readings on EVM (x402 channels
+//! on anvil) and on Bitcoin (Taproot channels on regtest); another buys from it on both legs every
+//! few hundred milliseconds. Both report typed events as JSON lines, both stop in order on SIGTERM,
+//! and every unit is accounted for: what the buyer's events say it paid = what the seller's
+//! events say it received = what reached the seller on chain (EVM, claimed at the stop) or in its
+//! newest Bitcoin voucher.
+
+use std::io::{BufRead, BufReader};
+use std::process::Child;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use alloy::primitives::{Address, U256};
+use alloy::providers::Provider;
+use m2m::contracts::bindings::TestToken;
+use m2m::node::tools::start_bitcoind;
+use serde_json::Value;
+
+use super::btc_channel::{mine, start_miner};
+use super::cli::{Device, stdout_json};
+use crate::support::{LocalChain, send};
+
+const EVM_PRICE: u128 = 1_000;
+const BTC_PRICE: u64 = 25;
+
+/// A running agent: its stdout events arrive on `events`.
+struct RunningAgent {
+    child: Child,
+    events: mpsc::Receiver<Value>,
+    seen: Vec<Value>,
+    log: tempfile::NamedTempFile,
+}
+
+impl RunningAgent {
+    fn start(device: &Device, config: &str) -> Self {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), config).unwrap();
+        let log = tempfile::NamedTempFile::new().unwrap();
+        let config_path = file.path().to_str().unwrap().to_owned();
+        let mut child = device.spawn(
+            &["--json", "agent", "run", "--config", &config_path],
+            log.path(),
+        );
+        let stdout = child.stdout.take().unwrap();
+        let (sender, events) = mpsc::channel();
+        std::thread::spawn(move || {
+            let _config = file; // kept until the agent's output ends
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Ok(value) = serde_json::from_str::<Value>(&line) {
+                    let _ = sender.send(value);
+                }
+            }
+        });
+        Self {
+            child,
+            events,
+            seen: Vec::new(),
+            log,
+        }
+    }
+
+    /// Waits for the first event `wanted` accepts; everything read is kept in `seen`.
+    fn wait_for(&mut self, within: Duration, wanted: impl Fn(&[Value]) -> bool) -> &[Value] {
+        let deadline = Instant::now() + within;
+        while !wanted(&self.seen) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.events.recv_timeout(left) {
+                Ok(event) => self.seen.push(event),
+                Err(_) => panic!(
+                    "agent: not there within {within:?}; events {:?}; log:\n{}",
+                    self.seen,
+                    std::fs::read_to_string(self.log.path()).unwrap_or_default()
+                ),
+            }
+        }
+        &self.seen
+    }
+
+    /// SIGTERM, then the exit status and the rest of the events.
+    fn stop(mut self) -> (std::process::ExitStatus, Vec<Value>, String) {
+        let pid = self.child.id().to_string();
+        assert!(
+            std::process::Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        let status = self.child.wait().unwrap();
+        self.seen.extend(self.events.try_iter());
+        let log = std::fs::read_to_string(self.log.path()).unwrap_or_default();
+        (status, self.seen, log)
+    }
+}
+
+/// The sum of `event` amounts on `leg`.
+fn total(events: &[Value], event: &str, leg: &str) -> u128 {
+    events
+        .iter()
+        .filter(|e| e["event"] == event && e["leg"] == leg)
+        .map(|e| e["amount"].as_u64().unwrap() as u128)
+        .sum()
+}
+
+fn count(events: &[Value], event: &str, leg: &str) -> usize {
+    events
+        .iter()
+        .filter(|e| e["event"] == event && e["leg"] == leg)
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_agents_sell_and_buy_on_evm_and_bitcoin_and_stop_in_order() {
+    let chain = LocalChain::start(31337).await;
+    let node = start_bitcoind().await.expect("bitcoind");
+    let rpc = node.rpc().clone();
+    let (seller, buyer) = (Device::new(), Device::new());
+    let seller_info = stdout_json(&seller.run_ok(&["--json", "init"]));
+    let buyer_info = stdout_json(&buyer.run_ok(&["--json", "init"]));
+    let address = |info: &Value| {
+        info["ethereum"]
+            .as_str()
+            .unwrap()
+            .parse::<Address>()
+            .unwrap()
+    };
+    let (seller_evm, buyer_evm) = (address(&seller_info), address(&buyer_info));
+
+    // The seller pays gas (it relays deposits and claims); the buyer holds tokens and satoshi.
+    let _: Value = chain
+        .facilitator
+        .raw_request(
+            "anvil_setBalance".into(),
+            (seller_evm, U256::from(10u128.pow(20))),
+        )
+        .await
+        .unwrap();
+    let token = TestToken::new(chain.token, &chain.facilitator);
+    send(token.mint(buyer_evm, U256::from(10_000_000u64)), "mint").await;
+    rpc.mine_to(1, buyer_info["bitcoin"].as_str().unwrap())
+        .await
+        .unwrap();
+    mine(&rpc, 100).await;
+    let miner = start_miner(&rpc, Duration::from_millis(300));
+
+    let bitcoind = format!(
+        "[bitcoind]\nurl = \"{}\"\ncookie = \"{}\"\n",
+        node.rpc_url(),
+        node.cookie_path().display()
+    );
+    let seller_config = format!(
+        r#"{bitcoind}
+[sell.evm]
+listen = "127.0.0.1:0"
+rpc_url = "{rpc}"
+network = "eip155:31337"
+[sell.evm.claim]
+check_secs = 1
+[[sell.evm.route]]
+path = "/temperature"
+price = "{EVM_PRICE}"
+asset = "{token}"
+[sell.btc]
+listen = "127.0.0.1:0"
+[[sell.btc.route]]
+path = "/temperature"
+price_sat = {BTC_PRICE}
+"#,
+        rpc = chain.anvil.endpoint(),
+        token = chain.token,
+    );
+    let mut selling = RunningAgent::start(&seller, &seller_config);
+    let ready = selling.wait_for(Duration::from_secs(60), |seen| !seen.is_empty())[0].clone();
+    assert_eq!(ready["event"], "ready", "{ready}");
+    let (evm_url, btc_url) = (
+        ready["evm"].as_str().unwrap().to_owned(),
+        ready["btc"].as_str().unwrap().to_owned(),
+    );
+
+    let buyer_config = format!(
+        r#"{bitcoind}
+[[buy]]
+url = "{evm_url}/temperature"
+pay = "evm"
+every_secs = 1
+max_price = {EVM_PRICE}
+[[buy]]
+url = "{btc_url}/temperature"
+pay = "btc"
+every_secs = 1
+max_price = {BTC_PRICE}
+capacity_sat = 50000
+[[buy]]
+url = "{evm_url}/temperature"
+pay = "evm"
+every_secs = 1
+max_price = {too_little}
+"#,
+        too_little = EVM_PRICE - 1,
+    );
+    let mut buying = RunningAgent::start(&buyer, &buyer_config);
+    buying.wait_for(Duration::from_secs(90), |seen| {
+        count(seen, "payment_sent", "evm") >= 5 && count(seen, "payment_sent", "btc") >= 3
+    });
+    let (status, bought, log) = buying.stop();
+    assert!(
+        status.success(),
+        "the buyer stops cleanly on SIGTERM: {status}\n{log}"
+    );
+    let (status, sold, log) = selling.stop();
+    assert!(
+        status.success(),
+        "the seller stops cleanly on SIGTERM: {status}\n{log}"
+    );
+    assert!(log.contains("claimed 1 EVM channel(s)"), "{log}");
+    miner.abort();
+
+    // The entry whose cap is below the price is refused every time, before anything is paid.
+    let refused = bought
+        .iter()
+        .filter(|e| e["event"] == "buy_failed")
+        .map(|e| e["reason"].as_str().unwrap())
+        .collect::<Vec<_>>();
+    assert!(!refused.is_empty(), "{bought:?}");
+    assert!(refused.iter().all(|r| r.contains("1000")), "{refused:?}");
+
+    // EVM: paid = received = claimed and settled to the seller, to the unit.
+    let paid = total(&bought, "payment_sent", "evm");
+    assert!(paid >= 5 * EVM_PRICE);
+    assert_eq!(total(&sold, "payment_received", "evm"), paid);
+    let settled = token
+        .balanceOf(seller_evm)
+        .call()
+        .await
+        .unwrap()
+        .to::<u128>();
+    assert_eq!(settled, paid, "claimed at the stop and settled");
+    // Bitcoin: paid = received = the seller's newest voucher on its channel.
+    let paid = total(&bought, "payment_sent", "btc");
+    assert!(paid >= 3 * u128::from(BTC_PRICE));
+    assert_eq!(total(&sold, "payment_received", "btc"), paid);
+    let cookie = node.cookie_path();
+    let channels = stdout_json(&seller.run_ok(&[
+        "--json",
+        "btc",
+        "--bitcoind",
+        node.rpc_url(),
+        "--cookie",
+        cookie.to_str().unwrap(),
+        "channels",
+    ]));
+    let vouchered: u64 = channels
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["role"] == "payee")
+        .map(|c| c["paid"].as_u64().unwrap())
+        .sum();
+    assert_eq!(u128::from(vouchered), paid);
+}
