@@ -202,6 +202,51 @@ max_price = {too_little}
     buying.wait_for(Duration::from_secs(90), |seen| {
         count(seen, "payment_sent", "evm") >= 5 && count(seen, "payment_sent", "btc") >= 3
     });
+    // While both run, other commands reach them through their control sockets: the data
+    // directories are locked, yet `m2m get` buys through the running agent, on its channel.
+    let socket = buyer.data_dir.join("control.sock");
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&socket).unwrap().permissions());
+    assert_eq!(
+        mode & 0o777,
+        0o600,
+        "only the device's user may talk to the agent"
+    );
+    let status = stdout_json(&seller.run_ok(&["--json", "agent", "status"]));
+    assert_eq!(status["evm"], evm_url.as_str());
+    let manual = stdout_json(&buyer.run_ok(&[
+        "--json",
+        "get",
+        &format!("{evm_url}/temperature"),
+        "--max-price",
+        &EVM_PRICE.to_string(),
+    ]));
+    assert_eq!(manual["paid"]["leg"], "evm", "{manual}");
+    assert!(
+        manual["body"].as_str().unwrap().contains("temperature"),
+        "{manual}"
+    );
+    let channels = stdout_json(&seller.run_ok(&["--json", "agent", "channels"]));
+    assert_eq!(channels[0]["leg"], "evm");
+    assert!(
+        channels[0]["charged"]
+            .as_str()
+            .unwrap()
+            .parse::<u128>()
+            .unwrap()
+            > 0
+    );
+    let busy = buyer.run(&[
+        "get",
+        &format!("{evm_url}/temperature"),
+        "--scheme",
+        "exact",
+    ]);
+    assert!(
+        !busy.status.success(),
+        "a scheme cannot be forced on a running agent"
+    );
+
     let (status, bought, log) = buying.stop();
     assert!(
         status.success(),
@@ -213,6 +258,10 @@ max_price = {too_little}
         "the seller stops cleanly on SIGTERM: {status}\n{log}"
     );
     assert!(log.contains("claimed 1 EVM channel(s)"), "{log}");
+    assert!(
+        !seller.data_dir.join("control.sock").exists(),
+        "the socket goes with the agent"
+    );
     miner.abort();
 
     // The entry whose cap is below the price is refused every time, before anything is paid.
@@ -257,4 +306,10 @@ max_price = {too_little}
         .map(|c| c["paid"].as_u64().unwrap())
         .sum();
     assert_eq!(u128::from(vouchered), paid);
+    eprintln!(
+        "agents: {} EVM and {} Bitcoin payments, {} EVM units claimed, {paid} sat vouchered",
+        count(&bought, "payment_sent", "evm"),
+        count(&bought, "payment_sent", "btc"),
+        settled
+    );
 }

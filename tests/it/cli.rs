@@ -16,7 +16,7 @@ const ABANDON_ABOUT: &str =
 
 pub struct Device {
     _tmp: tempfile::TempDir,
-    data_dir: PathBuf,
+    pub data_dir: PathBuf,
 }
 
 impl Device {

@@ -20,19 +20,20 @@ use crate::events::{AgentEvent, EventBus, Leg, Payment};
 /// entry's turn for ever).
 const BUY_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// The buyers the entries share.
-struct LegBuyers {
+/// The buyers the entries (and the control socket's `get`) share.
+pub(super) struct LegBuyers {
     evm: Option<Arc<Buyer>>,
     btc: Option<Arc<BtcBuyer>>,
     #[cfg(feature = "lightning")]
     ln: Option<Arc<crate::ln::LnNode>>,
 }
 
+/// The buyers, and one task per `[[buy]]` entry.
 pub(super) async fn start(
     config: &AgentConfig,
     shared: &Shared<'_>,
     legs: &Legs,
-) -> Result<Vec<JoinHandle<()>>, AgentError> {
+) -> Result<(Arc<LegBuyers>, Vec<JoinHandle<()>>), AgentError> {
     let wants = |leg| config.buys.iter().any(|buy| buy.pay == leg);
     let evm = wants(BuyLeg::Evm).then(|| {
         let options = BuyerOptions {
@@ -84,11 +85,12 @@ pub(super) async fn start(
         #[cfg(feature = "lightning")]
         ln: legs.ln.clone(),
     });
-    Ok(config
+    let tasks = config
         .buys
         .iter()
         .map(|buy| tokio::spawn(run(buy.clone(), buyers.clone(), shared.events.clone())))
-        .collect())
+        .collect();
+    Ok((buyers, tasks))
 }
 
 /// One entry, for as long as the agent runs.
@@ -97,26 +99,41 @@ async fn run(buy: BuyConfig, buyers: Arc<LegBuyers>, events: Arc<EventBus>) {
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
-        let outcome = tokio::time::timeout(BUY_TIMEOUT, once(&buy, &buyers))
-            .await
-            .unwrap_or_else(|_| Err(format!("no answer within {} s", BUY_TIMEOUT.as_secs())));
-        events.publish(match outcome {
-            Ok(payment) => AgentEvent::PaymentSent(payment),
-            Err(reason) => {
-                tracing::warn!(url = %buy.url, %reason, "buy failed");
-                AgentEvent::BuyFailed {
-                    url: buy.url.clone(),
-                    reason,
-                }
-            }
-        });
+        let _ = buy_and_report(&buy, &buyers, &events).await;
     }
 }
 
-/// One paid fetch: what it paid, or why it did not go through (one line, for the event).
-async fn once(buy: &BuyConfig, buyers: &LegBuyers) -> Result<Payment, String> {
+/// [`once`], then its outcome as an event (`payment_sent` or `buy_failed`).
+pub(super) async fn buy_and_report(
+    buy: &BuyConfig,
+    buyers: &LegBuyers,
+    events: &EventBus,
+) -> Result<(Payment, Vec<u8>), String> {
+    let outcome = once(buy, buyers).await;
+    events.publish(match &outcome {
+        Ok((payment, _)) => AgentEvent::PaymentSent(payment.clone()),
+        Err(reason) => {
+            tracing::warn!(url = %buy.url, %reason, "buy failed");
+            AgentEvent::BuyFailed {
+                url: buy.url.clone(),
+                reason: reason.clone(),
+            }
+        }
+    });
+    outcome
+}
+
+/// One paid fetch within [`BUY_TIMEOUT`]: what it paid and the body it bought, or why it did
+/// not go through (one line, for the event).
+async fn once(buy: &BuyConfig, buyers: &LegBuyers) -> Result<(Payment, Vec<u8>), String> {
+    tokio::time::timeout(BUY_TIMEOUT, fetch(buy, buyers))
+        .await
+        .unwrap_or_else(|_| Err(format!("no answer within {} s", BUY_TIMEOUT.as_secs())))
+}
+
+async fn fetch(buy: &BuyConfig, buyers: &LegBuyers) -> Result<(Payment, Vec<u8>), String> {
     let line = |error: &dyn std::error::Error| crate::events::error_line(error);
-    let (leg, scheme, amount) = match buy.pay {
+    let (leg, scheme, amount, body) = match buy.pay {
         BuyLeg::Evm => {
             let buyer = buyers.evm.as_ref().ok_or("no EVM buyer")?;
             let fetched = buyer
@@ -127,7 +144,7 @@ async fn once(buy: &BuyConfig, buyers: &LegBuyers) -> Result<Payment, String> {
                 return Err(format!("the seller answered {}", fetched.status));
             }
             let (scheme, amount) = fetched.paid.unwrap_or_default();
-            (Leg::Evm, scheme, amount)
+            (Leg::Evm, scheme, amount, fetched.body)
         }
         BuyLeg::Btc => {
             let buyer = buyers.btc.as_ref().ok_or("no Bitcoin buyer")?;
@@ -140,20 +157,26 @@ async fn once(buy: &BuyConfig, buyers: &LegBuyers) -> Result<Payment, String> {
                 return Err(format!("the seller answered {}", fetched.status));
             }
             let paid = fetched.paid.map_or(0, |amount| amount.to_sat());
-            (Leg::Btc, "btc-channel".to_owned(), u128::from(paid))
+            (
+                Leg::Btc,
+                "btc-channel".to_owned(),
+                u128::from(paid),
+                fetched.body,
+            )
         }
         BuyLeg::L402 => l402(buy, buyers).await?,
     };
-    Ok(Payment {
+    let payment = Payment {
         leg,
         scheme,
         amount,
         resource: buy.url.clone(),
-    })
+    };
+    Ok((payment, body))
 }
 
 #[cfg(feature = "lightning")]
-async fn l402(buy: &BuyConfig, buyers: &LegBuyers) -> Result<(Leg, String, u128), String> {
+async fn l402(buy: &BuyConfig, buyers: &LegBuyers) -> Result<(Leg, String, u128, Vec<u8>), String> {
     let ln = buyers.ln.as_ref().ok_or("no Lightning node")?;
     let max_msat = u64::try_from(buy.max_price)
         .unwrap_or(u64::MAX)
@@ -165,10 +188,14 @@ async fn l402(buy: &BuyConfig, buyers: &LegBuyers) -> Result<(Leg, String, u128)
     if fetched.status != 200 {
         return Err(format!("the seller answered {}", fetched.status));
     }
-    Ok((Leg::Lightning, "l402".into(), u128::from(fetched.paid_msat)))
+    let paid = u128::from(fetched.paid_msat);
+    Ok((Leg::Lightning, "l402".into(), paid, fetched.body))
 }
 
 #[cfg(not(feature = "lightning"))]
-async fn l402(_buy: &BuyConfig, _buyers: &LegBuyers) -> Result<(Leg, String, u128), String> {
+async fn l402(
+    _buy: &BuyConfig,
+    _buyers: &LegBuyers,
+) -> Result<(Leg, String, u128, Vec<u8>), String> {
     Err("this build has no Lightning".into())
 }

@@ -132,7 +132,7 @@ pub struct LightningConfig {
 }
 
 /// Which leg pays a buy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BuyLeg {
     /// x402 on an EVM chain (a channel, else `exact`).

@@ -10,11 +10,13 @@
 //! due before the store closes.
 //!
 //! - `config`: `agent.toml`.
+//! - `control`: the control socket other `m2m` commands reach a running agent through.
 //! - `legs`: starting each seller and the chains it needs.
 //! - `buying`: the periodic paid fetches.
 
 mod buying;
 pub mod config;
+pub mod control;
 mod legs;
 
 use std::net::SocketAddr;
@@ -117,10 +119,26 @@ impl AgentBuilder {
             events: &events,
         };
         let legs = legs::start(&self.config, &shared).await?;
-        let buyers = buying::start(&self.config, &shared, &legs).await?;
+        let (leg_buyers, buyers) = buying::start(&self.config, &shared, &legs).await?;
+        let target = control::ControlTarget {
+            evm: legs.evm.as_ref().map(|evm| evm.seller.clone()),
+            btc: legs.btc.as_ref().map(|btc| btc.seller.clone()),
+            buyers: leg_buyers,
+            events: events.clone(),
+            status: serde_json::json!({
+                "dataDir": data_dir.path(),
+                "ethereum": format!("{:#x}", m2m_wallet::Signer::evm_address(&*keystore)),
+                "bitcoin": keystore.keys().bitcoin_address().to_string(),
+                "evm": legs.evm.as_ref().map(|evm| format!("http://{}", evm.server.local_addr)),
+                "btc": legs.btc.as_ref().map(|btc| format!("http://{}", btc.server.local_addr)),
+            }),
+        };
+        let control = control::serve(data_dir.path(), Arc::new(target))
+            .map_err(|e| AgentError::leg("the control socket")(Box::new(e)))?;
         Ok(Agent {
             legs,
             buyers,
+            control,
             events,
             keystore,
             _store: store,
@@ -134,6 +152,7 @@ impl AgentBuilder {
 pub struct Agent {
     legs: legs::Legs,
     buyers: Vec<JoinHandle<()>>,
+    control: JoinHandle<()>,
     events: Arc<EventBus>,
     keystore: Arc<Keystore>,
     // Declared last: the store closes and the lock is released after every leg has stopped.
@@ -206,6 +225,8 @@ impl Agent {
     /// settle and stops the node; then the store closes and the data directory is unlocked.
     pub async fn stop(self) -> StopReport {
         self.events.publish(AgentEvent::Stopping);
+        self.control.abort();
+        let _ = std::fs::remove_file(self._data_dir.path().join(control::SOCKET_FILE));
         for buyer in &self.buyers {
             buyer.abort();
         }

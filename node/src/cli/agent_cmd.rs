@@ -1,4 +1,5 @@
-//! `m2m agent …`: run the device agent from `agent.toml` (a thin client of [`crate::agent`]).
+//! `m2m agent …`: run the device agent from `agent.toml` (a thin client of [`crate::agent`]),
+//! and talk to a running one through its control socket.
 
 use std::path::PathBuf;
 
@@ -8,6 +9,8 @@ use serde_json::json;
 use super::output::print_json_line;
 use super::secrets::{self, Purpose};
 use super::{CliError, GlobalArgs};
+use crate::agent::config::BuyLeg;
+use crate::agent::control::{self, ControlRequest};
 use crate::agent::{Agent, AgentConfig};
 use crate::events::AgentEvent;
 
@@ -33,6 +36,42 @@ enum AgentAction {
         #[arg(long, default_value = "agent.toml", value_name = "FILE")]
         config: PathBuf,
     },
+    /// Ask the agent running on the data directory what runs (addresses, URLs, counters).
+    Status,
+    /// The channels the running agent is paid on.
+    Channels,
+    /// Have the running agent fetch URL, paying on its channels.
+    Get {
+        /// The resource.
+        url: String,
+        /// The leg that pays.
+        #[arg(long, value_enum, default_value = "evm")]
+        pay: PayLeg,
+        /// Highest price per reading: token units (evm), satoshi (btc, l402).
+        #[arg(long, default_value_t = 1_000_000)]
+        max_price: u64,
+        /// Fetch it this many times.
+        #[arg(long, short = 'n', default_value_t = 1)]
+        count: u32,
+    },
+}
+
+/// The leg that pays a `get` (the names of `agent.toml`'s `pay`).
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum PayLeg {
+    Evm,
+    Btc,
+    L402,
+}
+
+impl From<PayLeg> for BuyLeg {
+    fn from(leg: PayLeg) -> Self {
+        match leg {
+            PayLeg::Evm => BuyLeg::Evm,
+            PayLeg::Btc => BuyLeg::Btc,
+            PayLeg::L402 => BuyLeg::L402,
+        }
+    }
 }
 
 pub(super) fn run(global: &GlobalArgs, args: &AgentArgs) -> Result<(), CliError> {
@@ -48,7 +87,74 @@ pub(super) fn run(global: &GlobalArgs, args: &AgentArgs) -> Result<(), CliError>
             Ok(())
         }
         AgentAction::Run { config } => run_agent(global, load(config)?),
+        AgentAction::Status => show_answer(global, ask(global, &ControlRequest::Status)?),
+        AgentAction::Channels => show_answer(global, ask(global, &ControlRequest::Channels)?),
+        AgentAction::Get {
+            url,
+            pay,
+            max_price,
+            count,
+        } => get_through_agent(global, url, (*pay).into(), *max_price, *count),
     }
+}
+
+/// Whether an agent answers on the data directory's control socket.
+pub(super) fn agent_running(global: &GlobalArgs) -> bool {
+    ask(global, &ControlRequest::Status).is_ok()
+}
+
+/// Sends one request to the agent running on the data directory.
+fn ask(global: &GlobalArgs, request: &ControlRequest) -> Result<serde_json::Value, CliError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(CliError::Terminal)?;
+    runtime
+        .block_on(control::request(&global.data_dir(), request))
+        .map_err(|e| CliError::Usage(crate::events::error_line(&e)))
+}
+
+fn show_answer(global: &GlobalArgs, answer: serde_json::Value) -> Result<(), CliError> {
+    if global.json {
+        super::output::print_json(&answer);
+    } else {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&answer).unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+/// `count` paid fetches of `url` by the running agent; prints each body (or, with `--json`,
+/// what was paid and the body).
+pub(super) fn get_through_agent(
+    global: &GlobalArgs,
+    url: &str,
+    pay: BuyLeg,
+    max_price: u64,
+    count: u32,
+) -> Result<(), CliError> {
+    let request = ControlRequest::Get {
+        url: url.to_owned(),
+        pay,
+        max_price,
+    };
+    for _ in 0..count {
+        let answer = ask(global, &request)?;
+        if global.json {
+            super::output::print_json(&answer);
+        } else {
+            let paid = &answer["paid"];
+            eprintln!(
+                "paid {} via {} (by the running agent)",
+                paid["amount"],
+                paid["scheme"].as_str().unwrap_or("?")
+            );
+            println!("{}", answer["body"].as_str().unwrap_or_default());
+        }
+    }
+    Ok(())
 }
 
 fn load(path: &std::path::Path) -> Result<AgentConfig, CliError> {

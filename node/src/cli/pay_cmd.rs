@@ -13,7 +13,9 @@ use serde_json::json;
 
 use super::output::print_json;
 use super::{CliError, GlobalArgs, wallet_cmd};
+use crate::agent::config::BuyLeg;
 use crate::buyer::{Buyer, BuyerOptions};
+use crate::datadir::DataDirError;
 use crate::seller::sensor::SimulatedSensor;
 use crate::seller::{Seller, SellerConfig, serve as serve_http};
 use crate::store::ChannelStore;
@@ -32,7 +34,8 @@ pub struct ServeArgs {
 pub struct GetArgs {
     /// The resource to fetch (paying its 402 if needed).
     url: String,
-    /// Fetch it this many times.
+    /// Fetch it this many times. With an agent running on the data directory, the agent
+    /// fetches (on its channels, with its deposit settings).
     #[arg(long, short = 'n', default_value_t = 1)]
     count: u32,
     /// Pay only with this scheme (`batch-settlement` or `exact`).
@@ -155,7 +158,26 @@ pub(super) fn serve(global: &GlobalArgs, args: &ServeArgs) -> Result<(), CliErro
 }
 
 pub(super) fn get(global: &GlobalArgs, args: &GetArgs) -> Result<(), CliError> {
-    let (data_dir, keystore) = wallet_cmd::open(global)?;
+    let (data_dir, keystore) = match wallet_cmd::open(global) {
+        // An agent runs on this device: it buys for us, on its channels.
+        Err(CliError::DataDir(DataDirError::InUse { .. }))
+            if super::agent_cmd::agent_running(global) =>
+        {
+            if args.scheme.is_some() {
+                return Err(CliError::Usage(
+                    "--scheme: the running agent chooses the scheme; stop it to pick one".into(),
+                ));
+            }
+            return super::agent_cmd::get_through_agent(
+                global,
+                &args.url,
+                BuyLeg::Evm,
+                u64::try_from(args.max_price).unwrap_or(u64::MAX),
+                args.count,
+            );
+        }
+        opened => opened?,
+    };
     let store = ChannelStore::open(&data_dir).map_err(|e| failed("channel store")(&e))?;
     let mut options = BuyerOptions {
         max_price: Some(args.max_price),

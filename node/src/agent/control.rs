@@ -1,0 +1,244 @@
+//! The control socket: while an agent runs, other `m2m` commands reach it here instead of
+//! failing on the data-directory lock. A Unix socket at `<data dir>/control.sock` (mode 0600,
+//! inside the 0700 data directory: only the device's user can connect), one JSON request per
+//! line, one JSON answer per line (`docs/protocols/control.md`). Requests go through the same
+//! code as the agent's own work (a `get` is a buy of the running agent, on its channels), so
+//! nothing is paid or persisted twice.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::task::JoinHandle;
+
+use super::buying::{self, LegBuyers};
+use super::config::{BuyConfig, BuyLeg};
+use crate::btc::BtcSeller;
+use crate::events::EventBus;
+use crate::seller::Seller;
+
+/// The socket's file name in the data directory.
+pub const SOCKET_FILE: &str = "control.sock";
+/// Longest request line accepted (a request is a few hundred bytes).
+const MAX_REQUEST_BYTES: usize = 64 * 1024;
+
+/// One request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "request", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ControlRequest {
+    /// What runs: listening addresses, device addresses, counters.
+    Status,
+    /// The channels the agent is paid on (EVM), with deposits, charges and claims.
+    Channels,
+    /// One paid fetch by the running agent, on its channels and within `max_price`.
+    Get {
+        /// The resource.
+        url: String,
+        /// The leg that pays.
+        pay: BuyLeg,
+        /// Highest price: token units (evm), satoshi (btc, l402). (A `u64`: serde reads an
+        /// internally tagged request through a buffer that has no 128-bit integers.)
+        max_price: u64,
+    },
+}
+
+/// The control socket could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// No agent runs on this data directory (no socket, or nobody answers it).
+    #[error("no agent answers at {path}")]
+    NotRunning {
+        /// The socket.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Talking to the agent failed midway.
+    #[error("control socket: {0}")]
+    Io(#[source] std::io::Error),
+    /// The agent's answer was not understood.
+    #[error("control socket: unreadable answer")]
+    Garbled(#[source] serde_json::Error),
+    /// The agent refused or failed the request; its reason.
+    #[error("the running agent: {0}")]
+    Refused(String),
+}
+
+/// What the socket's requests act on.
+pub(super) struct ControlTarget {
+    pub evm: Option<Arc<Seller>>,
+    pub btc: Option<Arc<BtcSeller>>,
+    pub buyers: Arc<LegBuyers>,
+    /// A `get` is reported like the agent's own buys.
+    pub events: Arc<EventBus>,
+    /// The fixed part of `status` (addresses, listening URLs).
+    pub status: Value,
+}
+
+/// Binds `<data dir>/control.sock` and answers on it until the task is aborted. A socket file
+/// left by a crashed agent is replaced: the data-directory lock proves nobody else serves it.
+pub(super) fn serve(dir: &Path, target: Arc<ControlTarget>) -> std::io::Result<JoinHandle<()>> {
+    let path = dir.join(SOCKET_FILE);
+    match std::fs::remove_file(&path) {
+        Ok(()) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(error) => return Err(error),
+    }
+    let listener = UnixListener::bind(&path)?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(tokio::spawn(async move {
+        loop {
+            match listener.accept().await {
+                Ok((stream, _)) => {
+                    tokio::spawn(answer_connection(stream, target.clone()));
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "control socket");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }))
+}
+
+async fn answer_connection(stream: UnixStream, target: Arc<ControlTarget>) {
+    let (reader, mut writer) = stream.into_split();
+    // Only the device's own user can connect (0600 socket in a 0700 directory), so a line is
+    // read whole and then judged by its length.
+    let mut lines = BufReader::new(reader).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        let answer = if line.len() > MAX_REQUEST_BYTES {
+            json!({ "ok": false, "error": "request too long" })
+        } else {
+            match serde_json::from_str::<ControlRequest>(&line) {
+                Ok(request) => match handle(&request, &target).await {
+                    Ok(result) => json!({ "ok": true, "result": result }),
+                    Err(error) => json!({ "ok": false, "error": error }),
+                },
+                Err(error) => json!({ "ok": false, "error": format!("bad request: {error}") }),
+            }
+        };
+        let mut text = answer.to_string();
+        text.push('\n');
+        if writer.write_all(text.as_bytes()).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn handle(request: &ControlRequest, target: &ControlTarget) -> Result<Value, String> {
+    match request {
+        ControlRequest::Status => {
+            let mut status = target.status.clone();
+            status["evmPaidReadings"] = json!(target.evm.as_ref().map(|s| s.paid_readings()));
+            status["btcPaidReadings"] = json!(target.btc.as_ref().map(|s| s.paid_readings()));
+            Ok(status)
+        }
+        ControlRequest::Channels => {
+            let mut listed = Vec::new();
+            if let Some(seller) = &target.evm {
+                for channel in seller.channel_summaries().await {
+                    listed.push(json!({
+                        "leg": "evm",
+                        "role": "payee",
+                        "id": channel.id,
+                        "peer": channel.payer,
+                        "token": channel.token,
+                        "deposit": channel.deposit.to_string(),
+                        "charged": channel.charged.to_string(),
+                        "claimed": channel.claimed.to_string(),
+                    }));
+                }
+            }
+            Ok(Value::Array(listed))
+        }
+        ControlRequest::Get {
+            url,
+            pay,
+            max_price,
+        } => {
+            let buy = BuyConfig {
+                url: url.clone(),
+                pay: *pay,
+                every_secs: 1,
+                max_price: u128::from(*max_price),
+                max_deposit: None,
+                capacity_sat: 0,
+            };
+            let (payment, body) =
+                buying::buy_and_report(&buy, &target.buyers, &target.events).await?;
+            Ok(json!({
+                "paid": payment,
+                "body": String::from_utf8_lossy(&body),
+            }))
+        }
+    }
+}
+
+/// Sends `request` to the agent running on `data_dir` and returns its `result`.
+pub async fn request(data_dir: &Path, request: &ControlRequest) -> Result<Value, ControlError> {
+    let path = data_dir.join(SOCKET_FILE);
+    let stream = UnixStream::connect(&path)
+        .await
+        .map_err(|source| ControlError::NotRunning {
+            path: path.clone(),
+            source,
+        })?;
+    let (reader, mut writer) = stream.into_split();
+    let mut line = serde_json::to_string(request).map_err(ControlError::Garbled)?;
+    line.push('\n');
+    writer
+        .write_all(line.as_bytes())
+        .await
+        .map_err(ControlError::Io)?;
+    let mut answer = String::new();
+    BufReader::new(reader)
+        .read_line(&mut answer)
+        .await
+        .map_err(ControlError::Io)?;
+    let answer: Value = serde_json::from_str(&answer).map_err(ControlError::Garbled)?;
+    if answer["ok"] == true {
+        Ok(answer["result"].clone())
+    } else {
+        Err(ControlError::Refused(
+            answer["error"]
+                .as_str()
+                .unwrap_or("no reason given")
+                .to_owned(),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_read_as_documented() {
+        let get: ControlRequest = serde_json::from_str(
+            r#"{"request":"get","url":"http://x/t","pay":"evm","max_price":1000}"#,
+        )
+        .unwrap();
+        assert!(matches!(
+            get,
+            ControlRequest::Get {
+                max_price: 1000,
+                ..
+            }
+        ));
+        assert!(serde_json::from_str::<ControlRequest>(r#"{"request":"status"}"#).is_ok());
+        assert!(serde_json::from_str::<ControlRequest>(r#"{"request":"format_disk"}"#).is_err());
+        assert!(
+            serde_json::from_str::<ControlRequest>(
+                r#"{"request":"get","url":"http://x/t","pay":"evm","max_price":1,"max_deposit":9}"#
+            )
+            .is_err(),
+            "unknown fields are refused"
+        );
+    }
+}
