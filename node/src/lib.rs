@@ -17,6 +17,7 @@
 //! - [`gateway`]: `m2m gateway` / `m2m connect` — connectivity sold by the minute.
 //! - `ln` (feature `lightning`): the embedded ldk-node.
 //! - [`shutdown`]: SIGINT and SIGTERM, handled alike by every long-running command.
+//! - [`http_client`]: the HTTP clients of every outgoing call (connect and response timeouts).
 //! - [`cli`]: the `m2m` command line.
 //!
 //! This is the only crate with a runtime and IO; the channel logic lives in `m2m-core`.
@@ -30,6 +31,7 @@ pub mod datadir;
 pub mod events;
 pub mod evm;
 pub mod gateway;
+pub mod http_client;
 #[cfg(feature = "lightning")]
 pub mod ln;
 pub mod seller;

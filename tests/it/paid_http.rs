@@ -230,3 +230,27 @@ async fn buyer_pays_seller_per_reading_with_vouchers_and_exact() {
         "paid http: 150 vouchers, 2 deposits, 3 exact; seller {seller_got}, buyer {buyer_left}, escrow {escrow}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seller_that_never_answers_costs_one_timeout_not_a_frozen_buyer() {
+    // Accepts connections and reads nothing back: a hung seller.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    std::thread::spawn(move || listener.incoming().collect::<Vec<_>>());
+    let seed = m2m::wallet::DeviceSeed::generate(m2m::wallet::SeedLength::Words12).unwrap();
+    let keys = m2m::wallet::DeviceKeys::derive(&seed, m2m::wallet::Network::Regtest).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let options = BuyerOptions {
+        timeout: std::time::Duration::from_secs(1),
+        ..BuyerOptions::default()
+    };
+    let buyer = Buyer::new(Arc::new(keys), open_store(dir.path()), options);
+    let started = std::time::Instant::now();
+    let outcome = buyer.get(&format!("http://{address}/temperature")).await;
+    assert!(outcome.is_err(), "no answer is an error");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "given up after {:?}",
+        started.elapsed()
+    );
+}

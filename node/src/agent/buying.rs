@@ -181,7 +181,7 @@ async fn l402(buy: &BuyConfig, buyers: &LegBuyers) -> Result<(Leg, String, u128,
     let max_msat = u64::try_from(buy.max_price)
         .unwrap_or(u64::MAX)
         .saturating_mul(1000);
-    let http = reqwest::Client::new();
+    let http = crate::http_client::client();
     let fetched = crate::ln::l402::get(&http, ln, &buy.url, max_msat, BUY_TIMEOUT)
         .await
         .map_err(|e| crate::events::error_line(&e))?;

@@ -130,7 +130,7 @@ impl BtcBuyer {
             rpc,
             network,
             options,
-            http: reqwest::Client::new(),
+            http: crate::http_client::client(),
             offers: Mutex::new(HashMap::new()),
             opening: Mutex::new(()),
         })

@@ -86,7 +86,9 @@ impl BitcoinRpc {
         Self {
             url: url.into(),
             auth,
-            http: reqwest::Client::new(),
+            // A node busy validating answers slowly, but a node that never answers must not
+            // hold a watcher or a payment for ever.
+            http: crate::http_client::client_with(std::time::Duration::from_secs(60), 8),
         }
     }
 

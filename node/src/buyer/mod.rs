@@ -50,6 +50,8 @@ pub struct BuyerOptions {
     pub settlement: Address,
     /// EIP-3009 deposit collector.
     pub erc3009_collector: Address,
+    /// Longest wait for a seller's whole answer (connecting has its own 5 s limit).
+    pub timeout: std::time::Duration,
 }
 
 impl Default for BuyerOptions {
@@ -66,6 +68,7 @@ impl Default for BuyerOptions {
             salt: B256::ZERO,
             settlement: m2m_contracts::CANONICAL_SETTLEMENT,
             erc3009_collector: m2m_contracts::CANONICAL_ERC3009_COLLECTOR,
+            timeout: crate::http_client::RESPONSE_TIMEOUT,
         }
     }
 }
@@ -170,11 +173,7 @@ impl Buyer {
         Self {
             signer,
             store: store.into(),
-            http: reqwest::Client::builder()
-                .pool_max_idle_per_host(1024)
-                .tcp_nodelay(true)
-                .build()
-                .unwrap_or_default(),
+            http: crate::http_client::client_with(options.timeout, 1024),
             verifier: Secp256k1Verifier::default(),
             budget: Mutex::new(options.budget.map(BudgetTracker::new)),
             options,

@@ -346,7 +346,7 @@ async fn act(global: &GlobalArgs, action: &LnAction, started: &Started) -> Resul
             count,
             max_price,
         } => {
-            let http = reqwest::Client::new();
+            let http = crate::http_client::client();
             await_peers(ln).await;
             for _ in 0..*count {
                 let fetched = crate::ln::l402::get(&http, ln, url, max_price * 1_000, PAY_TIMEOUT)

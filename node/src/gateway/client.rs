@@ -71,7 +71,7 @@ pub async fn connect(
     buyer: Arc<Buyer>,
     listen: SocketAddr,
 ) -> Result<ConnectClient, ConnectError> {
-    let http = reqwest::Client::new();
+    let http = crate::http_client::client();
     let offer: Value = http.get(format!("{gateway}/")).send().await?.json().await?;
     let field = |key: &str| {
         offer[key]

@@ -227,7 +227,7 @@ pub async fn connect_lightning(
     listen: SocketAddr,
     period: Duration,
 ) -> Result<LightningConnect, StreamError> {
-    let http = reqwest::Client::new();
+    let http = crate::http_client::client();
     let session = open_gateway_session(&http, gateway).await?;
     let mut payer = StreamPayer::new(ln, session);
     let timeout = period.max(Duration::from_secs(30));

@@ -1,0 +1,28 @@
+//! The HTTP clients every outgoing call goes through: a connect timeout and a whole-response
+//! timeout on each, so a peer that accepts and then never answers (a hung seller, a wedged
+//! chain node) costs one call its deadline instead of freezing the channel or task behind it.
+
+use std::time::Duration;
+
+/// Time to establish a connection.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Time for a paid request or a chain RPC to answer in full.
+pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A client with [`CONNECT_TIMEOUT`] and `response_timeout`, keeping up to `idle_per_host`
+/// idle connections per host (a buyer paying many requests reuses them).
+pub fn client_with(response_timeout: Duration, idle_per_host: usize) -> reqwest::Client {
+    reqwest::Client::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .timeout(response_timeout)
+        .pool_max_idle_per_host(idle_per_host)
+        .tcp_nodelay(true)
+        .build()
+        // Building fails only when the TLS backend cannot start; there is none in this build.
+        .unwrap_or_default()
+}
+
+/// The default client: [`CONNECT_TIMEOUT`], [`RESPONSE_TIMEOUT`].
+pub fn client() -> reqwest::Client {
+    client_with(RESPONSE_TIMEOUT, 32)
+}
