@@ -115,7 +115,9 @@ impl SettlementClient {
             .map_err(|_| ChainError::Endpoint(rpc_url.to_owned()))?;
         let provider = ProviderBuilder::new()
             .wallet(EthereumWallet::new(WalletTxSigner(signer.clone())))
-            .connect_http(url)
+            // Our client, with connect and response deadlines: a wedged node fails a call
+            // instead of holding a claim or a relayed deposit for ever.
+            .connect_reqwest(crate::http_client::client(), url)
             .erased();
         if provider.client().is_local() {
             // A local dev chain (anvil) mines at once; alloy's 250 ms default for local
