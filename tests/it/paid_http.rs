@@ -254,3 +254,48 @@ async fn a_seller_that_never_answers_costs_one_timeout_not_a_frozen_buyer() {
         started.elapsed()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_budget_caps_the_payee_not_the_port_it_answers_on() {
+    use m2m::core::budget::BudgetPolicy;
+    use m2m::core::{Amount, Asset};
+    let chain = LocalChain::start(31337).await;
+    let seller_keys = funded_device(&chain, 10u128.pow(20)).await;
+    let buyer_keys = funded_device(&chain, 0).await;
+    let token = TestToken::new(chain.token, &chain.facilitator);
+    let buyer_address = m2m::wallet::Signer::evm_address(&*buyer_keys);
+    send(token.mint(buyer_address, U256::from(MINTED)), "mint").await;
+    let dirs = tempfile::tempdir().unwrap();
+    // One seller (one payTo) answering on two ports.
+    let (seller, _server_a, first) =
+        start_seller(&chain, &seller_keys, &dirs.path().join("seller"), "").await;
+    let server_b = serve(seller.clone(), None).await.expect("second listener");
+    let second = format!("http://{}", server_b.local_addr);
+    let asset = Asset::Erc20 {
+        chain_id: 31337,
+        token: chain.token.0.0,
+    };
+    let options = BuyerOptions {
+        budget: Some(BudgetPolicy {
+            per_request: Amount::new(asset, PRICE),
+            per_peer_per_hour: Amount::new(asset, 3 * PRICE),
+            per_day: Amount::new(asset, 100 * PRICE),
+        }),
+        ..BuyerOptions::default()
+    };
+    let buyer = Buyer::new(buyer_keys, open_store(&dirs.path().join("buyer")), options);
+    for base in [&first, &first, &second] {
+        let fetched = buyer.get(&format!("{base}/temperature")).await.unwrap();
+        assert_eq!(fetched.paid.unwrap().1, PRICE);
+    }
+    let refused = buyer.get(&format!("{second}/temperature")).await;
+    assert!(
+        matches!(
+            refused,
+            Err(m2m::node::buyer::BuyerError::Budget(
+                m2m::core::budget::BudgetError::PeerHourly { .. }
+            ))
+        ),
+        "the fourth reading from the same payee is over its hourly cap, whatever the port: {refused:?}"
+    );
+}

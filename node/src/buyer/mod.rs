@@ -239,7 +239,7 @@ impl Buyer {
         if max_price.is_some_and(|cap| price > cap) {
             return Err(BuyerError::PriceAboveLimit(price));
         }
-        let peer = origin(url);
+        let peer = payee_identity(offer);
         self.authorize(&peer, offer, price)?;
         let outcome = if offer.scheme == crate::x402::batch::SCHEME {
             self.pay_batch(url, required, offer, price).await
@@ -357,12 +357,10 @@ fn asset_of(offer: &PaymentRequirements) -> Result<Asset, BuyerError> {
     })
 }
 
-/// `scheme://host[:port]`: the budget's notion of a peer.
-fn origin(url: &str) -> String {
-    match reqwest::Url::parse(url) {
-        Ok(parsed) => parsed.origin().ascii_serialization(),
-        Err(_) => url.to_owned(),
-    }
+/// The budget's notion of a peer: who is paid (`network` + `payTo`), not where the request
+/// went — one seller behind several ports or host names is one peer with one cap.
+fn payee_identity(offer: &PaymentRequirements) -> String {
+    format!("{}/{}", offer.network, offer.pay_to.to_ascii_lowercase())
 }
 
 /// A `402`'s requirements from its header (or, for v1-style servers, its JSON body).
