@@ -251,6 +251,7 @@ async fn btc_seller(
             sensor: route.sensor,
         })
         .collect();
+    payee.events.attach(shared.events.clone());
     let seller = BtcSeller::new(
         Arc::new(payee),
         &policy,

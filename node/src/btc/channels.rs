@@ -311,6 +311,8 @@ pub struct PayeeChannels {
     channels: Mutex<HashMap<[u8; 32], Arc<Mutex<BtcPayee>>>>,
     /// Channels co-signed for a cooperative close: no voucher is accepted on them any more.
     pub(super) closing: Mutex<HashSet<[u8; 32]>>,
+    /// Closes before expiry go here once an agent attaches its bus.
+    pub events: crate::events::EventLink,
 }
 
 impl std::fmt::Debug for PayeeChannels {
@@ -346,6 +348,7 @@ impl PayeeChannels {
             policy,
             channels: Mutex::new(channels),
             closing: Mutex::new(closing),
+            events: crate::events::EventLink::default(),
         })
     }
 
@@ -488,6 +491,11 @@ impl PayeeChannels {
                 Ok(report) => {
                     for txid in &report.closed {
                         tracing::info!(%txid, "closed a channel before its expiry");
+                        self.events
+                            .publish(|| crate::events::AgentEvent::ChannelClosed {
+                                leg: crate::events::Leg::Btc,
+                                txid: txid.to_string(),
+                            });
                     }
                     for (id, error) in &report.failed {
                         tracing::warn!(channel = %hex(id), %error, "closing before expiry failed; retrying");
