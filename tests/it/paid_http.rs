@@ -17,7 +17,7 @@ use m2m::node::store::ChannelStore;
 use m2m::node::x402::headers;
 use m2m::node::x402::types::PaymentRequired;
 
-use crate::support::{LocalChain, funded_device, send};
+use crate::support::{LocalChain, seller_and_buyer, send};
 
 pub const PRICE: u128 = 1_000;
 const MINTED: u128 = 10_000_000;
@@ -123,17 +123,8 @@ pub async fn start_withdrawal(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn buyer_pays_seller_per_reading_with_vouchers_and_exact() {
     let chain = LocalChain::start(31337).await;
-    let seller_keys = funded_device(&chain, 10u128.pow(20)).await;
-    let buyer_keys = funded_device(&chain, 0).await;
+    let (seller_keys, buyer_keys) = seller_and_buyer(&chain, MINTED).await;
     let token = TestToken::new(chain.token, &chain.facilitator);
-    send(
-        token.mint(
-            m2m::wallet::Signer::evm_address(&*buyer_keys),
-            U256::from(MINTED),
-        ),
-        "mint",
-    )
-    .await;
     let dirs = tempfile::tempdir().unwrap();
     let (seller, server, base) =
         start_seller(&chain, &seller_keys, &dirs.path().join("seller"), "").await;
@@ -260,11 +251,7 @@ async fn a_budget_caps_the_payee_not_the_port_it_answers_on() {
     use m2m::core::budget::BudgetPolicy;
     use m2m::core::{Amount, Asset};
     let chain = LocalChain::start(31337).await;
-    let seller_keys = funded_device(&chain, 10u128.pow(20)).await;
-    let buyer_keys = funded_device(&chain, 0).await;
-    let token = TestToken::new(chain.token, &chain.facilitator);
-    let buyer_address = m2m::wallet::Signer::evm_address(&*buyer_keys);
-    send(token.mint(buyer_address, U256::from(MINTED)), "mint").await;
+    let (seller_keys, buyer_keys) = seller_and_buyer(&chain, MINTED).await;
     let dirs = tempfile::tempdir().unwrap();
     // One seller (one payTo) answering on two ports.
     let (seller, _server_a, first) =

@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::paid_http::{PRICE, start_seller};
-use crate::support::{LocalChain, funded_device, send};
+use crate::support::{LocalChain, funded_device, seller_and_buyer};
 use m2m::sim::adversary::{send_payment, signed_voucher_payload};
 
 /// Sends `payload` for `path` as the offer of `scheme`; returns status, error code, body.
@@ -84,14 +84,8 @@ fn exact_payload(buyer: &DeviceKeys, pay_to: Address, token: Address) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_payments_are_refused_with_spec_codes_and_nothing_is_served() {
     let chain = LocalChain::start(31337).await;
-    let seller_keys = funded_device(&chain, 10u128.pow(20)).await;
-    let buyer_keys = funded_device(&chain, 0).await;
+    let (seller_keys, buyer_keys) = seller_and_buyer(&chain, 1_000_000).await;
     let token = TestToken::new(chain.token, &chain.facilitator);
-    send(
-        token.mint(Signer::evm_address(&*buyer_keys), U256::from(1_000_000u64)),
-        "mint",
-    )
-    .await;
     let token_name = token.name().call().await.unwrap();
     let dirs = tempfile::tempdir().unwrap();
     let limits =

@@ -12,18 +12,15 @@ use m2m::contracts::bindings::TestToken;
 use m2m::node::buyer::{Buyer, BuyerOptions};
 
 use crate::paid_http::{PRICE, open_store, start_seller, start_withdrawal};
-use crate::support::{LocalChain, funded_device, send};
+use crate::support::{LocalChain, seller_and_buyer};
 
 const READINGS: u128 = 20;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seller_restarted_during_a_withdrawal_claims_before_it_completes() {
     let chain = LocalChain::start(31337).await;
-    let seller_keys = funded_device(&chain, 10u128.pow(20)).await;
-    let buyer_keys = funded_device(&chain, 0).await;
+    let (seller_keys, buyer_keys) = seller_and_buyer(&chain, 1_000_000).await;
     let token = TestToken::new(chain.token, &chain.facilitator);
-    let buyer_address = m2m::wallet::Signer::evm_address(&*buyer_keys);
-    send(token.mint(buyer_address, U256::from(1_000_000u64)), "mint").await;
     let dirs = tempfile::tempdir().unwrap();
     let seller_dir = dirs.path().join("seller");
 

@@ -89,3 +89,24 @@ pub async fn funded_device(
         .expect("anvil_setBalance");
     std::sync::Arc::new(keys)
 }
+
+/// A seller device with gas (100 ETH: it relays deposits and claims) and a buyer device holding
+/// `tokens` units of the test token (no gas: its deposits are relayed).
+pub async fn seller_and_buyer(
+    chain: &LocalChain,
+    tokens: u128,
+) -> (
+    std::sync::Arc<m2m::wallet::DeviceKeys>,
+    std::sync::Arc<m2m::wallet::DeviceKeys>,
+) {
+    let seller = funded_device(chain, 10u128.pow(20)).await;
+    let buyer = funded_device(chain, 0).await;
+    let token = m2m::contracts::bindings::TestToken::new(chain.token, &chain.facilitator);
+    let holder = m2m::wallet::Signer::evm_address(&*buyer);
+    send(
+        token.mint(holder, alloy::primitives::U256::from(tokens)),
+        "mint",
+    )
+    .await;
+    (seller, buyer)
+}
