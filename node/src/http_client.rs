@@ -26,3 +26,17 @@ pub fn client_with(response_timeout: Duration, idle_per_host: usize) -> reqwest:
 pub fn client() -> reqwest::Client {
     client_with(RESPONSE_TIMEOUT, 32)
 }
+
+/// What a failed answer's body says, in one short line: the `message` (else `error`) of a JSON
+/// body such as a seller's 503, or the start of a text body.
+pub fn failure_message(body: &[u8]) -> String {
+    if let Ok(value) = serde_json::from_slice::<serde_json::Value>(body)
+        && let Some(text) = value["message"].as_str().or(value["error"].as_str())
+    {
+        return text.to_owned();
+    }
+    let text = String::from_utf8_lossy(body);
+    let text = text.trim();
+    let end = text.char_indices().nth(200).map_or(text.len(), |(i, _)| i);
+    text[..end].to_owned()
+}

@@ -177,6 +177,7 @@ pub async fn run_leg(
                 path: "/temperature".into(),
                 price: Amount::from_sat(leg.price_sat),
                 sensor: SensorKind::Temperature,
+                source: None,
             }],
             Arc::new(SimulatedSensor::new(&format!("btc-seller-{index}"))),
         ));

@@ -103,6 +103,7 @@ async fn start_seller(
             path: "/temperature".into(),
             price: Amount::from_sat(leg.price_sat),
             sensor: SensorKind::Temperature,
+            source: None,
         }],
         Arc::new(SimulatedSensor::new(&format!("ln-seller-{index}"))),
     )

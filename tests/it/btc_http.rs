@@ -33,6 +33,7 @@ async fn readings_paid_over_a_taproot_channel() {
             path: "/temperature".into(),
             price,
             sensor: SensorKind::Temperature,
+            source: None,
         }],
         Arc::new(SimulatedSensor::new("btc-seller")),
     ));

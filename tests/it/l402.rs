@@ -42,6 +42,7 @@ async fn readings_paid_with_l402_one_token_each() {
         path: path.into(),
         price: Amount::from_sat(30),
         sensor: SensorKind::Temperature,
+        source: None,
     });
     let seller = Arc::new(
         BtcSeller::new(

@@ -165,7 +165,7 @@ async fn buyer_pays_seller_per_reading_with_vouchers_and_exact() {
             .expect("paid reading");
         assert_eq!(fetched.status, 200);
         let senml: serde_json::Value = serde_json::from_slice(&fetched.body).unwrap();
-        assert_eq!(senml[0]["n"], "temperature");
+        assert_eq!(senml[0]["n"], "simulated:temperature");
         assert_eq!(fetched.paid, Some(("batch-settlement".into(), PRICE)));
     }
     let deposits = buyer

@@ -141,7 +141,7 @@ async fn fetch(buy: &BuyConfig, buyers: &LegBuyers) -> Result<(Payment, Vec<u8>)
                 .await
                 .map_err(|e| line(&e))?;
             if fetched.status != 200 {
-                return Err(format!("the seller answered {}", fetched.status));
+                return Err(answered(fetched.status, &fetched.body));
             }
             let (scheme, amount) = fetched.paid.unwrap_or_default();
             (Leg::Evm, scheme, amount, fetched.body)
@@ -154,7 +154,7 @@ async fn fetch(buy: &BuyConfig, buyers: &LegBuyers) -> Result<(Payment, Vec<u8>)
                 .await
                 .map_err(|e| line(&e))?;
             if fetched.status != 200 {
-                return Err(format!("the seller answered {}", fetched.status));
+                return Err(answered(fetched.status, &fetched.body));
             }
             let paid = fetched.paid.map_or(0, |amount| amount.to_sat());
             (
@@ -175,6 +175,14 @@ async fn fetch(buy: &BuyConfig, buyers: &LegBuyers) -> Result<(Payment, Vec<u8>)
     Ok((payment, body))
 }
 
+/// An unpaid answer other than a reading, as the event's reason.
+fn answered(status: u16, body: &[u8]) -> String {
+    format!(
+        "the seller answered {status}: {}",
+        crate::http_client::failure_message(body)
+    )
+}
+
 #[cfg(feature = "lightning")]
 async fn l402(buy: &BuyConfig, buyers: &LegBuyers) -> Result<(Leg, String, u128, Vec<u8>), String> {
     let ln = buyers.ln.as_ref().ok_or("no Lightning node")?;
@@ -186,7 +194,7 @@ async fn l402(buy: &BuyConfig, buyers: &LegBuyers) -> Result<(Leg, String, u128,
         .await
         .map_err(|e| crate::events::error_line(&e))?;
     if fetched.status != 200 {
-        return Err(format!("the seller answered {}", fetched.status));
+        return Err(answered(fetched.status, &fetched.body));
     }
     let paid = u128::from(fetched.paid_msat);
     Ok((Leg::Lightning, "l402".into(), paid, fetched.body))

@@ -25,6 +25,10 @@
 //! [[sell.btc.route]]
 //! path = "/temperature"
 //! price_sat = 25
+//! [sell.btc.route.sensor]     # a real sensor (default: simulated temperature)
+//! source = "file"             # file | command | http | simulated
+//! path = "/sys/class/thermal/thermal_zone0/temp"
+//! scale = 0.001
 //!
 //! [[buy]]                     # a paid fetch every `every_secs`
 //! url = "http://seller.local:8402/temperature"
@@ -40,7 +44,7 @@ use serde::Deserialize;
 
 use crate::seller::SellerConfig;
 use crate::seller::config::{ConfigError, invalid, load_file, parse_toml};
-use crate::seller::sensor::SensorKind;
+use crate::seller::sources::SensorConfig;
 
 /// The whole file.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -94,9 +98,9 @@ pub struct BtcRouteConfig {
     pub path: String,
     /// Price per reading (sat).
     pub price_sat: u64,
-    /// What the route measures.
+    /// Where readings come from: a simulated kind (`"temperature"`) or a source table.
     #[serde(default)]
-    pub sensor: SensorKind,
+    pub sensor: SensorConfig,
 }
 
 /// How to reach bitcoind.

@@ -18,7 +18,7 @@ use crate::btc::{
 use crate::datadir::DataDir;
 use crate::events::EventBus;
 use crate::seller::config::LimitsConfig;
-use crate::seller::sensor::SimulatedSensor;
+use crate::seller::sensor::{SensorSource, SimulatedSensor};
 use crate::seller::{Seller, SellerConfig, ServerHandle};
 use crate::store::ChannelStore;
 
@@ -242,23 +242,19 @@ async fn btc_seller(
         .caip2()
         .await
         .map_err(|e| AgentError::leg("bitcoind")(boxed(e)))?;
-    let routes = config
-        .routes
-        .iter()
-        .map(|route| BtcRoute {
+    let device = format!("{:#x}", m2m_wallet::Signer::evm_address(&**shared.keystore));
+    let fallback: Arc<dyn SensorSource> = Arc::new(SimulatedSensor::new(&device));
+    let mut routes = Vec::with_capacity(config.routes.len());
+    for route in &config.routes {
+        routes.push(BtcRoute {
             path: route.path.clone(),
             price: Amount::from_sat(route.price_sat),
-            sensor: route.sensor,
-        })
-        .collect();
+            sensor: route.sensor.kind,
+            source: Some(route.sensor.start(&device, &fallback).await),
+        });
+    }
     payee.events.attach(shared.events.clone());
-    let seller = BtcSeller::new(
-        Arc::new(payee),
-        &policy,
-        network,
-        routes,
-        Arc::new(SimulatedSensor::new("btc")),
-    );
+    let seller = BtcSeller::new(Arc::new(payee), &policy, network, routes, fallback);
     seller.events.attach(shared.events.clone());
     Ok(seller)
 }

@@ -83,6 +83,15 @@ pub enum BtcBuyerError {
     /// The seller refused the payment.
     #[error("payment refused: {0}")]
     Refused(String),
+    /// The seller could not serve now (a non-402 failure such as 503 when its sensor has no
+    /// reading); it accepted no voucher.
+    #[error("the seller answered {status}: {message}")]
+    Unavailable {
+        /// HTTP status.
+        status: u16,
+        /// What its body said.
+        message: String,
+    },
     /// The channel layer failed (wallet, store, signing).
     #[error(transparent)]
     Channel(#[from] BtcChannelsError),
@@ -276,6 +285,14 @@ impl BtcBuyer {
                     )));
                 }
                 return fetched(response, Some(price)).await;
+            }
+            if response.status() != StatusCode::PAYMENT_REQUIRED {
+                let status = response.status().as_u16();
+                let body = response.bytes().await.unwrap_or_default();
+                return Err(BtcBuyerError::Unavailable {
+                    status,
+                    message: crate::http_client::failure_message(&body),
+                });
             }
             let required: Option<PaymentRequired> = header(&response, PAYMENT_REQUIRED);
             let error = required

@@ -46,6 +46,8 @@ pub struct BtcRoute {
     pub price: Amount,
     /// What the sensor measures.
     pub sensor: SensorKind,
+    /// Where its readings come from; `None` = the seller's fallback source.
+    pub source: Option<Arc<dyn SensorSource>>,
 }
 
 /// Counters for logs and the simulator.
@@ -155,6 +157,16 @@ impl BtcSeller {
         if *method == Method::HEAD {
             return self.required(route, offer, &url, None, None);
         }
+        // Sampled before any payment is taken (or an L402 token redeemed): no reading, no charge.
+        let reading = match route
+            .source
+            .as_ref()
+            .unwrap_or(&self.sensor)
+            .read(route.sensor)
+        {
+            Ok(pack) => serde_json::to_vec(&pack).unwrap_or_default(),
+            Err(error) => return crate::seller::http::sensor_unavailable(&error, 1),
+        };
         #[cfg(feature = "lightning")]
         if let (Some(issuer), Some(authorization)) = (
             &self.l402,
@@ -171,7 +183,7 @@ impl BtcSeller {
                         u128::from(route.price.to_sat()) * 1000,
                         path,
                     );
-                    self.serve(route, &hash, route.price)
+                    self.serve(reading, &hash, route.price)
                 }
                 Err(crate::ln::l402::L402Error::Store(error)) => {
                     tracing::error!(%error, "L402 redemption not recorded");
@@ -191,7 +203,7 @@ impl BtcSeller {
             Ok((id, charged)) => {
                 self.stats.paid.fetch_add(1, Ordering::Relaxed);
                 self.received(Leg::Btc, BTC_CHANNEL, route.price.to_sat().into(), path);
-                self.serve(route, &id, charged)
+                self.serve(reading, &id, charged)
             }
             Err((code, charged)) => {
                 self.stats.refused.fetch_add(1, Ordering::Relaxed);
@@ -265,7 +277,7 @@ impl BtcSeller {
         }
     }
 
-    fn serve(&self, route: &BtcRoute, id: &[u8; 32], charged: Amount) -> Response {
+    fn serve(&self, body: Vec<u8>, id: &[u8; 32], charged: Amount) -> Response {
         let receipt = SettlementResponse {
             success: true,
             error_reason: None,
@@ -279,7 +291,6 @@ impl BtcSeller {
             })),
             extensions: None,
         };
-        let body = serde_json::to_vec(&self.sensor.read(route.sensor)).unwrap_or_default();
         let mut response = (
             StatusCode::OK,
             [(header::CONTENT_TYPE, "application/senml+json")],

@@ -97,6 +97,15 @@ pub enum BuyerError {
         /// The error code.
         code: String,
     },
+    /// The seller could not serve now (a non-402 failure such as 503 when its sensor has no
+    /// reading); it accepted no payment.
+    #[error("the seller answered {status}: {message}")]
+    Unavailable {
+        /// HTTP status.
+        status: u16,
+        /// What its body said.
+        message: String,
+    },
     /// The seller reported charges it was not entitled to; it is now blocked.
     #[error("seller misbehaved and is blocked: {0}")]
     SellerMisbehaved(String),
@@ -395,8 +404,15 @@ fn settlement(headers: &HeaderMap) -> Result<Option<SettlementResponse>, BuyerEr
 
 /// The error code of a refused payment's `402`.
 async fn refusal(response: reqwest::Response) -> BuyerError {
+    let status = response.status().as_u16();
     let headers = response.headers().clone();
     let body = response.bytes().await.unwrap_or_default();
+    if status != 402 {
+        return BuyerError::Unavailable {
+            status,
+            message: crate::http_client::failure_message(&body),
+        };
+    }
     match payment_required(&headers, Some(&body)) {
         Ok(required) => BuyerError::Refused {
             code: required.error.unwrap_or_else(|| "unspecified".into()),

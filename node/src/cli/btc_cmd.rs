@@ -162,6 +162,7 @@ pub(super) fn parse_routes(routes: &[String]) -> Result<Vec<BtcRoute>, CliError>
                 path: path.into(),
                 price: Amount::from_sat(price),
                 sensor: SensorKind::Temperature,
+                source: None,
             })
         })
         .collect()

@@ -10,7 +10,7 @@
 //! price = "1000"                 # atomic units of `asset` per reading
 //! asset = "0x…"                  # an EIP-3009 token (USDC-like)
 //! schemes = ["batch-settlement", "exact"]
-//! sensor = "temperature"
+//! sensor = "temperature"        # simulated; a table names a real source (see `sources`)
 //! ```
 //!
 //! Every field but the routes has a default; [`SellerConfig::validate`] turns mistakes into
@@ -22,7 +22,7 @@ use std::path::Path;
 use alloy::primitives::Address;
 use serde::Deserialize;
 
-use super::sensor::SensorKind;
+use super::sources::SensorConfig;
 
 /// A payment scheme a route accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
@@ -61,9 +61,9 @@ pub struct RouteConfig {
     /// Shown to buyers.
     #[serde(default)]
     pub description: Option<String>,
-    /// What the simulated sensor measures.
+    /// Where readings come from: a simulated kind (`"temperature"`) or a source table.
     #[serde(default)]
-    pub sensor: SensorKind,
+    pub sensor: SensorConfig,
 }
 
 /// When the background task claims vouchers on chain.

@@ -22,6 +22,7 @@ use tower::ServiceExt;
 
 use super::batch::Refusal;
 use super::limits::RateLimiter;
+use super::sensor::SensorError;
 use super::{Route, Scheme, Seller, SellerError, facilitator};
 use crate::events::{AgentEvent, Leg, Payment};
 use crate::x402::codes;
@@ -241,6 +242,11 @@ async fn paid_reading(State(state): State<AppState>, request: Request) -> Respon
     if request.method() == Method::HEAD {
         return payment_required(seller, route, &url, None);
     }
+    // Sampled before any payment is taken, so a reading that cannot be served is never charged.
+    let reading = match seller.reading(route) {
+        Ok(reading) => reading,
+        Err(error) => return sensor_unavailable(&error, route.config.sensor.every_secs),
+    };
     let Some(value) = request.headers().get(PAYMENT_SIGNATURE) else {
         return payment_required(seller, route, &url, None);
     };
@@ -278,7 +284,7 @@ async fn paid_reading(State(state): State<AppState>, request: Request) -> Respon
                     resource: route.config.path.clone(),
                 })
             });
-            let mut response = Response::new(Body::from(seller.reading(route)));
+            let mut response = Response::new(Body::from(reading));
             let headers = response.headers_mut();
             headers.insert(
                 header::CONTENT_TYPE,
@@ -376,6 +382,23 @@ pub(crate) fn payment_required(
         response.headers_mut().insert(PAYMENT_REQUIRED, value);
     }
     response
+}
+
+/// `503` for a route whose sensor has no reading: the error code and cause as JSON, and when to
+/// try again. Every seller (EVM, Bitcoin, L402) answers a sensor failure this way, unpaid.
+pub(crate) fn sensor_unavailable(error: &SensorError, retry_secs: u64) -> Response {
+    let message = crate::events::error_line(error);
+    tracing::debug!(%message, "reading unavailable");
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [
+            (header::CONTENT_TYPE, "application/json".to_owned()),
+            (header::RETRY_AFTER, retry_secs.to_string()),
+        ],
+        serde_json::to_vec(&json!({ "error": codes::SENSOR_UNAVAILABLE, "message": message }))
+            .unwrap_or_default(),
+    )
+        .into_response()
 }
 
 /// The resource URL as the client addressed it.

@@ -1,7 +1,8 @@
 //! The seller: priced sensor endpoints behind HTTP 402 (x402 v2), `m2m serve`.
 //!
 //! - [`config`]: `seller.toml` (price list, chain, limits).
-//! - [`sensor`]: reading sources and SenML bodies.
+//! - [`sensor`]: the reading-source trait, the simulated sensor and SenML bodies.
+//! - [`sources`]: real sensors per route (file, command, HTTP upstream), sampled in the background.
 //! - `batch`: the `batch-settlement` scheme — vouchers checked locally, persisted before serving,
 //!   deposits relayed on chain, corrective 402s.
 //! - `exact`: the `exact` scheme — one EIP-3009 transfer per reading, settled on chain by the
@@ -18,6 +19,7 @@ mod facilitator;
 pub(crate) mod http;
 mod limits;
 pub mod sensor;
+pub mod sources;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -36,7 +38,7 @@ use crate::store::{ChannelStore, StoreError};
 use crate::x402::types::{PaymentRequired, PaymentRequirements, ResourceInfo, X402_VERSION};
 pub use config::{Scheme, SellerConfig};
 pub use http::{ServerHandle, serve, serve_router};
-use sensor::SensorSource;
+use sensor::{SensorError, SensorSource};
 
 /// The seller could not start or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -84,6 +86,8 @@ pub struct Route {
     pub price: u128,
     /// What it accepts (built once: checksummed addresses cost a keccak each).
     offers: Vec<PaymentRequirements>,
+    /// Where its readings come from.
+    source: Arc<dyn SensorSource>,
 }
 
 /// One channel the seller is paid on: its on-chain config and the payee state machine.
@@ -130,7 +134,6 @@ pub struct Seller {
     chain: SettlementClient,
     store: ChannelStore,
     verifier: Secp256k1Verifier,
-    sensor: Arc<dyn SensorSource>,
     receiver: Address,
     receiver_authorizer: Address,
     tokens: HashMap<Address, TokenInfo>,
@@ -154,7 +157,9 @@ impl std::fmt::Debug for Seller {
 }
 
 impl Seller {
-    /// Connects to the chain, reads the tokens' EIP-712 names, and restores saved channels.
+    /// Connects to the chain, reads the tokens' EIP-712 names, starts the routes' sensors and
+    /// restores saved channels. `sensor` serves the routes whose sensor is simulated (pass
+    /// [`sensor::SimulatedSensor`], or a source of the embedder's own).
     pub async fn start(
         config: SellerConfig,
         signer: SharedSigner,
@@ -180,12 +185,14 @@ impl Seller {
                 slot.insert(chain.token_info(route.asset).await?);
             }
             let price = route.price.parse().unwrap_or_default(); // validated above
+            let source = route.sensor.start(&format!("{device:#x}"), &sensor).await;
             routes.insert(
                 route.path.clone(),
                 Route {
                     config: route.clone(),
                     price,
                     offers: Vec::new(),
+                    source,
                 },
             );
         }
@@ -200,7 +207,6 @@ impl Seller {
             chain,
             store,
             verifier: Secp256k1Verifier::default(),
-            sensor,
             tokens,
             channels: Mutex::new(HashMap::new()),
             exact_nonces: Mutex::new(HashSet::new()),
@@ -352,9 +358,10 @@ impl Seller {
         }
     }
 
-    /// A fresh reading for `route`, as SenML JSON bytes.
-    pub fn reading(&self, route: &Route) -> Vec<u8> {
-        serde_json::to_vec(&self.sensor.read(route.config.sensor)).unwrap_or_default()
+    /// A fresh reading for `route`, as SenML JSON bytes; an error when its sensor has none.
+    pub fn reading(&self, route: &Route) -> Result<Vec<u8>, SensorError> {
+        let pack = route.source.read(route.config.sensor.kind)?;
+        Ok(serde_json::to_vec(&pack).unwrap_or_default())
     }
 
     /// Claims everything unclaimed now (used on shutdown and by tests).

@@ -1,10 +1,13 @@
 //! Where readings come from: a [`SensorSource`] behind each priced route, and SenML (RFC 8428)
 //! as the body of a paid reading.
 //!
-//! [`SimulatedSensor`] is the default source: plausible, slowly varying values with a little
-//! noise, so demos and simulations have something to sell without hardware. A device plugs in its
-//! real sensors by implementing [`SensorSource`].
+//! [`SimulatedSensor`] is the demo default: plausible, slowly varying values with a little
+//! noise, so demos and simulations have something to sell without hardware — and every reading it
+//! makes says so in its SenML name (`simulated:temperature`). Real sensors are configured per
+//! route ([`super::sources`]: a file, a command, an HTTP upstream) or plugged in by implementing
+//! [`SensorSource`].
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -27,7 +30,7 @@ pub enum SensorKind {
 
 impl SensorKind {
     /// SenML name and unit (RFC 8428 §12.1 units).
-    fn name_and_unit(self) -> (&'static str, &'static str) {
+    pub fn name_and_unit(self) -> (&'static str, &'static str) {
         match self {
             SensorKind::Temperature => ("temperature", "Cel"),
             SensorKind::Humidity => ("humidity", "%RH"),
@@ -68,10 +71,84 @@ pub struct SenmlRecord {
 }
 
 /// Produces readings for a route.
-pub trait SensorSource: Send + Sync {
-    /// A fresh reading of `kind` as a SenML pack.
-    fn read(&self, kind: SensorKind) -> Vec<SenmlRecord>;
+pub trait SensorSource: Send + Sync + std::fmt::Debug {
+    /// A fresh reading as a SenML pack; `kind` is what the route measures (a source that knows
+    /// its own name and unit may ignore it). An error means the buyer is answered 503 and pays
+    /// nothing.
+    fn read(&self, kind: SensorKind) -> Result<Vec<SenmlRecord>, SensorError>;
 }
+
+/// Why a route has no reading to sell right now.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SensorError {
+    /// The source has not produced its first sample yet.
+    #[error("the sensor has not been sampled yet")]
+    NoSample,
+    /// The newest good sample is too old to sell (the source keeps failing or hangs).
+    #[error("the newest reading is {age_secs} s old")]
+    Stale {
+        /// Age of the newest good sample.
+        age_secs: u64,
+    },
+    /// The last sample failed.
+    #[error("the sensor failed")]
+    Failed(#[source] Arc<SampleError>),
+}
+
+/// Why one sample of a real source failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SampleError {
+    /// The file could not be read.
+    #[error("cannot read {path}")]
+    File {
+        /// The file.
+        path: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The program could not be started or its output read.
+    #[error("cannot run {program}")]
+    Spawn {
+        /// The program.
+        program: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The program ended with a failure status.
+    #[error("{program} exited with {status}")]
+    Exit {
+        /// The program.
+        program: String,
+        /// Its exit status.
+        status: std::process::ExitStatus,
+    },
+    /// The upstream did not answer in time or with success.
+    #[error("upstream {url}")]
+    Http {
+        /// The upstream.
+        url: String,
+        /// The cause.
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The source answered, but not with a number where one was expected.
+    #[error("no number in {what}")]
+    NoNumber {
+        /// What was looked at (the output's start, or the JSON pointer).
+        what: String,
+    },
+    /// The sample took longer than the route's timeout.
+    #[error("no answer within {secs} s")]
+    Timeout {
+        /// The timeout.
+        secs: u64,
+    },
+}
+
+/// What the name of every simulated reading starts with, so nobody takes one for a measurement.
+pub const SIMULATED_PREFIX: &str = "simulated:";
 
 /// A stand-in sensor: a daily cycle plus deterministic jitter.
 #[derive(Debug)]
@@ -91,7 +168,7 @@ impl SimulatedSensor {
 }
 
 impl SensorSource for SimulatedSensor {
-    fn read(&self, kind: SensorKind) -> Vec<SenmlRecord> {
+    fn read(&self, kind: SensorKind) -> Result<Vec<SenmlRecord>, SensorError> {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs_f64())
@@ -104,13 +181,13 @@ impl SensorSource for SimulatedSensor {
         let phase = (now / 86_400.0) * std::f64::consts::TAU;
         let value = centre + swing * phase.sin() + swing * 0.05 * jitter;
         let (name, unit) = kind.name_and_unit();
-        vec![SenmlRecord {
+        Ok(vec![SenmlRecord {
             base_name: Some(self.device.clone()),
-            name: name.into(),
+            name: format!("{SIMULATED_PREFIX}{name}"),
             unit: unit.into(),
             value: (value * 100.0).round() / 100.0,
             time: now.floor(),
-        }]
+        }])
     }
 }
 
@@ -127,7 +204,8 @@ mod tests {
             SensorKind::Pressure,
             SensorKind::AirQuality,
         ] {
-            let pack = sensor.read(kind);
+            let pack = sensor.read(kind).unwrap();
+            assert!(pack[0].name.starts_with(SIMULATED_PREFIX), "{pack:?}");
             let (centre, swing) = kind.simulated_range();
             assert!((pack[0].value - centre).abs() <= swing * 1.1, "{pack:?}");
             let json = serde_json::to_value(&pack).unwrap();

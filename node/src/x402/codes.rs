@@ -11,6 +11,8 @@ pub const INVALID_PAYMENT_REQUIREMENTS: &str = "invalid_payment_requirements";
 pub const UNSUPPORTED_SCHEME: &str = "unsupported_scheme";
 /// The network is not offered here.
 pub const INVALID_NETWORK: &str = "invalid_network";
+/// Ours: the route's sensor has no reading now (HTTP 503); nothing was charged.
+pub const SENSOR_UNAVAILABLE: &str = "sensor_unavailable";
 /// The x402 version is not 2.
 pub const INVALID_X402_VERSION: &str = "invalid_x402_version";
 
