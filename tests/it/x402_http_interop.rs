@@ -105,7 +105,7 @@ async fn reference_clients_and_sellers_interoperate_with_ours() {
                 result["body"]
                     .as_str()
                     .unwrap()
-                    .contains("\"n\":\"temperature\"")
+                    .contains("\"n\":\"simulated:temperature\"")
             );
             assert_eq!(result["settlement"]["success"], true);
         }

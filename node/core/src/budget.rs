@@ -4,10 +4,21 @@
 //! Windows are rolling, kept as fixed buckets (60 one-minute buckets per peer for the hour, 24
 //! one-hour buckets for the day), so memory per peer is constant and a spend leaves the window
 //! exactly one bucket width after it aged out.
+//!
+//! A tracker is saved and restored window by window ([`SavedWindow`], a few bytes per bucket
+//! in use), so a store can keep one row per peer and rewrite only the rows a payment touched; a
+//! restart then continues the same hour and day instead of starting them afresh.
 
 use alloc::collections::{BTreeMap, BTreeSet};
+use alloc::vec::Vec;
 
 use crate::amount::{Amount, Asset};
+use crate::records::RecordError;
+
+/// One-minute buckets in a peer's hour window.
+pub const HOUR_BUCKETS: usize = 60;
+/// One-hour buckets in the day window.
+pub const DAY_BUCKETS: usize = 24;
 
 /// The caps. All in one asset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,12 +135,97 @@ impl<const N: usize> Window<N> {
     }
 }
 
+/// A window as saved: the newest bucket number and the buckets that hold something.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SavedWindow {
+    /// Absolute number of the newest bucket written.
+    pub newest: u64,
+    /// `(slot, units)` of every non-empty bucket.
+    pub buckets: Vec<(u8, u128)>,
+}
+
+const SAVED_WINDOW_VERSION: u8 = 1;
+
+impl SavedWindow {
+    /// Version byte, newest bucket (8 bytes), count, then 17 bytes per non-empty bucket.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(10 + 17 * self.buckets.len());
+        out.push(SAVED_WINDOW_VERSION);
+        out.extend_from_slice(&self.newest.to_be_bytes());
+        out.push(self.buckets.len() as u8);
+        for (slot, units) in &self.buckets {
+            out.push(*slot);
+            out.extend_from_slice(&units.to_be_bytes());
+        }
+        out
+    }
+
+    /// Reads [`Self::encode`]'s layout.
+    pub fn decode(bytes: &[u8]) -> Result<Self, RecordError> {
+        let (&version, rest) = bytes.split_first().ok_or(RecordError::Corrupt("budget window"))?;
+        if version != SAVED_WINDOW_VERSION {
+            return Err(RecordError::UnsupportedVersion {
+                found: version,
+                supported: SAVED_WINDOW_VERSION,
+            });
+        }
+        let corrupt = RecordError::Corrupt("budget window");
+        let (newest, rest) = rest.split_at_checked(8).ok_or(corrupt)?;
+        let (&count, rest) = rest.split_first().ok_or(corrupt)?;
+        if rest.len() != 17 * usize::from(count) {
+            return Err(corrupt);
+        }
+        let buckets = rest
+            .chunks_exact(17)
+            .map(|chunk| {
+                let mut units = [0u8; 16];
+                units.copy_from_slice(&chunk[1..]);
+                (chunk[0], u128::from_be_bytes(units))
+            })
+            .collect();
+        let mut newest_bytes = [0u8; 8];
+        newest_bytes.copy_from_slice(newest);
+        Ok(Self {
+            newest: u64::from_be_bytes(newest_bytes),
+            buckets,
+        })
+    }
+}
+
+impl<const N: usize> Window<N> {
+    fn saved(&self) -> SavedWindow {
+        SavedWindow {
+            newest: self.newest,
+            buckets: self
+                .buckets
+                .iter()
+                .enumerate()
+                .filter(|(_, units)| **units != 0)
+                .map(|(slot, units)| (slot as u8, *units))
+                .collect(),
+        }
+    }
+
+    fn restored(saved: &SavedWindow) -> Result<Self, RecordError> {
+        let mut window = Self::new();
+        window.newest = saved.newest;
+        for (slot, units) in &saved.buckets {
+            let bucket = window
+                .buckets
+                .get_mut(usize::from(*slot))
+                .ok_or(RecordError::Corrupt("budget bucket out of range"))?;
+            *bucket = *units;
+        }
+        Ok(window)
+    }
+}
+
 /// Tracks spending against a [`BudgetPolicy`], per peer `P` (e.g. a payee address).
 #[derive(Debug, Clone)]
 pub struct BudgetTracker<P: Ord + Clone> {
     policy: BudgetPolicy,
-    peers: BTreeMap<P, Window<60>>,
-    day: Window<24>,
+    peers: BTreeMap<P, Window<HOUR_BUCKETS>>,
+    day: Window<DAY_BUCKETS>,
     blocked: BTreeSet<P>,
 }
 
@@ -190,6 +286,56 @@ impl<P: Ord + Clone> BudgetTracker<P> {
             .or_insert_with(Window::new)
             .add(minute, units);
         self.day.add(hour, units);
+        Ok(())
+    }
+
+    /// Replaces the caps; what was spent stays spent.
+    pub fn set_policy(&mut self, policy: BudgetPolicy) {
+        self.policy = policy;
+    }
+
+    /// What `peer` received in the rolling hour and everyone in the rolling day, at `now_secs`.
+    pub fn spent(&mut self, peer: &P, now_secs: u64) -> (u128, u128) {
+        let hour = self
+            .peers
+            .get_mut(peer)
+            .map_or(0, |window| window.spent(now_secs / 60));
+        (hour, self.day.spent(now_secs / 3600))
+    }
+
+    /// Every peer paid or blocked.
+    pub fn peers(&self) -> impl Iterator<Item = &P> {
+        self.peers.keys().chain(self.blocked.iter().filter(|p| !self.peers.contains_key(*p)))
+    }
+
+    /// `peer`'s hour window and whether it is blocked, for saving.
+    pub fn saved_peer(&self, peer: &P) -> (SavedWindow, bool) {
+        let window = self.peers.get(peer).map(Window::saved).unwrap_or_default();
+        (window, self.blocked.contains(peer))
+    }
+
+    /// The day window, for saving.
+    pub fn saved_day(&self) -> SavedWindow {
+        self.day.saved()
+    }
+
+    /// Puts back a peer saved by [`Self::saved_peer`].
+    pub fn restore_peer(
+        &mut self,
+        peer: P,
+        window: &SavedWindow,
+        blocked: bool,
+    ) -> Result<(), RecordError> {
+        if blocked {
+            self.blocked.insert(peer.clone());
+        }
+        self.peers.insert(peer, Window::restored(window)?);
+        Ok(())
+    }
+
+    /// Puts back the day window saved by [`Self::saved_day`].
+    pub fn restore_day(&mut self, window: &SavedWindow) -> Result<(), RecordError> {
+        self.day = Window::restored(window)?;
         Ok(())
     }
 

@@ -89,3 +89,37 @@ fn a_blocked_peer_gets_nothing() {
         Err(BudgetError::PeerBlocked)
     );
 }
+
+#[test]
+fn a_saved_and_restored_tracker_continues_the_same_hour_and_day() {
+    use m2m_core::budget::SavedWindow;
+    let mut budget = tracker();
+    for _ in 0..6 {
+        budget.authorize(&"sensor", usd(100), 120).unwrap();
+    }
+    budget.authorize(&"hotspot", usd(100), 200).unwrap();
+    budget.block("cheat");
+    let mut restored = tracker();
+    for peer in ["sensor", "hotspot", "cheat"] {
+        let (window, blocked) = budget.saved_peer(&peer);
+        let bytes = window.encode();
+        let decoded = SavedWindow::decode(&bytes).unwrap();
+        assert_eq!(decoded, window);
+        restored.restore_peer(peer, &decoded, blocked).unwrap();
+    }
+    let day = SavedWindow::decode(&budget.saved_day().encode()).unwrap();
+    restored.restore_day(&day).unwrap();
+    assert_eq!(restored.spent(&"sensor", 300), (600, 700));
+    assert!(restored.is_blocked(&"cheat"));
+    for _ in 0..4 {
+        restored.authorize(&"sensor", usd(100), 300).unwrap();
+    }
+    assert!(matches!(
+        restored.authorize(&"sensor", usd(100), 300),
+        Err(BudgetError::PeerHourly { spent_units: 1_000, .. })
+    ));
+    // The hour rolls on as if the tracker had never stopped.
+    assert_eq!(restored.spent(&"sensor", 120 + 3_600).0, 400);
+    assert!(SavedWindow::decode(&[1, 0]).is_err());
+    assert!(SavedWindow::decode(&[9; 10]).is_err());
+}
