@@ -11,7 +11,7 @@ use serde::Serialize;
 use tokio::sync::broadcast;
 
 /// Which payment leg an event is about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Leg {
     /// EVM escrow channels and `exact` transfers (amounts in the token's atomic units).
@@ -48,6 +48,15 @@ pub enum AgentEvent {
         /// The resource.
         url: String,
         /// Why, in one line.
+        reason: String,
+    },
+    /// A budget refused a payment before it left the device.
+    BudgetRefused {
+        /// The leg.
+        leg: Leg,
+        /// Who would have been paid.
+        payee: String,
+        /// Which cap, in one line.
         reason: String,
     },
     /// Claims were confirmed on chain.

@@ -13,6 +13,7 @@
 //! - [`events`]: typed agent events (payments received and sent, claims) on a broadcast bus.
 //! - [`evm`]: the device wallet as a transaction signer; the settlement and token contracts.
 //! - [`seller`]: `m2m serve` — priced readings behind HTTP 402.
+//! - [`budget`]: spending caps per leg and payee, persisted so a restart keeps the same windows.
 //! - [`buyer`]: `m2m get` — pays 402s by itself, inside a budget.
 //! - [`gateway`]: `m2m gateway` / `m2m connect` — connectivity sold by the minute.
 //! - `ln` (feature `lightning`): the embedded ldk-node.
@@ -24,6 +25,7 @@
 
 pub mod agent;
 pub mod btc;
+pub mod budget;
 pub mod buyer;
 pub mod channel_crypto;
 pub mod cli;

@@ -142,9 +142,25 @@ pub struct SimBuyer {
 }
 
 impl SimBuyer {
-    /// A buyer with its own data directory `dir`.
-    pub fn new(keys: Arc<DeviceKeys>, dir: &Path, options: BuyerOptions) -> Result<Self, SimError> {
+    /// A buyer with its own data directory `dir`, spending within `caps` (shared by its
+    /// voucher and `exact` buyers, kept in its store).
+    pub fn new(
+        keys: Arc<DeviceKeys>,
+        dir: &Path,
+        options: BuyerOptions,
+        caps: Option<m2m_node::budget::BudgetCaps>,
+    ) -> Result<Self, SimError> {
         let store = Arc::new(open_store(dir)?);
+        let caps: Vec<_> = caps
+            .map(|caps| (m2m_node::events::Leg::Evm, caps))
+            .into_iter()
+            .collect();
+        let budgets = m2m_node::budget::Budgets::load((*store).clone(), &caps)
+            .map_err(|e| SimError::Setup(e.to_string()))?;
+        let options = BuyerOptions {
+            budget: Some(Arc::new(budgets)),
+            ..options
+        };
         let exact = BuyerOptions {
             prefer: vec!["exact".into()],
             ..options.clone()

@@ -246,7 +246,7 @@ async fn pay_readings(
                 let gap = -(1.0 - rng.random::<f64>()).ln() / rate;
                 tokio::time::sleep(Duration::from_secs_f64(gap.min(5.0))).await;
                 let sent = Instant::now();
-                let failure = match l402::get(&http, &ln, &url, max_msat, WAIT).await {
+                let failure = match l402::get(&http, &ln, &url, max_msat, None, WAIT).await {
                     Ok(fetched) if fetched.status == 200 && fetched.paid_msat > 0 => {
                         latencies.push(sent.elapsed().as_secs_f64() * 1e3);
                         continue;

@@ -10,8 +10,6 @@ use alloy::primitives::{Address, U256};
 use alloy::providers::{DynProvider, Provider, ProviderBuilder};
 use alloy::signers::local::PrivateKeySigner;
 use m2m_contracts::bindings::TestToken;
-use m2m_core::budget::BudgetPolicy;
-use m2m_core::{Amount, Asset};
 use m2m_node::buyer::{BuyerError, BuyerOptions};
 use m2m_node::seller::SellerConfig;
 use m2m_node::tools::{AnvilHandle, Foundry, start_anvil};
@@ -196,10 +194,6 @@ pub async fn run(scenario: &Scenario, options: &RunOptions) -> Result<RunReport,
     }
 
     // Buyers, topped up by their owner through EIP-681 requests.
-    let asset = Asset::Erc20 {
-        chain_id: CHAIN_ID,
-        token: chain.token.0.0,
-    };
     let price = scenario.sellers.price;
     let payers = scenario.buyers.count + scenario.gateways.clients;
     let buyers_total = U256::from(scenario.buyers.top_up) * U256::from(payers);
@@ -213,17 +207,18 @@ pub async fn run(scenario: &Scenario, options: &RunOptions) -> Result<RunReport,
         let options = BuyerOptions {
             deposit_readings: scenario.buyers.deposit_readings,
             max_price: Some(price * 10),
-            budget: Some(BudgetPolicy {
-                per_request: Amount::new(asset, price * 10),
-                per_peer_per_hour: Amount::new(asset, scenario.buyers.budget_per_peer_per_hour),
-                per_day: Amount::new(asset, scenario.buyers.top_up),
-            }),
             ..BuyerOptions::default()
+        };
+        let caps = m2m_node::budget::BudgetCaps {
+            per_request: price * 10,
+            per_payee_per_hour: scenario.buyers.budget_per_peer_per_hour,
+            per_day: scenario.buyers.top_up,
         };
         buyers.push(Arc::new(SimBuyer::new(
             keys,
             &devices_dir.path().join(format!("buyer-{index}")),
             options,
+            Some(caps),
         )?));
     }
     // Hotspots and the devices roaming between them (topped up the same way).
@@ -250,6 +245,7 @@ pub async fn run(scenario: &Scenario, options: &RunOptions) -> Result<RunReport,
             keys,
             &devices_dir.path().join(format!("roamer-{index}")),
             BuyerOptions::default(),
+            None,
         )?));
     }
     let devices = sellers.len() + cheats.len() + buyers.len() + hotspots.len() + roamers.len();

@@ -94,6 +94,96 @@ impl RunningAgent {
     }
 }
 
+/// The buyer restarts (no periodic buys): what its budgets spent before is still counted, so a
+/// cap set just above it lets exactly one more reading through on each leg, and the next is
+/// refused before anything is paid. Returns the restarted agent's events.
+fn budgets_hold_across_a_restart(
+    buyer: &Device,
+    config: &str,
+    before: &[Value],
+    [evm_url, btc_url]: [&str; 2],
+) -> Vec<Value> {
+    let mut again = RunningAgent::start(buyer, config);
+    again.wait_for(Duration::from_secs(60), |seen| !seen.is_empty());
+    let report = stdout_json(&buyer.run_ok(&["--json", "agent", "budget"]));
+    for (index, (leg, url, price)) in [
+        ("evm", evm_url, EVM_PRICE),
+        ("btc", btc_url, u128::from(BTC_PRICE)),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let budget = &report[index];
+        assert_eq!(
+            (budget["leg"].as_str(), budget["source"].as_str()),
+            (Some(leg), Some("config")),
+            "{report}"
+        );
+        let payees = budget["hourByPayee"].as_array().unwrap();
+        assert_eq!(payees.len(), 1, "one seller is one payee: {report}");
+        let spent: u128 = payees[0]["spent"].as_str().unwrap().parse().unwrap();
+        // A voucher sent while the sensor was broken counts too (it left the device).
+        assert!(
+            spent >= total(before, "payment_sent", leg) && spent > 0,
+            "{leg}: {spent}, {report}"
+        );
+        let hour = (spent + price).to_string();
+        buyer.run_ok(&[
+            "agent",
+            "set-budget",
+            "--leg",
+            leg,
+            "--per-request",
+            &price.to_string(),
+            "--per-payee-per-hour",
+            &hour,
+            "--per-day",
+            "1000000000",
+        ]);
+        let get = |buyer: &Device| {
+            buyer.run(&[
+                "agent",
+                "get",
+                &format!("{url}/temperature"),
+                "--pay",
+                leg,
+                "--max-price",
+                &price.to_string(),
+            ])
+        };
+        let once = get(buyer);
+        assert!(
+            once.status.success(),
+            "{}",
+            String::from_utf8_lossy(&once.stderr)
+        );
+        let refused = get(buyer);
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert!(
+            !refused.status.success() && stderr.contains("budget"),
+            "{leg}: {stderr}"
+        );
+        assert!(
+            stderr.contains("hour"),
+            "{leg}: the payee's hourly cap refuses: {stderr}"
+        );
+    }
+    let shown = buyer.run_ok(&["agent", "budget"]);
+    let shown = String::from_utf8_lossy(&shown.stdout);
+    assert!(shown.contains("set at run time"), "{shown}");
+    let (status, events, log) = again.stop();
+    assert!(status.success(), "{log}");
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| e["event"] == "budget_refused")
+            .count(),
+        2,
+        "{events:?}"
+    );
+    events
+}
+
 /// The sum of `event` amounts on `leg`.
 fn total(events: &[Value], event: &str, leg: &str) -> u128 {
     events
@@ -188,8 +278,12 @@ price_sat = {BTC_PRICE}
         ready["btc"].as_str().unwrap().to_owned(),
     );
 
+    let budgets = format!(
+        "[budget.evm]\nper_request = {EVM_PRICE}\nper_payee_per_hour = 1000000000\nper_day = 1000000000\n\
+         [budget.btc]\nper_request = {BTC_PRICE}\nper_payee_per_hour = 1000000\nper_day = 1000000\n"
+    );
     let buyer_config = format!(
-        r#"{bitcoind}
+        r#"{bitcoind}{budgets}
 [[buy]]
 url = "{evm_url}/temperature"
 pay = "evm"
@@ -290,11 +384,17 @@ max_price = {too_little}
         "a scheme cannot be forced on a running agent"
     );
 
-    let (status, bought, log) = buying.stop();
+    let (status, mut bought, log) = buying.stop();
     assert!(
         status.success(),
         "the buyer stops cleanly on SIGTERM: {status}\n{log}"
     );
+    bought.extend(budgets_hold_across_a_restart(
+        &buyer,
+        &format!("{bitcoind}{budgets}"),
+        &bought,
+        [&evm_url, &btc_url],
+    ));
     let (status, sold, log) = selling.stop();
     assert!(
         status.success(),
@@ -314,11 +414,12 @@ max_price = {too_little}
         .map(|e| e["reason"].as_str().unwrap())
         .collect::<Vec<_>>();
     assert!(refused.iter().any(|r| r.contains("limit")), "{bought:?}");
-    // The other failures are the broken sensor's 503s (each unpaid: conservation holds below).
+    // The other failures are the broken sensor's 503s and, after the restart, the two budget
+    // refusals (each unpaid: conservation holds below).
     assert!(
-        refused
-            .iter()
-            .all(|r| r.contains("price 1000 is above") || r.contains("503")),
+        refused.iter().all(|r| r.contains("price 1000 is above")
+            || r.contains("503")
+            || r.contains("budget refuses")),
         "{refused:?}"
     );
 

@@ -9,6 +9,8 @@ use std::time::Duration;
 use base64::Engine;
 use bitcoin::Amount;
 use m2m::node::btc::{BtcRoute, BtcSeller, PayeePolicy, serve_btc};
+use m2m::node::budget::{BudgetCaps, Budgets, BudgetsError};
+use m2m::node::events::Leg;
 use m2m::node::ln::l402::{self, L402Issuer};
 use m2m::node::ln::macaroon::Macaroon;
 use m2m::node::seller::config::LimitsConfig;
@@ -59,8 +61,22 @@ async fn readings_paid_with_l402_one_token_each() {
     let url = format!("http://{}/temperature", server.local_addr);
     let http = reqwest::Client::new();
 
+    // The buyer's Lightning budget: 150 sat an hour to this payee is five readings.
+    let budget_dir = tempfile::tempdir().unwrap();
+    let caps = BudgetCaps {
+        per_request: 30,
+        per_payee_per_hour: 150,
+        per_day: 10_000,
+    };
+    let budgets = Budgets::load(
+        super::paid_http::open_store(budget_dir.path()),
+        &[(Leg::Lightning, caps)],
+    )
+    .unwrap();
     for _ in 0..5 {
-        let fetched = l402::get(&http, &buyer, &url, 100_000, WAIT).await.unwrap();
+        let fetched = l402::get(&http, &buyer, &url, 100_000, Some(&budgets), WAIT)
+            .await
+            .unwrap();
         assert_eq!(
             fetched.status,
             200,
@@ -71,6 +87,19 @@ async fn readings_paid_with_l402_one_token_each() {
         assert!(String::from_utf8_lossy(&fetched.body).contains("Cel"));
     }
     assert_eq!(seller.paid_readings(), 5);
+    let refused = l402::get(&http, &buyer, &url, 100_000, Some(&budgets), WAIT).await;
+    assert!(
+        matches!(
+            &refused,
+            Err(l402::L402Error::Budget(BudgetsError::Refused { .. }))
+        ),
+        "the sixth reading is over the payee's hourly cap: {refused:?}"
+    );
+    assert_eq!(
+        seller.paid_readings(),
+        5,
+        "nothing was paid (the total at the end agrees)"
+    );
 
     // One token by hand, to try it twice, on another route, and altered.
     let unpaid = http.get(&url).send().await.unwrap();

@@ -248,8 +248,8 @@ async fn a_seller_that_never_answers_costs_one_timeout_not_a_frozen_buyer() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_budget_caps_the_payee_not_the_port_it_answers_on() {
-    use m2m::core::budget::BudgetPolicy;
-    use m2m::core::{Amount, Asset};
+    use m2m::node::budget::{BudgetCaps, Budgets, BudgetsError};
+    use m2m::node::events::Leg;
     let chain = LocalChain::start(31337).await;
     let (seller_keys, buyer_keys) = seller_and_buyer(&chain, MINTED).await;
     let dirs = tempfile::tempdir().unwrap();
@@ -258,19 +258,18 @@ async fn a_budget_caps_the_payee_not_the_port_it_answers_on() {
         start_seller(&chain, &seller_keys, &dirs.path().join("seller"), "").await;
     let server_b = serve(seller.clone(), None).await.expect("second listener");
     let second = format!("http://{}", server_b.local_addr);
-    let asset = Asset::Erc20 {
-        chain_id: 31337,
-        token: chain.token.0.0,
+    let caps = BudgetCaps {
+        per_request: PRICE,
+        per_payee_per_hour: 3 * PRICE,
+        per_day: 100 * PRICE,
     };
+    let store = open_store(&dirs.path().join("buyer"));
+    let budgets = Budgets::load(store.clone(), &[(Leg::Evm, caps)]).unwrap();
     let options = BuyerOptions {
-        budget: Some(BudgetPolicy {
-            per_request: Amount::new(asset, PRICE),
-            per_peer_per_hour: Amount::new(asset, 3 * PRICE),
-            per_day: Amount::new(asset, 100 * PRICE),
-        }),
+        budget: Some(std::sync::Arc::new(budgets)),
         ..BuyerOptions::default()
     };
-    let buyer = Buyer::new(buyer_keys, open_store(&dirs.path().join("buyer")), options);
+    let buyer = Buyer::new(buyer_keys, store, options);
     for base in [&first, &first, &second] {
         let fetched = buyer.get(&format!("{base}/temperature")).await.unwrap();
         assert_eq!(fetched.paid.unwrap().1, PRICE);
@@ -280,7 +279,10 @@ async fn a_budget_caps_the_payee_not_the_port_it_answers_on() {
         matches!(
             refused,
             Err(m2m::node::buyer::BuyerError::Budget(
-                m2m::core::budget::BudgetError::PeerHourly { .. }
+                BudgetsError::Refused {
+                    cause: m2m::core::budget::BudgetError::PeerHourly { .. },
+                    ..
+                }
             ))
         ),
         "the fourth reading from the same payee is over its hourly cap, whatever the port: {refused:?}"

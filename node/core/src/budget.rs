@@ -162,7 +162,9 @@ impl SavedWindow {
 
     /// Reads [`Self::encode`]'s layout.
     pub fn decode(bytes: &[u8]) -> Result<Self, RecordError> {
-        let (&version, rest) = bytes.split_first().ok_or(RecordError::Corrupt("budget window"))?;
+        let (&version, rest) = bytes
+            .split_first()
+            .ok_or(RecordError::Corrupt("budget window"))?;
         if version != SAVED_WINDOW_VERSION {
             return Err(RecordError::UnsupportedVersion {
                 found: version,
@@ -305,7 +307,9 @@ impl<P: Ord + Clone> BudgetTracker<P> {
 
     /// Every peer paid or blocked.
     pub fn peers(&self) -> impl Iterator<Item = &P> {
-        self.peers.keys().chain(self.blocked.iter().filter(|p| !self.peers.contains_key(*p)))
+        self.peers
+            .keys()
+            .chain(self.blocked.iter().filter(|p| !self.peers.contains_key(*p)))
     }
 
     /// `peer`'s hour window and whether it is blocked, for saving.

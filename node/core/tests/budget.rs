@@ -116,7 +116,10 @@ fn a_saved_and_restored_tracker_continues_the_same_hour_and_day() {
     }
     assert!(matches!(
         restored.authorize(&"sensor", usd(100), 300),
-        Err(BudgetError::PeerHourly { spent_units: 1_000, .. })
+        Err(BudgetError::PeerHourly {
+            spent_units: 1_000,
+            ..
+        })
     ));
     // The hour rolls on as if the tracker had never stopped.
     assert_eq!(restored.spent(&"sensor", 120 + 3_600).0, 400);

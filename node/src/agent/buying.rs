@@ -22,7 +22,9 @@ const BUY_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// The buyers the entries (and the control socket's `get`) share.
 pub(super) struct LegBuyers {
-    evm: Option<Arc<Buyer>>,
+    /// The budgets every leg's buyer spends within.
+    pub budgets: Arc<crate::budget::Budgets>,
+    evm: Arc<Buyer>,
     btc: Option<Arc<BtcBuyer>>,
     #[cfg(feature = "lightning")]
     ln: Option<Arc<crate::ln::LnNode>>,
@@ -34,11 +36,13 @@ pub(super) async fn start(
     shared: &Shared<'_>,
     legs: &Legs,
 ) -> Result<(Arc<LegBuyers>, Vec<JoinHandle<()>>), AgentError> {
-    let wants = |leg| config.buys.iter().any(|buy| buy.pay == leg);
-    let evm = wants(BuyLeg::Evm).then(|| {
+    // Every leg the agent can pay on gets its buyer, so the control socket's `get` works
+    // without a `[[buy]]` entry for that leg.
+    let evm = {
         let options = BuyerOptions {
             // Each entry caps its own price per call; the deposit cap is the largest asked.
             max_deposit: config.buys.iter().filter_map(|b| b.max_deposit).max(),
+            budget: Some(shared.budgets.clone()),
             ..BuyerOptions::default()
         };
         Arc::new(Buyer::new(
@@ -46,9 +50,9 @@ pub(super) async fn start(
             shared.store.clone(),
             options,
         ))
-    });
-    let btc = match (wants(BuyLeg::Btc), &legs.bitcoin) {
-        (true, Some(bitcoin)) => {
+    };
+    let btc = match &legs.bitcoin {
+        Some(bitcoin) => {
             let payer = PayerChannels::load(
                 shared.store.clone(),
                 bitcoin.wallet.clone(),
@@ -61,7 +65,7 @@ pub(super) async fn start(
                 .filter(|b| b.pay == BuyLeg::Btc)
                 .map(|b| b.capacity_sat)
                 .max()
-                .unwrap_or_default();
+                .unwrap_or(crate::btc::BtcBuyerOptions::default().capacity.to_sat());
             let options = BtcBuyerOptions {
                 capacity: Amount::from_sat(capacity),
                 max_price: Amount::MAX_MONEY,
@@ -70,16 +74,18 @@ pub(super) async fn start(
             };
             let buyer = BtcBuyer::new(Arc::new(payer), bitcoin.rpc.clone(), options)
                 .await
-                .map_err(|e| AgentError::leg("the Bitcoin buyer")(Box::new(e)))?;
+                .map_err(|e| AgentError::leg("the Bitcoin buyer")(Box::new(e)))?
+                .with_budget(shared.budgets.clone());
             Some(Arc::new(buyer))
         }
-        _ => None,
+        None => None,
     };
     #[cfg(not(feature = "lightning"))]
-    if wants(BuyLeg::L402) {
+    if config.buys.iter().any(|buy| buy.pay == BuyLeg::L402) {
         return Err(AgentError::NoLightning("pay = \"l402\""));
     }
     let buyers = Arc::new(LegBuyers {
+        budgets: shared.budgets.clone(),
         evm,
         btc,
         #[cfg(feature = "lightning")]
@@ -135,7 +141,7 @@ async fn fetch(buy: &BuyConfig, buyers: &LegBuyers) -> Result<(Payment, Vec<u8>)
     let line = |error: &dyn std::error::Error| crate::events::error_line(error);
     let (leg, scheme, amount, body) = match buy.pay {
         BuyLeg::Evm => {
-            let buyer = buyers.evm.as_ref().ok_or("no EVM buyer")?;
+            let buyer = &buyers.evm;
             let fetched = buyer
                 .get_within(&buy.url, Some(buy.max_price))
                 .await
@@ -190,7 +196,8 @@ async fn l402(buy: &BuyConfig, buyers: &LegBuyers) -> Result<(Leg, String, u128,
         .unwrap_or(u64::MAX)
         .saturating_mul(1000);
     let http = crate::http_client::client();
-    let fetched = crate::ln::l402::get(&http, ln, &buy.url, max_msat, BUY_TIMEOUT)
+    let budget = Some(&*buyers.budgets);
+    let fetched = crate::ln::l402::get(&http, ln, &buy.url, max_msat, budget, BUY_TIMEOUT)
         .await
         .map_err(|e| crate::events::error_line(&e))?;
     if fetched.status != 200 {

@@ -35,6 +35,11 @@
 //! pay = "evm"                 # evm | btc | l402
 //! every_secs = 10
 //! max_price = 1000            # per reading: token units (evm), sat (btc, l402)
+//!
+//! [budget.evm]                # caps every buyer of the leg spends within (also btc, lightning)
+//! per_request = 1000          # token units (evm), sat (btc, lightning)
+//! per_payee_per_hour = 100000
+//! per_day = 1000000
 //! ```
 
 use std::net::SocketAddr;
@@ -42,6 +47,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::budget::BudgetCaps;
+use crate::events::Leg;
 use crate::seller::SellerConfig;
 use crate::seller::config::{ConfigError, invalid, load_file, parse_toml};
 use crate::seller::sources::SensorConfig;
@@ -60,6 +67,35 @@ pub struct AgentConfig {
     /// Periodic paid fetches.
     #[serde(default, rename = "buy")]
     pub buys: Vec<BuyConfig>,
+    /// Spending caps per leg (a leg without them pays within `max_price` alone).
+    #[serde(default)]
+    pub budget: BudgetConfig,
+}
+
+/// `[budget.evm]`, `[budget.btc]`, `[budget.lightning]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetConfig {
+    /// EVM caps, in the token's atomic units.
+    pub evm: Option<BudgetCaps>,
+    /// Bitcoin channel caps, in satoshi.
+    pub btc: Option<BudgetCaps>,
+    /// Lightning caps, in satoshi.
+    pub lightning: Option<BudgetCaps>,
+}
+
+impl BudgetConfig {
+    /// Each capped leg and its caps.
+    pub fn caps(&self) -> Vec<(Leg, BudgetCaps)> {
+        [
+            (Leg::Evm, self.evm),
+            (Leg::Btc, self.btc),
+            (Leg::Lightning, self.lightning),
+        ]
+        .into_iter()
+        .filter_map(|(leg, caps)| Some((leg, caps?)))
+        .collect()
+    }
 }
 
 /// The sellers, one per leg.
@@ -250,6 +286,12 @@ impl AgentConfig {
                 "needs a [bitcoind] section (its chain source)",
             ));
         }
+        for (leg, caps) in self.budget.caps() {
+            if let Err(field) = caps.check() {
+                let leg = crate::budget::leg_name(leg);
+                return Err(invalid(format!("budget.{leg}.{field}"), "must be positive"));
+            }
+        }
         for (index, buy) in self.buys.iter().enumerate() {
             let field = |name: &str| format!("buy[{index}].{name}");
             if !(buy.url.starts_with("http://") || buy.url.starts_with("https://")) {
@@ -299,6 +341,17 @@ mod tests {
         assert!(error_of(buy).contains("buy[0].url"));
         let buy = "[[buy]]\nurl = \"http://x/t\"\npay = \"zcash\"\nmax_price = 5\n";
         assert!(error_of(buy).contains("zcash"));
+        let budget = "[budget.btc]\nper_request = 5\nper_payee_per_hour = 0\nper_day = 9\n";
+        assert!(error_of(budget).contains("budget.btc.per_payee_per_hour"));
+        assert!(error_of("[budget.btc]\nper_request = 5\n").contains("per_payee_per_hour"));
+        assert!(error_of("[budget.solana]\n").contains("solana"));
+        let both = "[budget.evm]\nper_request = 1\nper_payee_per_hour = 2\nper_day = 3\n\
+                    [budget.lightning]\nper_request = 4\nper_payee_per_hour = 5\nper_day = 6\n";
+        let caps = AgentConfig::parse(both).unwrap().budget.caps();
+        assert_eq!(
+            caps.iter().map(|(leg, _)| *leg).collect::<Vec<_>>(),
+            [Leg::Evm, Leg::Lightning]
+        );
     }
 
     #[test]

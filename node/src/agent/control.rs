@@ -16,9 +16,10 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::task::JoinHandle;
 
 use super::buying::{self, LegBuyers};
-use super::config::{BuyConfig, BuyLeg};
+use super::config::{BudgetConfig, BuyConfig, BuyLeg};
 use crate::btc::BtcSeller;
-use crate::events::EventBus;
+use crate::budget::{BudgetCaps, leg_name};
+use crate::events::{EventBus, Leg};
 use crate::seller::Seller;
 
 /// The socket's file name in the data directory.
@@ -43,6 +44,19 @@ pub enum ControlRequest {
         /// Highest price: token units (evm), satoshi (btc, l402). (A `u64`: serde reads an
         /// internally tagged request through a buffer that has no 128-bit integers.)
         max_price: u64,
+    },
+    /// Every leg's caps and what was spent in the rolling hour (per payee) and day.
+    Budget,
+    /// Replaces one leg's caps (kept across restarts until `agent.toml` changes that leg's).
+    SetBudget {
+        /// The leg.
+        leg: Leg,
+        /// Most one payment may be (token units on evm, sat on btc and lightning).
+        per_request: u64,
+        /// Most one payee may receive in any rolling hour.
+        per_payee_per_hour: u64,
+        /// Most all payees together may receive in any rolling day.
+        per_day: u64,
     },
 }
 
@@ -74,6 +88,8 @@ pub(super) struct ControlTarget {
     pub evm: Option<Arc<Seller>>,
     pub btc: Option<Arc<BtcSeller>>,
     pub buyers: Arc<LegBuyers>,
+    /// `agent.toml`'s caps: a `set_budget` is kept until these change.
+    pub budget_config: BudgetConfig,
     /// A `get` is reported like the agent's own buys.
     pub events: Arc<EventBus>,
     /// The fixed part of `status` (addresses, listening URLs).
@@ -177,7 +193,65 @@ async fn handle(request: &ControlRequest, target: &ControlTarget) -> Result<Valu
                 "body": String::from_utf8_lossy(&body),
             }))
         }
+        ControlRequest::Budget => Ok(budget_report(target)),
+        ControlRequest::SetBudget {
+            leg,
+            per_request,
+            per_payee_per_hour,
+            per_day,
+        } => {
+            let caps = BudgetCaps {
+                per_request: u128::from(*per_request),
+                per_payee_per_hour: u128::from(*per_payee_per_hour),
+                per_day: u128::from(*per_day),
+            };
+            caps.check()
+                .map_err(|field| format!("{field} must be positive"))?;
+            let config_now = target
+                .budget_config
+                .caps()
+                .into_iter()
+                .find(|(l, _)| l == leg)
+                .map(|(_, caps)| caps);
+            target
+                .buyers
+                .budgets
+                .set(*leg, caps, config_now)
+                .await
+                .map_err(|e| crate::events::error_line(&e))?;
+            Ok(budget_report(target))
+        }
     }
+}
+
+/// The budgets as JSON; amounts are decimal strings (they are 128-bit).
+fn budget_report(target: &ControlTarget) -> Value {
+    let legs: Vec<Value> = target
+        .buyers
+        .budgets
+        .report(crate::now_secs())
+        .into_iter()
+        .map(|leg| {
+            let pairs = |pairs: Vec<(String, u128)>, key: &str| -> Vec<Value> {
+                pairs
+                    .into_iter()
+                    .map(|(name, spent)| json!({ key: name, "spent": spent.to_string() }))
+                    .collect()
+            };
+            json!({
+                "leg": leg_name(leg.leg),
+                "caps": leg.caps.map(|caps| json!({
+                    "perRequest": caps.per_request.to_string(),
+                    "perPayeePerHour": caps.per_payee_per_hour.to_string(),
+                    "perDay": caps.per_day.to_string(),
+                })),
+                "source": leg.source,
+                "day": pairs(leg.day, "asset"),
+                "hourByPayee": pairs(leg.payees, "payee"),
+            })
+        })
+        .collect();
+    Value::Array(legs)
 }
 
 /// Sends `request` to the agent running on `data_dir` and returns its `result`.

@@ -36,6 +36,7 @@ pub(super) struct Shared<'a> {
     pub keystore: &'a Arc<Keystore>,
     pub store: &'a Arc<ChannelStore>,
     pub events: &'a Arc<EventBus>,
+    pub budgets: &'a Arc<crate::budget::Budgets>,
 }
 
 /// The EVM seller and its background claimer.

@@ -29,6 +29,7 @@ use tokio::task::JoinHandle;
 
 pub use config::AgentConfig;
 
+use crate::budget::Budgets;
 use crate::datadir::{DataDir, DataDirError};
 use crate::events::{AgentEvent, EventBus};
 use crate::store::{ChannelStore, StoreError};
@@ -51,6 +52,9 @@ pub enum AgentError {
     /// The channel store could not be opened.
     #[error("channel store: {0}")]
     Store(#[source] StoreError),
+    /// The saved budgets could not be read.
+    #[error("budgets")]
+    Budgets(#[source] crate::budget::BudgetsError),
     /// A leg could not start; the leg and the cause.
     #[error("starting {leg}: {source}")]
     Leg {
@@ -111,12 +115,17 @@ impl AgentBuilder {
         drop(passphrase);
         let store = Arc::new(ChannelStore::open(&data_dir).map_err(AgentError::Store)?);
         let events = Arc::new(EventBus::default());
+        let budgets = Budgets::load((*store).clone(), &self.config.budget.caps())
+            .map_err(AgentError::Budgets)?;
+        budgets.events.attach(events.clone());
+        let budgets = Arc::new(budgets);
         let shared = legs::Shared {
             #[cfg(feature = "lightning")]
             data_dir: &data_dir,
             keystore: &keystore,
             store: &store,
             events: &events,
+            budgets: &budgets,
         };
         let legs = legs::start(&self.config, &shared).await?;
         let (leg_buyers, buyers) = buying::start(&self.config, &shared, &legs).await?;
@@ -124,6 +133,7 @@ impl AgentBuilder {
             evm: legs.evm.as_ref().map(|evm| evm.seller.clone()),
             btc: legs.btc.as_ref().map(|btc| btc.seller.clone()),
             buyers: leg_buyers,
+            budget_config: self.config.budget.clone(),
             events: events.clone(),
             status: serde_json::json!({
                 "dataDir": data_dir.path(),

@@ -101,6 +101,9 @@ pub enum BtcBuyerError {
     /// A new channel did not confirm in time.
     #[error("channel funding not confirmed after {0:?}")]
     Unconfirmed(Duration),
+    /// The budget refused the payment (or could not record it); no voucher was sent.
+    #[error("budget")]
+    Budget(#[source] crate::budget::BudgetsError),
 }
 
 /// A fetched reading.
@@ -124,6 +127,7 @@ pub struct BtcBuyer {
     http: reqwest::Client,
     offers: Mutex<HashMap<String, PaymentRequirements>>,
     opening: Mutex<()>,
+    budget: Option<std::sync::Arc<crate::budget::Budgets>>,
 }
 
 impl BtcBuyer {
@@ -142,7 +146,14 @@ impl BtcBuyer {
             http: crate::http_client::client(),
             offers: Mutex::new(HashMap::new()),
             opening: Mutex::new(()),
+            budget: None,
         })
+    }
+
+    /// Pays inside `budget` (its `btc` leg; the payee is the seller's x-only key).
+    pub fn with_budget(mut self, budget: std::sync::Arc<crate::budget::Budgets>) -> Self {
+        self.budget = Some(budget);
+        self
     }
 
     /// GETs `url`, paying a `btc-channel` 402 if one comes.
@@ -256,6 +267,18 @@ impl BtcBuyer {
             .terms(&id)
             .await
             .expect("the channel was just found");
+        if let Some(budget) = &self.budget {
+            // Checked once per reading: a resynchronised retry below pays the same reading.
+            budget
+                .authorize(
+                    crate::events::Leg::Btc,
+                    m2m_core::Asset::Bitcoin,
+                    &payee.to_string(),
+                    u128::from(price.to_sat()),
+                )
+                .await
+                .map_err(BtcBuyerError::Budget)?;
+        }
         let mut charged_hint = None;
         for _attempt in 0..2 {
             let voucher = self.payer.pay_from(&id, charged_hint, price).await?;

@@ -16,12 +16,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use alloy::primitives::{Address, B256};
-use m2m_core::budget::{BudgetError, BudgetPolicy, BudgetTracker};
 use m2m_core::payer::PayerChannel;
-use m2m_core::{Amount, Asset, ChannelId};
+use m2m_core::{Asset, ChannelId};
 use reqwest::header::HeaderMap;
 
+use crate::budget::{Budgets, BudgetsError};
 use crate::channel_crypto::Secp256k1Verifier;
+use crate::events::Leg;
 use crate::evm::{SharedSigner, parse_eip155};
 use crate::store::{ChannelStore, StoreError};
 use crate::x402::codes;
@@ -42,8 +43,9 @@ pub struct BuyerOptions {
     pub max_price: Option<u128>,
     /// Largest single deposit (atomic units); `None` = no cap beyond the budget.
     pub max_deposit: Option<u128>,
-    /// Spending caps; `None` = unlimited (not recommended on a device).
-    pub budget: Option<BudgetPolicy>,
+    /// Spending caps, shared with the agent's other buyers and kept in the store; `None` =
+    /// unlimited (not recommended on a device).
+    pub budget: Option<Arc<Budgets>>,
     /// Channel salt (distinct salts give distinct channels with the same seller).
     pub salt: B256,
     /// Settlement contract the channels live in.
@@ -88,9 +90,9 @@ pub enum BuyerError {
     /// The price is above the buyer's per-reading limit.
     #[error("price {0} is above the per-reading limit")]
     PriceAboveLimit(u128),
-    /// The budget refused the payment.
-    #[error("budget: {0:?}")]
-    Budget(BudgetError),
+    /// The budget refused the payment (or could not record it); nothing was paid.
+    #[error("budget")]
+    Budget(#[source] BudgetsError),
     /// The seller refused the payment (its x402 error code).
     #[error("seller refused the payment: {code}")]
     Refused {
@@ -153,7 +155,6 @@ pub struct Buyer {
     http: reqwest::Client,
     verifier: Secp256k1Verifier,
     options: BuyerOptions,
-    budget: Mutex<Option<BudgetTracker<String>>>,
     channels: Mutex<HashMap<ChannelId, Arc<tokio::sync::Mutex<PayerChannel>>>>,
     /// The last `402` terms seen per URL, to pay up front next time.
     known: Mutex<HashMap<String, Arc<PaymentRequired>>>,
@@ -184,7 +185,6 @@ impl Buyer {
             store: store.into(),
             http: crate::http_client::client_with(options.timeout, 1024),
             verifier: Secp256k1Verifier::default(),
-            budget: Mutex::new(options.budget.map(BudgetTracker::new)),
             options,
             channels: Mutex::new(HashMap::new()),
             known: Mutex::new(HashMap::new()),
@@ -249,16 +249,19 @@ impl Buyer {
             return Err(BuyerError::PriceAboveLimit(price));
         }
         let peer = payee_identity(offer);
-        self.authorize(&peer, offer, price)?;
+        self.authorize(&peer, offer, price).await?;
         let outcome = if offer.scheme == crate::x402::batch::SCHEME {
             self.pay_batch(url, required, offer, price).await
         } else {
             self.pay_exact(url, required, offer, price).await
         };
         if let Err(BuyerError::SellerMisbehaved(_)) = &outcome
-            && let Some(budget) = self.lock_budget().as_mut()
+            && let Some(budget) = &self.options.budget
         {
-            budget.block(peer);
+            budget
+                .block(Leg::Evm, asset_of(offer)?, &peer)
+                .await
+                .map_err(BuyerError::Budget)?;
         }
         outcome
     }
@@ -301,26 +304,19 @@ impl Buyer {
             })
     }
 
-    fn authorize(
+    async fn authorize(
         &self,
-        peer: &String,
+        peer: &str,
         offer: &PaymentRequirements,
         price: u128,
     ) -> Result<(), BuyerError> {
-        let mut guard = self.lock_budget();
-        let Some(budget) = guard.as_mut() else {
+        let Some(budget) = &self.options.budget else {
             return Ok(());
         };
-        let amount = Amount::new(asset_of(offer)?, price);
         budget
-            .authorize(peer, amount, crate::now_secs())
+            .authorize(Leg::Evm, asset_of(offer)?, peer, price)
+            .await
             .map_err(BuyerError::Budget)
-    }
-
-    fn lock_budget(&self) -> std::sync::MutexGuard<'_, Option<BudgetTracker<String>>> {
-        self.budget
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Sends the paid retry.

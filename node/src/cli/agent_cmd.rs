@@ -12,7 +12,7 @@ use super::{CliError, GlobalArgs};
 use crate::agent::config::BuyLeg;
 use crate::agent::control::{self, ControlRequest};
 use crate::agent::{Agent, AgentConfig};
-use crate::events::AgentEvent;
+use crate::events::{AgentEvent, Leg};
 
 /// `m2m agent`.
 #[derive(Debug, Args)]
@@ -54,6 +54,43 @@ enum AgentAction {
         #[arg(long, short = 'n', default_value_t = 1)]
         count: u32,
     },
+    /// The running agent's budgets: each leg's caps, and what was spent in the rolling hour
+    /// (per payee) and day.
+    Budget,
+    /// Replace one leg's caps in the running agent; kept across restarts until `agent.toml`'s
+    /// `[budget.<leg>]` changes.
+    SetBudget {
+        /// The leg.
+        #[arg(long, value_enum)]
+        leg: BudgetLeg,
+        /// Most one payment may be: token units (evm), satoshi (btc, lightning).
+        #[arg(long)]
+        per_request: u64,
+        /// Most one payee may receive in any rolling hour.
+        #[arg(long)]
+        per_payee_per_hour: u64,
+        /// Most all payees together may receive in any rolling day.
+        #[arg(long)]
+        per_day: u64,
+    },
+}
+
+/// A leg with a budget (the names of `agent.toml`'s `[budget.<leg>]`).
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum BudgetLeg {
+    Evm,
+    Btc,
+    Lightning,
+}
+
+impl From<BudgetLeg> for Leg {
+    fn from(leg: BudgetLeg) -> Self {
+        match leg {
+            BudgetLeg::Evm => Leg::Evm,
+            BudgetLeg::Btc => Leg::Btc,
+            BudgetLeg::Lightning => Leg::Lightning,
+        }
+    }
 }
 
 /// The leg that pays a `get` (the names of `agent.toml`'s `pay`).
@@ -95,7 +132,64 @@ pub(super) fn run(global: &GlobalArgs, args: &AgentArgs) -> Result<(), CliError>
             max_price,
             count,
         } => get_through_agent(global, url, (*pay).into(), *max_price, *count),
+        AgentAction::Budget => show_budget(global, ask(global, &ControlRequest::Budget)?),
+        AgentAction::SetBudget {
+            leg,
+            per_request,
+            per_payee_per_hour,
+            per_day,
+        } => {
+            let request = ControlRequest::SetBudget {
+                leg: (*leg).into(),
+                per_request: *per_request,
+                per_payee_per_hour: *per_payee_per_hour,
+                per_day: *per_day,
+            };
+            show_budget(global, ask(global, &request)?)
+        }
     }
+}
+
+/// The budget answer: JSON with `--json`, else one block per leg.
+fn show_budget(global: &GlobalArgs, answer: serde_json::Value) -> Result<(), CliError> {
+    if global.json {
+        return show_answer(global, answer);
+    }
+    for leg in answer.as_array().into_iter().flatten() {
+        let name = leg["leg"].as_str().unwrap_or("?");
+        let caps = &leg["caps"];
+        if caps.is_null() {
+            println!("{name}: no budget");
+            continue;
+        }
+        let text = |value: &serde_json::Value| value.as_str().unwrap_or("?").to_owned();
+        println!(
+            "{name}: per request {}, per payee per hour {}, per day {} ({})",
+            text(&caps["perRequest"]),
+            text(&caps["perPayeePerHour"]),
+            text(&caps["perDay"]),
+            if leg["source"] == "set" {
+                "set at run time"
+            } else {
+                "from agent.toml"
+            },
+        );
+        for day in leg["day"].as_array().into_iter().flatten() {
+            println!(
+                "  spent today on {}: {}",
+                text(&day["asset"]),
+                text(&day["spent"])
+            );
+        }
+        for payee in leg["hourByPayee"].as_array().into_iter().flatten() {
+            println!(
+                "  spent this hour to {}: {}",
+                text(&payee["payee"]),
+                text(&payee["spent"])
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Whether an agent answers on the data directory's control socket.

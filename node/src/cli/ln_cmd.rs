@@ -349,9 +349,10 @@ async fn act(global: &GlobalArgs, action: &LnAction, started: &Started) -> Resul
             let http = crate::http_client::client();
             await_peers(ln).await;
             for _ in 0..*count {
-                let fetched = crate::ln::l402::get(&http, ln, url, max_price * 1_000, PAY_TIMEOUT)
-                    .await
-                    .map_err(|e| failed(url)(&e))?;
+                let fetched =
+                    crate::ln::l402::get(&http, ln, url, max_price * 1_000, None, PAY_TIMEOUT)
+                        .await
+                        .map_err(|e| failed(url)(&e))?;
                 if fetched.paid_msat > 0 {
                     eprintln!("paid {} msat via L402", fetched.paid_msat);
                 }

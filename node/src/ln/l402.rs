@@ -64,6 +64,9 @@ pub enum L402Error {
     /// The price is above the client's maximum.
     #[error("price {0} msat is above the maximum")]
     TooExpensive(u64),
+    /// The budget refused the payment (or could not record it); nothing was paid.
+    #[error("budget")]
+    Budget(#[source] crate::budget::BudgetsError),
 }
 
 /// Mints challenges and redeems tokens for a seller.
@@ -200,12 +203,14 @@ pub struct L402Fetched {
     pub paid_msat: u64,
 }
 
-/// Fetches `url`, paying its L402 challenge from `ln` when one comes (at most `max_msat`).
+/// Fetches `url`, paying its L402 challenge from `ln` when one comes (at most `max_msat`, and
+/// inside `budget`'s `lightning` leg if given; the payee is the invoice's node).
 pub async fn get(
     http: &reqwest::Client,
     ln: &LnNode,
     url: &str,
     max_msat: u64,
+    budget: Option<&crate::budget::Budgets>,
     timeout: Duration,
 ) -> Result<L402Fetched, L402Error> {
     let first = http.get(url).send().await?;
@@ -232,6 +237,18 @@ pub async fn get(
     let amount = invoice.amount_milli_satoshis().unwrap_or(u64::MAX);
     if amount > max_msat {
         return Err(L402Error::TooExpensive(amount));
+    }
+    if let Some(budget) = budget {
+        let payee = invoice.recover_payee_pub_key().to_string();
+        budget
+            .authorize(
+                crate::events::Leg::Lightning,
+                m2m_core::Asset::Bitcoin,
+                &payee,
+                u128::from(amount),
+            )
+            .await
+            .map_err(L402Error::Budget)?;
     }
     let paid = ln.pay_invoice(&invoice, timeout).await?;
     let preimage = hex(&paid.preimage);

@@ -33,6 +33,8 @@ pub(crate) const PAYEE_TABLE: TableDefinition<'_, &[u8; 32], &[u8]> =
 /// What a channel's records do not hold but settling needs (e.g. the on-chain config), written
 /// once when the channel is first seen. Opaque bytes to the store.
 const TERMS_TABLE: TableDefinition<'_, &[u8; 32], &[u8]> = TableDefinition::new("channel_terms");
+/// What each budget spent (rolling windows), keyed by a hash of the row's name.
+const BUDGET_TABLE: TableDefinition<'_, &[u8; 32], &[u8]> = TableDefinition::new("budgets");
 
 /// A store operation failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -70,7 +72,7 @@ impl StoreError {
 }
 
 /// A record to write.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub enum RecordWrite {
     /// The payer side of a channel.
     Payer(ChannelId, PayerRecord),
@@ -80,6 +82,8 @@ pub enum RecordWrite {
     BtcPayer(ChannelId, bitcoin::Amount),
     /// The payee side of a Bitcoin channel: the newest voucher.
     BtcPayee(ChannelId, BtcVoucher),
+    /// A budget row (see [`crate::budget`]): keyed by a hash of its name, carrying the name.
+    Budget(ChannelId, Vec<u8>),
 }
 
 impl RecordWrite {
@@ -88,7 +92,8 @@ impl RecordWrite {
             RecordWrite::Payer(id, _)
             | RecordWrite::Payee(id, _)
             | RecordWrite::BtcPayer(id, _)
-            | RecordWrite::BtcPayee(id, _) => *id,
+            | RecordWrite::BtcPayee(id, _)
+            | RecordWrite::Budget(id, _) => *id,
         }
     }
 
@@ -99,6 +104,7 @@ impl RecordWrite {
             RecordWrite::Payee(..) => 1,
             RecordWrite::BtcPayer(..) => 2,
             RecordWrite::BtcPayee(..) => 3,
+            RecordWrite::Budget(..) => 4,
         }
     }
 
@@ -108,6 +114,7 @@ impl RecordWrite {
             RecordWrite::Payee(..) => PAYEE_TABLE,
             RecordWrite::BtcPayer(..) => btc::BTC_PAYER_TABLE,
             RecordWrite::BtcPayee(..) => btc::BTC_PAYEE_TABLE,
+            RecordWrite::Budget(..) => BUDGET_TABLE,
         }
     }
 
@@ -117,6 +124,7 @@ impl RecordWrite {
             RecordWrite::Payee(_, record) => m2m_core::records::encode_payee(record).to_vec(),
             RecordWrite::BtcPayer(_, signed) => btc::encode_signed(*signed).to_vec(),
             RecordWrite::BtcPayee(_, voucher) => encode_voucher(voucher).to_vec(),
+            RecordWrite::Budget(_, row) => row.clone(),
         }
     }
 }
@@ -143,6 +151,8 @@ impl ChannelStore {
         txn.open_table(PAYER_TABLE).map_err(StoreError::from_redb)?;
         txn.open_table(PAYEE_TABLE).map_err(StoreError::from_redb)?;
         txn.open_table(TERMS_TABLE).map_err(StoreError::from_redb)?;
+        txn.open_table(BUDGET_TABLE)
+            .map_err(StoreError::from_redb)?;
         btc::create_tables(&txn)?;
         txn.commit().map_err(StoreError::from_redb)?;
         let db = Arc::new(db);
@@ -201,6 +211,23 @@ impl ChannelStore {
         for entry in table.iter().map_err(StoreError::from_redb)? {
             let (key, value) = entry.map_err(StoreError::from_redb)?;
             all.push((ChannelId(*key.value()), value.value().to_vec()));
+        }
+        Ok(all)
+    }
+
+    /// Every budget row as (name, data); rows that do not parse are skipped with a warning.
+    pub fn budget_rows(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let txn = self.db.begin_read().map_err(StoreError::from_redb)?;
+        let table = txn
+            .open_table(BUDGET_TABLE)
+            .map_err(StoreError::from_redb)?;
+        let mut all = Vec::new();
+        for entry in table.iter().map_err(StoreError::from_redb)? {
+            let (_, value) = entry.map_err(StoreError::from_redb)?;
+            match crate::budget::split_row(value.value()) {
+                Some(row) => all.push(row),
+                None => tracing::warn!("skipping an unreadable budget row"),
+            }
         }
         Ok(all)
     }
