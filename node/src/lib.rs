@@ -16,6 +16,7 @@
 //! - [`budget`]: spending caps per leg and payee, persisted so a restart keeps the same windows.
 //! - [`buyer`]: `m2m get` — pays 402s by itself, inside a budget.
 //! - [`gateway`]: `m2m gateway` / `m2m connect` — connectivity sold by the minute.
+//! - [`ledger`]: every channel of the device (each leg, either side), read from the store.
 //! - `ln` (feature `lightning`): the embedded ldk-node.
 //! - [`shutdown`]: SIGINT and SIGTERM, handled alike by every long-running command.
 //! - [`http_client`]: the HTTP clients of every outgoing call (connect and response timeouts).
@@ -34,6 +35,7 @@ pub mod events;
 pub mod evm;
 pub mod gateway;
 pub mod http_client;
+pub mod ledger;
 #[cfg(feature = "lightning")]
 pub mod ln;
 pub mod seller;

@@ -363,16 +363,27 @@ max_price = {too_little}
         count(seen, "payment_sent", "evm") >= before.0 + 2
             && count(seen, "payment_sent", "btc") >= before.1 + 2
     });
-    let channels = stdout_json(&seller.run_ok(&["--json", "agent", "channels"]));
-    assert_eq!(channels[0]["leg"], "evm");
-    assert!(
-        channels[0]["charged"]
-            .as_str()
-            .unwrap()
-            .parse::<u128>()
-            .unwrap()
-            > 0
-    );
+    // `m2m channels` lists each leg's channel on both devices, through their agents.
+    for (device, role) in [(&seller, "payee"), (&buyer, "payer")] {
+        let channels = stdout_json(&device.run_ok(&["--json", "channels"]));
+        for leg in ["evm", "btc"] {
+            let row = channels
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["leg"] == leg && c["role"] == role)
+                .unwrap_or_else(|| panic!("a {leg} {role} channel: {channels}"));
+            let amount = if row["paid"].is_null() {
+                &row["exposure"]
+            } else {
+                &row["paid"]
+            };
+            assert!(
+                amount.as_str().unwrap().parse::<u128>().unwrap() > 0,
+                "{row}"
+            );
+        }
+    }
     let busy = buyer.run(&[
         "get",
         &format!("{evm_url}/temperature"),
@@ -456,6 +467,23 @@ max_price = {too_little}
         .map(|c| c["paid"].as_u64().unwrap())
         .sum();
     assert_eq!(u128::from(vouchered), paid);
+    // With both agents stopped, `m2m channels` reads the stores: the buyer's rows say what the
+    // seller's say, on both legs.
+    let rows = |device: &Device, leg: &str, key: &str| -> u128 {
+        let channels = stdout_json(&device.run_ok(&["--json", "channels"]));
+        channels
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["leg"] == leg)
+            .map(|c| c[key].as_str().unwrap().parse::<u128>().unwrap())
+            .sum()
+    };
+    assert_eq!(rows(&seller, "btc", "paid"), paid);
+    // The Bitcoin payer keeps what it signed: the vouchers the broken sensor turned away too.
+    assert!(rows(&buyer, "btc", "exposure") >= paid);
+    assert_eq!(rows(&seller, "evm", "paid"), settled);
+    assert_eq!(rows(&buyer, "evm", "paid"), settled);
     eprintln!(
         "agents: {} EVM and {} Bitcoin payments, {} EVM units claimed, {paid} sat vouchered",
         count(&bought, "payment_sent", "evm"),

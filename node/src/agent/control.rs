@@ -33,7 +33,7 @@ const MAX_REQUEST_BYTES: usize = 64 * 1024;
 pub enum ControlRequest {
     /// What runs: listening addresses, device addresses, counters.
     Status,
-    /// The channels the agent is paid on (EVM), with deposits, charges and claims.
+    /// Every channel of the device: each leg, either side (`crate::ledger`).
     Channels,
     /// One paid fetch by the running agent, on its channels and within `max_price`.
     Get {
@@ -88,6 +88,11 @@ pub(super) struct ControlTarget {
     pub evm: Option<Arc<Seller>>,
     pub btc: Option<Arc<BtcSeller>>,
     pub buyers: Arc<LegBuyers>,
+    /// The channels `channels` lists.
+    pub store: Arc<crate::store::ChannelStore>,
+    /// The Lightning node, whose channels `channels` adds.
+    #[cfg(feature = "lightning")]
+    pub ln: Option<Arc<crate::ln::LnNode>>,
     /// `agent.toml`'s caps: a `set_budget` is kept until these change.
     pub budget_config: BudgetConfig,
     /// A `get` is reported like the agent's own buys.
@@ -156,22 +161,14 @@ async fn handle(request: &ControlRequest, target: &ControlTarget) -> Result<Valu
             Ok(status)
         }
         ControlRequest::Channels => {
-            let mut listed = Vec::new();
-            if let Some(seller) = &target.evm {
-                for channel in seller.channel_summaries().await {
-                    listed.push(json!({
-                        "leg": "evm",
-                        "role": "payee",
-                        "id": channel.id,
-                        "peer": channel.payer,
-                        "token": channel.token,
-                        "deposit": channel.deposit.to_string(),
-                        "charged": channel.charged.to_string(),
-                        "claimed": channel.claimed.to_string(),
-                    }));
-                }
+            #[allow(unused_mut)] // appended to with Lightning
+            let mut rows = crate::ledger::channels(&target.store)
+                .map_err(|e| crate::events::error_line(&e))?;
+            #[cfg(feature = "lightning")]
+            if let Some(ln) = &target.ln {
+                rows.extend(crate::ledger::lightning_channels(ln));
             }
-            Ok(Value::Array(listed))
+            serde_json::to_value(rows).map_err(|e| e.to_string())
         }
         ControlRequest::Get {
             url,

@@ -133,6 +133,9 @@ impl AgentBuilder {
             evm: legs.evm.as_ref().map(|evm| evm.seller.clone()),
             btc: legs.btc.as_ref().map(|btc| btc.seller.clone()),
             buyers: leg_buyers,
+            store: store.clone(),
+            #[cfg(feature = "lightning")]
+            ln: legs.ln.clone(),
             budget_config: self.config.budget.clone(),
             events: events.clone(),
             status: serde_json::json!({

@@ -109,20 +109,27 @@ impl Buyer {
             extra.and_then(|e| e.get("receiverAuthorizer")),
             extra.and_then(|e| e.get("withdrawDelay")),
         );
-        let mut contexts = self
-            .contexts
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(context) = contexts.get(&key) {
+        let lock = || {
+            self.contexts
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        };
+        if let Some(context) = lock().get(&key) {
             return Ok(context.clone());
         }
         let (config, terms) = self.channel_terms(offer)?;
+        // The config is kept beside the payer record (as the seller keeps its own), so the
+        // channel can be listed and withdrawn from without the seller's offer. Once per seller
+        // and process, before the first voucher's record.
+        self.store.save_terms(
+            &terms.channel_id,
+            &alloy::sol_types::SolValue::abi_encode(&config),
+        )?;
         let context = Arc::new(ChannelContext {
             config_json: config_json(&config),
             terms,
         });
-        contexts.insert(key, context.clone());
-        Ok(context)
+        Ok(lock().entry(key).or_insert(context).clone())
     }
 
     /// The channel config we use with this seller, and the core's terms for it.

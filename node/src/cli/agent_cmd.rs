@@ -6,13 +6,14 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand};
 use serde_json::json;
 
+use super::control_client::{self, ask};
 use super::output::print_json_line;
 use super::secrets::{self, Purpose};
 use super::{CliError, GlobalArgs};
 use crate::agent::config::BuyLeg;
-use crate::agent::control::{self, ControlRequest};
+use crate::agent::control::ControlRequest;
 use crate::agent::{Agent, AgentConfig};
-use crate::events::{AgentEvent, Leg};
+use crate::events::AgentEvent;
 
 /// `m2m agent`.
 #[derive(Debug, Args)]
@@ -38,7 +39,7 @@ enum AgentAction {
     },
     /// Ask the agent running on the data directory what runs (addresses, URLs, counters).
     Status,
-    /// The channels the running agent is paid on.
+    /// Every channel of the running agent (each leg, either side; as `m2m channels`).
     Channels,
     /// Have the running agent fetch URL, paying on its channels.
     Get {
@@ -59,38 +60,7 @@ enum AgentAction {
     Budget,
     /// Replace one leg's caps in the running agent; kept across restarts until `agent.toml`'s
     /// `[budget.<leg>]` changes.
-    SetBudget {
-        /// The leg.
-        #[arg(long, value_enum)]
-        leg: BudgetLeg,
-        /// Most one payment may be: token units (evm), satoshi (btc, lightning).
-        #[arg(long)]
-        per_request: u64,
-        /// Most one payee may receive in any rolling hour.
-        #[arg(long)]
-        per_payee_per_hour: u64,
-        /// Most all payees together may receive in any rolling day.
-        #[arg(long)]
-        per_day: u64,
-    },
-}
-
-/// A leg with a budget (the names of `agent.toml`'s `[budget.<leg>]`).
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-enum BudgetLeg {
-    Evm,
-    Btc,
-    Lightning,
-}
-
-impl From<BudgetLeg> for Leg {
-    fn from(leg: BudgetLeg) -> Self {
-        match leg {
-            BudgetLeg::Evm => Leg::Evm,
-            BudgetLeg::Btc => Leg::Btc,
-            BudgetLeg::Lightning => Leg::Lightning,
-        }
-    }
+    SetBudget(control_client::SetBudgetArgs),
 }
 
 /// The leg that pays a `get` (the names of `agent.toml`'s `pay`).
@@ -124,100 +94,19 @@ pub(super) fn run(global: &GlobalArgs, args: &AgentArgs) -> Result<(), CliError>
             Ok(())
         }
         AgentAction::Run { config } => run_agent(global, load(config)?),
-        AgentAction::Status => show_answer(global, ask(global, &ControlRequest::Status)?),
-        AgentAction::Channels => show_answer(global, ask(global, &ControlRequest::Channels)?),
+        AgentAction::Status => {
+            control_client::show_answer(global, ask(global, &ControlRequest::Status)?)
+        }
+        AgentAction::Channels => super::channels_cmd::channels(global),
         AgentAction::Get {
             url,
             pay,
             max_price,
             count,
         } => get_through_agent(global, url, (*pay).into(), *max_price, *count),
-        AgentAction::Budget => show_budget(global, ask(global, &ControlRequest::Budget)?),
-        AgentAction::SetBudget {
-            leg,
-            per_request,
-            per_payee_per_hour,
-            per_day,
-        } => {
-            let request = ControlRequest::SetBudget {
-                leg: (*leg).into(),
-                per_request: *per_request,
-                per_payee_per_hour: *per_payee_per_hour,
-                per_day: *per_day,
-            };
-            show_budget(global, ask(global, &request)?)
-        }
+        AgentAction::Budget => control_client::budget(global, None),
+        AgentAction::SetBudget(set) => control_client::budget(global, Some(set)),
     }
-}
-
-/// The budget answer: JSON with `--json`, else one block per leg.
-fn show_budget(global: &GlobalArgs, answer: serde_json::Value) -> Result<(), CliError> {
-    if global.json {
-        return show_answer(global, answer);
-    }
-    for leg in answer.as_array().into_iter().flatten() {
-        let name = leg["leg"].as_str().unwrap_or("?");
-        let caps = &leg["caps"];
-        if caps.is_null() {
-            println!("{name}: no budget");
-            continue;
-        }
-        let text = |value: &serde_json::Value| value.as_str().unwrap_or("?").to_owned();
-        println!(
-            "{name}: per request {}, per payee per hour {}, per day {} ({})",
-            text(&caps["perRequest"]),
-            text(&caps["perPayeePerHour"]),
-            text(&caps["perDay"]),
-            if leg["source"] == "set" {
-                "set at run time"
-            } else {
-                "from agent.toml"
-            },
-        );
-        for day in leg["day"].as_array().into_iter().flatten() {
-            println!(
-                "  spent today on {}: {}",
-                text(&day["asset"]),
-                text(&day["spent"])
-            );
-        }
-        for payee in leg["hourByPayee"].as_array().into_iter().flatten() {
-            println!(
-                "  spent this hour to {}: {}",
-                text(&payee["payee"]),
-                text(&payee["spent"])
-            );
-        }
-    }
-    Ok(())
-}
-
-/// Whether an agent answers on the data directory's control socket.
-pub(super) fn agent_running(global: &GlobalArgs) -> bool {
-    ask(global, &ControlRequest::Status).is_ok()
-}
-
-/// Sends one request to the agent running on the data directory.
-fn ask(global: &GlobalArgs, request: &ControlRequest) -> Result<serde_json::Value, CliError> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(CliError::Terminal)?;
-    runtime
-        .block_on(control::request(&global.data_dir(), request))
-        .map_err(|e| CliError::Usage(crate::events::error_line(&e)))
-}
-
-fn show_answer(global: &GlobalArgs, answer: serde_json::Value) -> Result<(), CliError> {
-    if global.json {
-        super::output::print_json(&answer);
-    } else {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&answer).unwrap_or_default()
-        );
-    }
-    Ok(())
 }
 
 /// `count` paid fetches of `url` by the running agent; prints each body (or, with `--json`,

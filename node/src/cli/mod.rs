@@ -4,6 +4,8 @@
 
 mod agent_cmd;
 mod btc_cmd;
+mod channels_cmd;
+mod control_client;
 #[cfg(feature = "lightning")]
 mod ln_cmd;
 mod output;
@@ -61,6 +63,11 @@ enum Command {
     Agent(agent_cmd::AgentArgs),
     /// Print the device's addresses.
     Address,
+    /// Every channel of the device, each leg and either side (from the running agent, or the
+    /// store when none runs).
+    Channels,
+    /// The running agent's spending caps and what was spent; `set` changes a leg's caps.
+    Budget(channels_cmd::BudgetArgs),
     /// Print a top-up request (BIP-21 or EIP-681 URI) and its QR code.
     Topup(wallet_cmd::TopupArgs),
     /// Print the seed words for a paper backup (terminal only).
@@ -144,6 +151,8 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Init(args) => wallet_cmd::init(global, args),
         Command::Agent(args) => agent_cmd::run(global, args),
         Command::Address => wallet_cmd::address(global),
+        Command::Channels => channels_cmd::channels(global),
+        Command::Budget(args) => channels_cmd::budget(global, args),
         Command::Topup(args) => wallet_cmd::topup(global, args),
         Command::Backup(args) => wallet_cmd::backup(global, args),
         Command::Serve(args) => pay_cmd::serve(global, args),

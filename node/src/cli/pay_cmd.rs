@@ -161,7 +161,7 @@ pub(super) fn get(global: &GlobalArgs, args: &GetArgs) -> Result<(), CliError> {
     let (data_dir, keystore) = match wallet_cmd::open(global) {
         // An agent runs on this device: it buys for us, on its channels.
         Err(CliError::DataDir(DataDirError::InUse { .. }))
-            if super::agent_cmd::agent_running(global) =>
+            if super::control_client::agent_running(global) =>
         {
             if args.scheme.is_some() {
                 return Err(CliError::Usage(
