@@ -20,6 +20,7 @@ mod ln_cli;
 mod ln_gateway;
 mod paid_http;
 mod paid_http_hostile;
+mod payer_withdraw;
 mod seller_downtime;
 mod settlement;
 mod sim;

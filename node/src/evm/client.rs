@@ -258,6 +258,40 @@ impl SettlementClient {
         Ok((claim, settle))
     }
 
+    /// Starts the payer's timed withdrawal of `amount` from `config`'s channel.
+    pub async fn initiate_withdraw(
+        &self,
+        config: ChannelConfig,
+        amount: u128,
+    ) -> Result<B256, ChainError> {
+        let contract = BatchSettlement::new(self.settlement, &self.provider);
+        self.send(
+            contract.initiateWithdraw(config, amount),
+            "starting a withdrawal",
+        )
+        .await
+    }
+
+    /// Finishes a timed withdrawal whose delay has passed (pays what is still unclaimed).
+    pub async fn finalize_withdraw(&self, config: ChannelConfig) -> Result<B256, ChainError> {
+        let contract = BatchSettlement::new(self.settlement, &self.provider);
+        self.send(contract.finalizeWithdraw(config), "finishing a withdrawal")
+            .await
+    }
+
+    /// The newest block's timestamp (the contract's clock).
+    pub async fn chain_time(&self) -> Result<u64, ChainError> {
+        let block = self
+            .provider
+            .get_block_by_number(alloy::eips::BlockNumberOrTag::Latest)
+            .await
+            .map_err(|source| ChainError::Rpc {
+                what: "reading the newest block",
+                source,
+            })?;
+        Ok(block.map_or(0, |block| block.header.timestamp))
+    }
+
     /// Submits an EIP-3009 `transferWithAuthorization` (the x402 `exact` scheme).
     pub async fn transfer_with_authorization(
         &self,

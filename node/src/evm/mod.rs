@@ -4,9 +4,11 @@
 //! - [`WalletTxSigner`]: the device wallet as an alloy transaction signer (the key never leaves
 //!   the wallet; alloy hands us the signing hash).
 //! - [`SettlementClient`]: deposits, claims, settles, channel reads and EIP-3009 transfers.
+//! - [`withdraw`]: the payer's timed withdrawal (`m2m withdraw`).
 //! - [`parse_eip155`]: CAIP-2 `eip155:<id>` network names.
 
 mod client;
+pub mod withdraw;
 
 use std::sync::Arc;
 
