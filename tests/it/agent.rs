@@ -25,15 +25,15 @@ const EVM_PRICE: u128 = 1_000;
 const BTC_PRICE: u64 = 25;
 
 /// A running agent: its stdout events arrive on `events`.
-struct RunningAgent {
+pub(super) struct RunningAgent {
     child: Child,
     events: mpsc::Receiver<Value>,
-    seen: Vec<Value>,
+    pub(super) seen: Vec<Value>,
     log: tempfile::NamedTempFile,
 }
 
 impl RunningAgent {
-    fn start(device: &Device, config: &str) -> Self {
+    pub(super) fn start(device: &Device, config: &str) -> Self {
         let file = tempfile::NamedTempFile::new().unwrap();
         std::fs::write(file.path(), config).unwrap();
         let log = tempfile::NamedTempFile::new().unwrap();
@@ -61,7 +61,11 @@ impl RunningAgent {
     }
 
     /// Waits for the first event `wanted` accepts; everything read is kept in `seen`.
-    fn wait_for(&mut self, within: Duration, wanted: impl Fn(&[Value]) -> bool) -> &[Value] {
+    pub(super) fn wait_for(
+        &mut self,
+        within: Duration,
+        wanted: impl Fn(&[Value]) -> bool,
+    ) -> &[Value] {
         let deadline = Instant::now() + within;
         while !wanted(&self.seen) {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -78,7 +82,7 @@ impl RunningAgent {
     }
 
     /// SIGTERM, then the exit status and the rest of the events.
-    fn stop(mut self) -> (std::process::ExitStatus, Vec<Value>, String) {
+    pub(super) fn stop(mut self) -> (std::process::ExitStatus, Vec<Value>, String) {
         let pid = self.child.id().to_string();
         assert!(
             std::process::Command::new("kill")
@@ -185,7 +189,7 @@ fn budgets_hold_across_a_restart(
 }
 
 /// The sum of `event` amounts on `leg`.
-fn total(events: &[Value], event: &str, leg: &str) -> u128 {
+pub(super) fn total(events: &[Value], event: &str, leg: &str) -> u128 {
     events
         .iter()
         .filter(|e| e["event"] == event && e["leg"] == leg)
@@ -193,7 +197,7 @@ fn total(events: &[Value], event: &str, leg: &str) -> u128 {
         .sum()
 }
 
-fn count(events: &[Value], event: &str, leg: &str) -> usize {
+pub(super) fn count(events: &[Value], event: &str, leg: &str) -> usize {
     events
         .iter()
         .filter(|e| e["event"] == event && e["leg"] == leg)

@@ -2,6 +2,8 @@
 //! architecture prescribes). Tools are provisioned on first use and cached per user.
 
 mod agent;
+#[cfg(feature = "lightning")]
+mod agent_lightning;
 mod anvil;
 mod bitcoind;
 mod btc_channel;

@@ -45,6 +45,35 @@ pub enum ControlRequest {
         /// internally tagged request through a buffer that has no 128-bit integers.)
         max_price: u64,
     },
+    /// The Lightning node: id, address, balances.
+    LnInfo,
+    /// A new address of the Lightning node's on-chain wallet.
+    LnAddress,
+    /// Opens a Lightning channel and waits until its funding is broadcast.
+    LnOpen {
+        /// `NODE_ID@IP:PORT`.
+        peer: String,
+        /// Capacity (sat).
+        sats: u64,
+        /// Given to the peer at once (sat).
+        #[serde(default)]
+        push_sats: u64,
+        /// Announce it for routing.
+        #[serde(default)]
+        announce: bool,
+    },
+    /// A BOLT11 invoice the running node receives.
+    LnInvoice {
+        /// Amount (msat).
+        amount_msat: u64,
+        /// What the payer sees.
+        description: String,
+    },
+    /// Pays a BOLT11 invoice from the running node.
+    LnPay {
+        /// The invoice.
+        invoice: String,
+    },
     /// Every leg's caps and what was spent in the rolling hour (per payee) and day.
     Budget,
     /// Replaces one leg's caps (kept across restarts until `agent.toml` changes that leg's).
@@ -190,6 +219,11 @@ async fn handle(request: &ControlRequest, target: &ControlTarget) -> Result<Valu
                 "body": String::from_utf8_lossy(&body),
             }))
         }
+        ControlRequest::LnInfo
+        | ControlRequest::LnAddress
+        | ControlRequest::LnOpen { .. }
+        | ControlRequest::LnInvoice { .. }
+        | ControlRequest::LnPay { .. } => lightning(request, target).await,
         ControlRequest::Budget => Ok(budget_report(target)),
         ControlRequest::SetBudget {
             leg,
@@ -219,6 +253,42 @@ async fn handle(request: &ControlRequest, target: &ControlTarget) -> Result<Valu
             Ok(budget_report(target))
         }
     }
+}
+
+/// How long a `ln_pay` waits for its outcome.
+#[cfg(feature = "lightning")]
+const LN_PAY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// The `ln_*` requests, on the agent's node (`crate::ln::ops`, as `m2m ln` runs them).
+#[cfg(feature = "lightning")]
+async fn lightning(request: &ControlRequest, target: &ControlTarget) -> Result<Value, String> {
+    use crate::ln::ops;
+    let ln = target
+        .ln
+        .as_ref()
+        .ok_or("this agent runs no Lightning node (no [lightning] in agent.toml)")?;
+    let answer = match request {
+        ControlRequest::LnInfo => ops::info(ln).await,
+        ControlRequest::LnAddress => ops::address(ln),
+        ControlRequest::LnOpen {
+            peer,
+            sats,
+            push_sats,
+            announce,
+        } => ops::open(ln, peer, *sats, *push_sats, *announce).await,
+        ControlRequest::LnInvoice {
+            amount_msat,
+            description,
+        } => ops::invoice(ln, *amount_msat, description),
+        ControlRequest::LnPay { invoice } => ops::pay(ln, invoice, LN_PAY_TIMEOUT).await,
+        _ => return Err("not a Lightning request".into()),
+    };
+    answer.map_err(|e| crate::events::error_line(&e))
+}
+
+#[cfg(not(feature = "lightning"))]
+async fn lightning(_request: &ControlRequest, _target: &ControlTarget) -> Result<Value, String> {
+    Err("this build has no Lightning".into())
 }
 
 /// The budgets as JSON; amounts are decimal strings (they are 128-bit).

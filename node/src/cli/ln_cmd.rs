@@ -6,11 +6,9 @@
 //! online (routing, receiving keysends) until Ctrl-C.
 
 use std::net::SocketAddr;
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bitcoin::Amount;
 use bitcoin::hashes::Hash;
 use bitcoin::secp256k1::PublicKey;
 use clap::{Args, Subcommand};
@@ -20,7 +18,7 @@ use super::btc_cmd::{BitcoindArgs, Readings, failed, parse_routes, serve_reading
 use super::output::{print_json, qr_code};
 use super::{CliError, GlobalArgs, wallet_cmd};
 use crate::datadir::DataDir;
-use crate::ln::{LnConfig, LnNode};
+use crate::ln::{LnConfig, LnNode, ops};
 use crate::store::ChannelStore;
 
 /// How long a payment may take before the command gives up on waiting (it may still complete).
@@ -221,17 +219,13 @@ fn parse_msat(text: &str) -> Result<u64, CliError> {
         })
 }
 
-/// Parses `NODE_ID@IP:PORT`.
-fn parse_peer(text: &str) -> Result<(PublicKey, SocketAddr), CliError> {
-    let usage = || CliError::Usage(format!("peer {text:?} is not NODE_ID@IP:PORT"));
-    let (id, address) = text.split_once('@').ok_or_else(usage)?;
-    let id = PublicKey::from_str(id).map_err(|_| usage())?;
-    let address = SocketAddr::from_str(address).map_err(|_| usage())?;
-    Ok((id, address))
-}
-
-/// Runs `m2m ln …`.
+/// Runs `m2m ln …`: on a node of its own, or through the agent that holds the data directory.
 pub(super) fn run(global: &GlobalArgs, args: &LnArgs) -> Result<(), CliError> {
+    // An agent holds the data directory and keeps the node online: ask it (no bitcoind
+    // arguments needed).
+    if super::control_client::agent_running(global) {
+        return through_agent(global, &args.action);
+    }
     let started = start(global, &args.options)?;
     let ln = started.ln.clone();
     let result = started
@@ -245,24 +239,13 @@ pub(super) fn run(global: &GlobalArgs, args: &LnArgs) -> Result<(), CliError> {
 async fn act(global: &GlobalArgs, action: &LnAction, started: &Started) -> Result<(), CliError> {
     let ln = &started.ln;
     match action {
-        LnAction::Info => {
-            ln.sync().await.map_err(|e| failed("sync")(&e))?;
-            let (onchain, lightning) = ln.balances();
-            let info = json!({
-                "nodeId": ln.node_id().to_string(),
-                "listen": ln.listen_address().to_string(),
-                "onchainSats": onchain.to_sat(),
-                "lightningSats": lightning.to_sat(),
-                "channels": ln.channels().len(),
-                "usableChannels": ln.channels().iter().filter(|c| c.is_usable).count(),
-            });
-            print_data(global, &info);
-        }
+        LnAction::Info => print_data(
+            global,
+            &ops::info(ln).await.map_err(|e| failed("info")(&e))?,
+        ),
         LnAction::Address => {
-            let address = ln
-                .new_onchain_address()
-                .map_err(|e| failed("address")(&e))?;
-            println!("{address}");
+            let answer = ops::address(ln).map_err(|e| failed("address")(&e))?;
+            println!("{}", answer["address"].as_str().unwrap_or_default());
         }
         LnAction::Open {
             peer,
@@ -270,49 +253,14 @@ async fn act(global: &GlobalArgs, action: &LnAction, started: &Started) -> Resul
             push_sats,
             announce,
         } => {
-            let (peer, address) = parse_peer(peer)?;
-            ln.sync().await.map_err(|e| failed("sync")(&e))?;
-            let id = ln
-                .open_channel(
-                    peer,
-                    address,
-                    Amount::from_sat(*sats),
-                    push_sats.saturating_mul(1_000),
-                    *announce,
-                )
-                .map_err(|e| failed("open")(&e))?;
             eprintln!("negotiating with {peer}…");
-            let funding = ln
-                .wait_funding(id, Duration::from_secs(60))
+            let opened = ops::open(ln, peer, *sats, *push_sats, *announce)
                 .await
                 .map_err(|e| failed("open")(&e))?;
             eprintln!("funding broadcast; the channel is usable after its confirmations");
-            print_data(
-                global,
-                &json!({ "funding": funding.to_string(), "capacitySats": sats }),
-            );
+            print_data(global, &opened);
         }
-        LnAction::Channels => {
-            let listed: Vec<_> = ln
-                .channels()
-                .iter()
-                .map(|c| {
-                    json!({
-                        "channelId": c.channel_id.to_string(),
-                        "peer": c.counterparty_node_id.to_string(),
-                        "funding": c.funding_txo.map(|o| o.to_string()),
-                        "capacitySats": c.channel_value_sats,
-                        "outboundMsat": c.outbound_capacity_msat,
-                        "inboundMsat": c.inbound_capacity_msat,
-                        "ready": c.is_channel_ready,
-                        "usable": c.is_usable,
-                        "announced": c.is_announced,
-                        "confirmations": c.confirmations,
-                    })
-                })
-                .collect();
-            print_data(global, &json!(listed));
-        }
+        LnAction::Channels => print_data(global, &channels_json(ln)),
         LnAction::Invoice {
             amount,
             description,
@@ -321,7 +269,7 @@ async fn act(global: &GlobalArgs, action: &LnAction, started: &Started) -> Resul
         } => {
             let msat = parse_msat(amount)?;
             let invoice = ln
-                .invoice(msat, description, 3_600)
+                .invoice(msat, description, ops::INVOICE_EXPIRY_SECS)
                 .map_err(|e| failed("invoice")(&e))?;
             let text = invoice.to_string();
             show_request(global, &text, &text, !no_qr);
@@ -329,17 +277,10 @@ async fn act(global: &GlobalArgs, action: &LnAction, started: &Started) -> Resul
         }
         LnAction::Pay { invoice } => {
             await_peers(ln).await;
-            let paid = ln
-                .pay(invoice, PAY_TIMEOUT)
+            let paid = ops::pay(ln, invoice, PAY_TIMEOUT)
                 .await
                 .map_err(|e| failed("pay")(&e))?;
-            print_data(
-                global,
-                &json!({
-                    "preimage": crate::x402::btc::hex(&paid.preimage),
-                    "feeMsat": paid.fee_msat,
-                }),
-            );
+            print_data(global, &paid);
         }
         LnAction::Get {
             url,
@@ -409,6 +350,83 @@ async fn act(global: &GlobalArgs, action: &LnAction, started: &Started) -> Resul
     Ok(())
 }
 
+/// `m2m ln …` while an agent runs: the same operations on the agent's node.
+fn through_agent(global: &GlobalArgs, action: &LnAction) -> Result<(), CliError> {
+    use super::control_client::ask;
+    use crate::agent::control::ControlRequest;
+    let request = match action {
+        LnAction::Info => ControlRequest::LnInfo,
+        LnAction::Address => ControlRequest::LnAddress,
+        LnAction::Open {
+            peer,
+            sats,
+            push_sats,
+            announce,
+        } => ControlRequest::LnOpen {
+            peer: peer.clone(),
+            sats: *sats,
+            push_sats: *push_sats,
+            announce: *announce,
+        },
+        LnAction::Channels => {
+            let rows = ask(global, &ControlRequest::Channels)?;
+            let lightning: Vec<_> = rows
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|row| row["leg"] == "lightning")
+                .cloned()
+                .collect();
+            print_data(global, &json!(lightning));
+            return Ok(());
+        }
+        LnAction::Invoice {
+            amount,
+            description,
+            no_qr,
+            ..
+        } => {
+            let request = ControlRequest::LnInvoice {
+                amount_msat: parse_msat(amount)?,
+                description: description.clone(),
+            };
+            let answer = ask(global, &request)?;
+            let text = answer["invoice"].as_str().unwrap_or_default();
+            show_request(global, text, text, !no_qr);
+            eprintln!("the running agent receives the payment");
+            return Ok(());
+        }
+        LnAction::Pay { invoice } => ControlRequest::LnPay {
+            invoice: invoice.clone(),
+        },
+        LnAction::Get {
+            url,
+            count,
+            max_price,
+        } => {
+            return super::agent_cmd::get_through_agent(
+                global,
+                url,
+                crate::agent::config::BuyLeg::L402,
+                *max_price,
+                *count,
+            );
+        }
+        LnAction::Serve { .. } | LnAction::Run => {
+            return Err(CliError::Usage(
+                "an agent runs on this data directory and keeps the node online: sell through its agent.toml".into(),
+            ));
+        }
+    };
+    let answer = ask(global, &request)?;
+    if matches!(action, LnAction::Address) {
+        println!("{}", answer["address"].as_str().unwrap_or_default());
+    } else {
+        print_data(global, &answer);
+    }
+    Ok(())
+}
+
 /// Gives the node's channel peers a moment to reconnect after the start (a payment needs a
 /// usable channel); goes on regardless after [`RECONNECT_WAIT`], the payment then says why.
 async fn await_peers(ln: &LnNode) {
@@ -422,6 +440,29 @@ async fn await_peers(ln: &LnNode) {
     let _ = ln
         .wait_channels("channel peers", RECONNECT_WAIT, reconnected)
         .await;
+}
+
+/// The node's channels as `m2m ln channels` prints them.
+fn channels_json(ln: &LnNode) -> serde_json::Value {
+    let listed: Vec<_> = ln
+        .channels()
+        .iter()
+        .map(|c| {
+            json!({
+                "channelId": c.channel_id.to_string(),
+                "peer": c.counterparty_node_id.to_string(),
+                "funding": c.funding_txo.map(|o| o.to_string()),
+                "capacitySats": c.channel_value_sats,
+                "outboundMsat": c.outbound_capacity_msat,
+                "inboundMsat": c.inbound_capacity_msat,
+                "ready": c.is_channel_ready,
+                "usable": c.is_usable,
+                "announced": c.is_announced,
+                "confirmations": c.confirmations,
+            })
+        })
+        .collect();
+    json!(listed)
 }
 
 fn print_data(global: &GlobalArgs, value: &serde_json::Value) {
@@ -512,6 +553,7 @@ pub(super) fn topup(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ln::ops::parse_peer;
 
     #[test]
     fn amounts_and_peers_are_checked() {

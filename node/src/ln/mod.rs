@@ -13,6 +13,7 @@
 mod events;
 pub mod l402;
 pub mod macaroon;
+pub mod ops;
 pub mod stream;
 
 use std::net::SocketAddr;

@@ -1,0 +1,170 @@
+//! The Lightning leg of two agents as processes on regtest: the buyer agent's node is funded
+//! and opens a channel to the seller agent's node through `m2m ln` commands that reach the
+//! running agents over their control sockets; the buyer's periodic L402 buys then pay the
+//! seller's readings; an invoice of the seller is paid by the buyer; a budget change through
+//! `m2m budget set` stops the L402 buys before anything more is paid. Every msat is accounted
+//! for: what the buyer's events say it paid = what the seller's events say it received.
+
+use std::time::Duration;
+
+use m2m::node::tools::start_bitcoind;
+
+use super::agent::{RunningAgent, count, total};
+use super::btc_channel::{mine, start_miner};
+use super::cli::{Device, stdout_json};
+
+const PRICE_SAT: u64 = 30;
+
+fn free_listen() -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    format!("127.0.0.1:{port}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_pay_over_lightning_through_their_control_sockets() {
+    let node = start_bitcoind().await.expect("bitcoind");
+    let rpc = node.rpc().clone();
+    let (seller, buyer) = (Device::new(), Device::new());
+    seller.run_ok(&["--json", "init"]);
+    buyer.run_ok(&["--json", "init"]);
+    let bitcoind = format!(
+        "[bitcoind]\nurl = \"{}\"\ncookie = \"{}\"\n",
+        node.rpc_url(),
+        node.cookie_path().display()
+    );
+    let sensor_file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(sensor_file.path(), "7.5\n").unwrap();
+    let seller_listen = free_listen();
+    let seller_config = format!(
+        r#"{bitcoind}
+[lightning]
+listen = "{seller_listen}"
+[sell.btc]
+listen = "127.0.0.1:0"
+l402 = true
+[[sell.btc.route]]
+path = "/temperature"
+price_sat = {PRICE_SAT}
+[sell.btc.route.sensor]
+source = "file"
+path = "{}"
+"#,
+        sensor_file.path().display()
+    );
+    let mut selling = RunningAgent::start(&seller, &seller_config);
+    let ready = selling.wait_for(Duration::from_secs(90), |seen| !seen.is_empty())[0].clone();
+    let btc_url = ready["btc"].as_str().unwrap().to_owned();
+
+    let buyer_config = format!(
+        r#"{bitcoind}
+[lightning]
+listen = "{}"
+[[buy]]
+url = "{btc_url}/temperature"
+pay = "l402"
+every_secs = 1
+max_price = {PRICE_SAT}
+[budget.lightning]
+per_request = {PRICE_SAT}
+per_payee_per_hour = 1000000
+per_day = 1000000
+"#,
+        free_listen()
+    );
+    let mut buying = RunningAgent::start(&buyer, &buyer_config);
+    buying.wait_for(Duration::from_secs(90), |seen| !seen.is_empty());
+
+    // Fund the buyer agent's node and open a channel to the seller's, all through `m2m ln`.
+    let address = buyer.run_ok(&["ln", "address"]);
+    let address = String::from_utf8(address.stdout).unwrap();
+    rpc.mine_to(1, address.trim()).await.unwrap();
+    mine(&rpc, 100).await;
+    let info = stdout_json(&seller.run_ok(&["--json", "ln", "info"]));
+    let peer = format!(
+        "{}@{}",
+        info["nodeId"].as_str().unwrap(),
+        info["listen"].as_str().unwrap()
+    );
+    let opened = stdout_json(&buyer.run_ok(&["--json", "ln", "open", &peer, "500000"]));
+    assert_eq!(opened["capacitySats"], 500_000, "{opened}");
+    let miner = start_miner(&rpc, Duration::from_millis(500));
+    buying.wait_for(Duration::from_secs(120), |seen| {
+        count(seen, "payment_sent", "lightning") >= 3
+    });
+    let channels = stdout_json(&buyer.run_ok(&["--json", "channels"]));
+    assert!(
+        channels
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["leg"] == "lightning" && c["state"] == "ready"),
+        "{channels}"
+    );
+
+    // An invoice of the seller's running node, paid by the buyer's.
+    let invoice = stdout_json(&seller.run_ok(&["--json", "ln", "invoice", "5000sat"]));
+    let invoice = invoice["invoice"].as_str().unwrap().to_owned();
+    let paid = stdout_json(&buyer.run_ok(&["--json", "ln", "pay", &invoice]));
+    assert_eq!(paid["preimage"].as_str().unwrap().len(), 64, "{paid}");
+
+    // The budget: caps set to what was spent stop the L402 buys, nothing more is paid.
+    let report = stdout_json(&buyer.run_ok(&["--json", "budget"]));
+    let lightning = &report[2];
+    assert_eq!(lightning["leg"], "lightning", "{report}");
+    let spent: u64 = lightning["hourByPayee"][0]["spent"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(spent >= 3 * PRICE_SAT, "{report}");
+    buyer.run_ok(&[
+        "budget",
+        "set",
+        "--leg",
+        "lightning",
+        "--per-request",
+        &PRICE_SAT.to_string(),
+        "--per-payee-per-hour",
+        &spent.to_string(),
+        "--per-day",
+        "1000000",
+    ]);
+    buying.wait_for(Duration::from_secs(30), |seen| {
+        seen.iter()
+            .any(|e| e["event"] == "budget_refused" && e["leg"] == "lightning")
+    });
+
+    let (status, bought, log) = buying.stop();
+    assert!(status.success(), "{log}");
+    let (status, sold, log) = selling.stop();
+    assert!(status.success(), "{log}");
+    miner.abort();
+    let paid = total(&bought, "payment_sent", "lightning");
+    assert_eq!(
+        paid % (u128::from(PRICE_SAT) * 1000),
+        0,
+        "whole readings, in msat"
+    );
+    assert_eq!(
+        total(&sold, "payment_received", "lightning"),
+        paid,
+        "paid = received"
+    );
+    let refused_at = bought
+        .iter()
+        .position(|e| e["event"] == "budget_refused")
+        .unwrap();
+    assert_eq!(
+        count(&bought[refused_at..], "payment_sent", "lightning"),
+        0,
+        "nothing is paid once the cap refuses: {bought:?}"
+    );
+    eprintln!(
+        "lightning agents: {} L402 readings, {paid} msat",
+        count(&bought, "payment_sent", "lightning")
+    );
+}
