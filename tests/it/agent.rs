@@ -23,6 +23,9 @@ use crate::support::{LocalChain, send};
 
 const EVM_PRICE: u128 = 1_000;
 const BTC_PRICE: u64 = 25;
+/// One voucher of the gateway: three one-second ticks.
+const COVER_PRICE: u128 = 3_000;
+const TICKS_PER_COVER: u32 = 3;
 
 /// A running agent: its stdout events arrive on `events`.
 pub(super) struct RunningAgent {
@@ -188,6 +191,60 @@ fn budgets_hold_across_a_restart(
     events
 }
 
+/// Vouchers paid for connectivity.
+fn covers(events: &[Value]) -> usize {
+    events
+        .iter()
+        .filter(|e| {
+            e["event"] == "payment_sent"
+                && e["resource"]
+                    .as_str()
+                    .is_some_and(|r| r.ends_with("/cover"))
+        })
+        .count()
+}
+
+/// A free loopback address for a listener of the agent.
+pub(super) fn free_listen() -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    format!("127.0.0.1:{port}")
+}
+
+/// Opens a tunnel through the local CONNECT proxy at `proxy` to a loopback echo service and
+/// returns what came back for "ping".
+async fn echo_through(proxy: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let echo = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let target = echo.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut stream, _) = echo.accept().await.unwrap();
+        let mut buffer = [0u8; 4];
+        stream.read_exact(&mut buffer).await.unwrap();
+        stream.write_all(&buffer).await.unwrap();
+    });
+    let mut tunnel = tokio::net::TcpStream::connect(proxy).await.unwrap();
+    tunnel
+        .write_all(format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        tunnel.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    tunnel.write_all(b"ping").await.unwrap();
+    let mut answer = [0u8; 4];
+    tunnel.read_exact(&mut answer).await.unwrap();
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
 /// The sum of `event` amounts on `leg`.
 pub(super) fn total(events: &[Value], event: &str, leg: &str) -> u128 {
     events
@@ -270,20 +327,30 @@ path = "/temperature"
 price_sat = {BTC_PRICE}
 [sell.btc.route.sensor]
 {sensor}
+[gateway]
+listen = "127.0.0.1:0"
+rpc_url = "{rpc}"
+network = "eip155:31337"
+asset = "{token}"
+price_per_minute = {per_minute}
+ticks_per_voucher = {TICKS_PER_COVER}
 "#,
         rpc = chain.anvil.endpoint(),
         token = chain.token,
+        per_minute = COVER_PRICE / u128::from(TICKS_PER_COVER) * 60,
     );
     let mut selling = RunningAgent::start(&seller, &seller_config);
     let ready = selling.wait_for(Duration::from_secs(60), |seen| !seen.is_empty())[0].clone();
     assert_eq!(ready["event"], "ready", "{ready}");
-    let (evm_url, btc_url) = (
+    let (evm_url, btc_url, gateway_url) = (
         ready["evm"].as_str().unwrap().to_owned(),
         ready["btc"].as_str().unwrap().to_owned(),
+        ready["gateway"].as_str().unwrap().to_owned(),
     );
+    let proxy = free_listen();
 
     let budgets = format!(
-        "[budget.evm]\nper_request = {EVM_PRICE}\nper_payee_per_hour = 1000000000\nper_day = 1000000000\n\
+        "[budget.evm]\nper_request = {COVER_PRICE}\nper_payee_per_hour = 1000000000\nper_day = 1000000000\n\
          [budget.btc]\nper_request = {BTC_PRICE}\nper_payee_per_hour = 1000000\nper_day = 1000000\n"
     );
     let buyer_config = format!(
@@ -304,13 +371,24 @@ url = "{evm_url}/temperature"
 pay = "evm"
 every_secs = 1
 max_price = {too_little}
+[[connect]]
+gateway = "{gateway_url}"
+listen = "{proxy}"
 "#,
         too_little = EVM_PRICE - 1,
     );
     let mut buying = RunningAgent::start(&buyer, &buyer_config);
     buying.wait_for(Duration::from_secs(90), |seen| {
-        count(seen, "payment_sent", "evm") >= 5 && count(seen, "payment_sent", "btc") >= 3
+        count(seen, "payment_sent", "evm") >= 5
+            && count(seen, "payment_sent", "btc") >= 3
+            && covers(seen) >= 1
     });
+    // An application on the buyer reaches a loopback service through the paid session.
+    assert_eq!(
+        echo_through(&proxy).await,
+        "ping",
+        "the tunnel runs while it is paid"
+    );
     // While both run, other commands reach them through their control sockets: the data
     // directories are locked, yet `m2m get` buys through the running agent, on its channel.
     let socket = buyer.data_dir.join("control.sock");

@@ -9,20 +9,11 @@ use std::time::Duration;
 
 use m2m::node::tools::start_bitcoind;
 
-use super::agent::{RunningAgent, count, total};
+use super::agent::{RunningAgent, count, free_listen, total};
 use super::btc_channel::{mine, start_miner};
 use super::cli::{Device, stdout_json};
 
 const PRICE_SAT: u64 = 30;
-
-fn free_listen() -> String {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    format!("127.0.0.1:{port}")
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agents_pay_over_lightning_through_their_control_sockets() {

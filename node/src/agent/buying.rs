@@ -10,7 +10,7 @@ use bitcoin::Amount;
 use tokio::task::JoinHandle;
 
 use super::AgentError;
-use super::config::{AgentConfig, BuyConfig, BuyLeg};
+use super::config::{AgentConfig, BuyConfig, BuyLeg, ConnectConfig};
 use super::legs::{Legs, Shared};
 use crate::btc::{BtcBuyer, BtcBuyerOptions, PayerChannels};
 use crate::buyer::{Buyer, BuyerOptions};
@@ -91,12 +91,53 @@ pub(super) async fn start(
         #[cfg(feature = "lightning")]
         ln: legs.ln.clone(),
     });
-    let tasks = config
+    let mut tasks: Vec<_> = config
         .buys
         .iter()
         .map(|buy| tokio::spawn(run(buy.clone(), buyers.clone(), shared.events.clone())))
         .collect();
+    for connect in &config.connects {
+        let (connect, buyer) = (connect.clone(), buyers.evm.clone());
+        tasks.push(tokio::spawn(connected(
+            connect,
+            buyer,
+            shared.events.clone(),
+        )));
+    }
     Ok((buyers, tasks))
+}
+
+/// How long a `[[connect]]` waits before trying an unreachable gateway again.
+const CONNECT_RETRY: Duration = Duration::from_secs(5);
+
+/// One `[[connect]]` session for as long as the agent runs: opened (retried while the gateway
+/// cannot be reached), then paid by its ticker; aborting the task drops the client, which stops
+/// paying and closes the local proxy.
+async fn connected(connect: ConnectConfig, buyer: Arc<Buyer>, events: Arc<EventBus>) {
+    loop {
+        let opened = crate::gateway::client::connect_reporting(
+            &connect.gateway,
+            buyer.clone(),
+            connect.listen,
+            Some(events.clone()),
+        )
+        .await;
+        match opened {
+            Ok(client) => {
+                tracing::info!(gateway = %connect.gateway, proxy = %client.local_addr, "connected");
+                std::future::pending::<()>().await;
+                drop(client);
+            }
+            Err(error) => {
+                tracing::warn!(gateway = %connect.gateway, %error, "no session yet");
+                events.publish(AgentEvent::BuyFailed {
+                    url: connect.gateway.clone(),
+                    reason: crate::events::error_line(&error),
+                });
+                tokio::time::sleep(CONNECT_RETRY).await;
+            }
+        }
+    }
 }
 
 /// One entry, for as long as the agent runs.

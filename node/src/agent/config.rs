@@ -36,6 +36,16 @@
 //! every_secs = 10
 //! max_price = 1000            # per reading: token units (evm), sat (btc, l402)
 //!
+//! [gateway]                   # connectivity by the minute (gateway.toml's keys); with
+//! rpc_url = "http://127.0.0.1:8545"   # [sell.evm] on the same chain, one seller takes both
+//! network = "eip155:31337"
+//! asset = "0x…"
+//! price_per_minute = 60000
+//!
+//! [[connect]]                 # buy connectivity: a metered session and a local CONNECT proxy
+//! gateway = "http://hotspot.local:8118"
+//! listen = "127.0.0.1:8119"
+//!
 //! [budget.evm]                # caps every buyer of the leg spends within (also btc, lightning)
 //! per_request = 1000          # token units (evm), sat (btc, lightning)
 //! per_payee_per_hour = 100000
@@ -70,6 +80,26 @@ pub struct AgentConfig {
     /// Spending caps per leg (a leg without them pays within `max_price` alone).
     #[serde(default)]
     pub budget: BudgetConfig,
+    /// Connectivity sold by the minute.
+    pub gateway: Option<crate::gateway::GatewayConfig>,
+    /// Connectivity bought by the minute, one session per entry.
+    #[serde(default, rename = "connect")]
+    pub connects: Vec<ConnectConfig>,
+}
+
+/// A metered session with a gateway, paid on the EVM leg.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectConfig {
+    /// The gateway, `http://host:port`.
+    pub gateway: String,
+    /// Where applications find the local CONNECT proxy.
+    #[serde(default = "default_connect_listen")]
+    pub listen: SocketAddr,
+}
+
+fn default_connect_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8119))
 }
 
 /// `[budget.evm]`, `[budget.btc]`, `[budget.lightning]`.
@@ -285,6 +315,27 @@ impl AgentConfig {
                 "lightning",
                 "needs a [bitcoind] section (its chain source)",
             ));
+        }
+        if let Some(gateway) = &self.gateway {
+            gateway
+                .check()
+                .map_err(|reason| invalid("gateway", reason))?;
+            if let Some(evm) = &self.sell.evm
+                && (evm.rpc_url != gateway.rpc_url || evm.network != gateway.network)
+            {
+                return Err(invalid(
+                    "gateway",
+                    "rpc_url and network must be sell.evm's (one seller takes both)",
+                ));
+            }
+        }
+        for (index, connect) in self.connects.iter().enumerate() {
+            if !connect.gateway.starts_with("http://") {
+                return Err(invalid(
+                    format!("connect[{index}].gateway"),
+                    "must be an http:// URL",
+                ));
+            }
         }
         for (leg, caps) in self.budget.caps() {
             if let Err(field) = caps.check() {

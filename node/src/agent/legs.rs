@@ -53,6 +53,15 @@ pub(super) struct BtcLeg {
     pub watcher: JoinHandle<()>,
 }
 
+/// The connectivity gateway; its claimer runs here only when no EVM seller backs it.
+pub(super) struct GatewayLeg {
+    pub gateway: Arc<crate::gateway::Gateway>,
+    pub server: ServerHandle,
+    pub claimer: Option<JoinHandle<()>>,
+    /// Credits Lightning sessions from the node's keysends.
+    pub crediting: Option<JoinHandle<()>>,
+}
+
 /// bitcoind, the device's on-chain wallet (synced at start), and its fee rate.
 pub(super) struct Bitcoin {
     pub rpc: BitcoinRpc,
@@ -64,6 +73,7 @@ pub(super) struct Bitcoin {
 pub(super) struct Legs {
     pub evm: Option<EvmLeg>,
     pub btc: Option<BtcLeg>,
+    pub gateway: Option<GatewayLeg>,
     /// bitcoind and the device's on-chain wallet, when configured.
     pub bitcoin: Option<Bitcoin>,
     #[cfg(feature = "lightning")]
@@ -80,6 +90,11 @@ fn boxed<E: std::error::Error + Send + Sync + 'static>(
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 struct Refused(&'static str);
+
+/// The gateway's own (text) reason.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct GatewayRefused(String);
 
 pub(super) async fn start(config: &AgentConfig, shared: &Shared<'_>) -> Result<Legs, AgentError> {
     let bitcoin = match &config.bitcoind {
@@ -98,7 +113,30 @@ pub(super) async fn start(config: &AgentConfig, shared: &Shared<'_>) -> Result<L
         return Err(AgentError::NoLightning("[lightning]"));
     }
     let evm = match &config.sell.evm {
-        Some(evm) => Some(start_evm(evm, shared).await?),
+        Some(evm) => {
+            // With a gateway on the same chain, one seller takes readings and `/cover` both.
+            let mut evm = evm.clone();
+            if let Some(gateway) = &config.gateway {
+                let cover = gateway
+                    .cover_route()
+                    .map_err(|e| AgentError::leg("the gateway")(boxed(GatewayRefused(e))))?;
+                evm.routes.push(cover);
+            }
+            Some(start_evm(&evm, shared).await?)
+        }
+        None => None,
+    };
+    let gateway = match &config.gateway {
+        Some(gateway) => Some(
+            start_gateway(
+                gateway,
+                evm.as_ref(),
+                #[cfg(feature = "lightning")]
+                ln.as_deref(),
+                shared,
+            )
+            .await?,
+        ),
         None => None,
     };
     let btc = match (&config.sell.btc, &bitcoin) {
@@ -132,6 +170,7 @@ pub(super) async fn start(config: &AgentConfig, shared: &Shared<'_>) -> Result<L
     Ok(Legs {
         evm,
         btc,
+        gateway,
         bitcoin,
         #[cfg(feature = "lightning")]
         ln,
@@ -220,6 +259,52 @@ async fn start_evm(config: &SellerConfig, shared: &Shared<'_>) -> Result<EvmLeg,
         seller,
         server,
         claimer,
+    })
+}
+
+/// The gateway on the EVM seller (or on a seller of its own), serving, and crediting Lightning
+/// sessions when it takes them and the agent runs a node.
+async fn start_gateway(
+    config: &crate::gateway::GatewayConfig,
+    evm: Option<&EvmLeg>,
+    #[cfg(feature = "lightning")] ln: Option<&crate::ln::LnNode>,
+    shared: &Shared<'_>,
+) -> Result<GatewayLeg, AgentError> {
+    let refused = |e| AgentError::leg("the gateway")(boxed(GatewayRefused(e)));
+    let (gateway, claimer) = match evm {
+        Some(evm) => (
+            crate::gateway::Gateway::with_seller(config.clone(), evm.seller.clone())
+                .map_err(refused)?,
+            None,
+        ),
+        None => {
+            let gateway = crate::gateway::Gateway::start(
+                config.clone(),
+                shared.keystore.clone(),
+                (**shared.store).clone(),
+            )
+            .await
+            .map_err(refused)?;
+            gateway.seller().events.attach(shared.events.clone());
+            let claimer = tokio::spawn(gateway.seller().clone().run_claimer());
+            (gateway, Some(claimer))
+        }
+    };
+    #[cfg(feature = "lightning")]
+    let crediting = match (config.lightning_msat_per_minute, ln) {
+        (Some(_), Some(ln)) => Some(gateway.accept_lightning(ln).map_err(refused)?),
+        _ => None,
+    };
+    #[cfg(not(feature = "lightning"))]
+    let crediting = None;
+    let server = crate::gateway::serve(gateway.clone(), None)
+        .await
+        .map_err(|e| AgentError::leg("the gateway's listener")(boxed(e)))?;
+    Ok(GatewayLeg {
+        gateway,
+        server,
+        claimer,
+        crediting,
     })
 }
 

@@ -144,6 +144,7 @@ impl AgentBuilder {
                 "bitcoin": keystore.keys().bitcoin_address().to_string(),
                 "evm": legs.evm.as_ref().map(|evm| format!("http://{}", evm.server.local_addr)),
                 "btc": legs.btc.as_ref().map(|btc| format!("http://{}", btc.server.local_addr)),
+                "gateway": legs.gateway.as_ref().map(|g| format!("http://{}", g.server.local_addr)),
             }),
         };
         let control = control::serve(data_dir.path(), Arc::new(target))
@@ -222,6 +223,16 @@ impl Agent {
         self.legs.evm.as_ref().map(|evm| &evm.seller)
     }
 
+    /// Where the connectivity gateway listens, if it runs.
+    pub fn gateway_listen(&self) -> Option<SocketAddr> {
+        self.legs.gateway.as_ref().map(|g| g.server.local_addr)
+    }
+
+    /// The connectivity gateway, if it runs.
+    pub fn gateway(&self) -> Option<&Arc<crate::gateway::Gateway>> {
+        self.legs.gateway.as_ref().map(|g| &g.gateway)
+    }
+
     /// The satoshi seller, if it runs.
     pub fn btc_seller(&self) -> Option<&Arc<crate::btc::BtcSeller>> {
         self.legs.btc.as_ref().map(|btc| &btc.seller)
@@ -244,11 +255,28 @@ impl Agent {
             buyer.abort();
         }
         let mut report = StopReport::default();
+        // The gateway first: no voucher reaches the EVM seller after its last claim below.
+        if let Some(gateway) = self.legs.gateway {
+            gateway.server.shutdown().await;
+            if let Some(crediting) = gateway.crediting {
+                crediting.abort();
+            }
+            // A gateway with a seller of its own claims like the EVM seller does.
+            if let Some(claimer) = gateway.claimer {
+                claimer.abort();
+                match gateway.gateway.seller().claim_all().await {
+                    Ok(count) => report.evm_claimed += count,
+                    Err(error) => report
+                        .problems
+                        .push(format!("claiming the gateway's vouchers: {error}")),
+                }
+            }
+        }
         if let Some(evm) = self.legs.evm {
             evm.server.shutdown().await;
             evm.claimer.abort();
             match evm.seller.claim_all().await {
-                Ok(count) => report.evm_claimed = count,
+                Ok(count) => report.evm_claimed += count,
                 Err(error) => report
                     .problems
                     .push(format!("claiming on the EVM leg: {error}")),

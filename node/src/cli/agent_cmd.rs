@@ -165,6 +165,7 @@ fn run_agent(global: &GlobalArgs, config: AgentConfig) -> Result<(), CliError> {
             "event": "ready",
             "evm": agent.evm_listen().map(|a| format!("http://{a}")),
             "btc": agent.btc_listen().map(|a| format!("http://{a}")),
+            "gateway": agent.gateway_listen().map(|a| format!("http://{a}")),
         });
         if global.json {
             print_json_line(&ready);

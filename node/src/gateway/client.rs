@@ -14,6 +14,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::buyer::Buyer;
+use crate::events::{AgentEvent, EventBus, Leg, Payment};
 
 /// Ticks in a session's chain (a day at one tick per second).
 pub const CHAIN_LENGTH: u32 = 86_400;
@@ -71,6 +72,22 @@ pub async fn connect(
     buyer: Arc<Buyer>,
     listen: SocketAddr,
 ) -> Result<ConnectClient, ConnectError> {
+    connect_reporting(gateway, buyer, listen, None).await
+}
+
+/// [`connect`], publishing each voucher paid (`payment_sent`) and each that failed
+/// (`buy_failed`) on `events`: an agent's connectivity is accounted like its other buys.
+pub async fn connect_reporting(
+    gateway: &str,
+    buyer: Arc<Buyer>,
+    listen: SocketAddr,
+    events: Option<Arc<EventBus>>,
+) -> Result<ConnectClient, ConnectError> {
+    let publish = move |event: AgentEvent| {
+        if let Some(events) = &events {
+            events.publish(event);
+        }
+    };
     let http = crate::http_client::client();
     let offer: Value = http.get(format!("{gateway}/")).send().await?.json().await?;
     let field = |key: &str| {
@@ -101,11 +118,33 @@ pub async fn connect(
                         session.load(Ordering::Relaxed)
                     );
                     match buyer.get(&cover).await {
-                        Ok(_) => {
+                        Ok(crate::buyer::Fetched {
+                            paid: Some((scheme, amount)),
+                            ..
+                        }) => {
                             covers.fetch_add(1, Ordering::Relaxed);
                             since_cover = 0;
+                            publish(AgentEvent::PaymentSent(Payment {
+                                leg: Leg::Evm,
+                                scheme,
+                                amount,
+                                resource: cover,
+                            }));
                         }
-                        Err(error) => tracing::warn!(%error, "paying for connectivity"),
+                        Ok(unpaid) => {
+                            tracing::warn!(status = unpaid.status, "the gateway took no voucher");
+                            publish(AgentEvent::BuyFailed {
+                                url: cover,
+                                reason: format!("the gateway answered {}", unpaid.status),
+                            });
+                        }
+                        Err(error) => {
+                            tracing::warn!(%error, "paying for connectivity");
+                            publish(AgentEvent::BuyFailed {
+                                url: cover,
+                                reason: crate::events::error_line(&error),
+                            });
+                        }
                     }
                 }
                 every.tick().await;

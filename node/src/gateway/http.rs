@@ -270,6 +270,14 @@ async fn cover(
     }
     match seller.pay_batch(route, &payload.payload).await {
         Ok(settlement) => {
+            seller.events.publish(|| {
+                crate::events::AgentEvent::PaymentReceived(crate::events::Payment {
+                    leg: crate::events::Leg::Evm,
+                    scheme: crate::x402::batch::SCHEME.into(),
+                    amount: route.price,
+                    resource: COVER_PATH.into(),
+                })
+            });
             let mut session = lock(&session);
             if let Metering::Ticks {
                 stream,

@@ -101,14 +101,34 @@ impl GatewayConfig {
     /// Parses and checks TOML text.
     pub fn parse(text: &str) -> Result<Self, String> {
         let config: Self = toml::from_str(text).map_err(|e| format!("gateway config: {e}"))?;
-        config.tick_price()?;
-        if config.ticks_per_voucher == 0 {
+        config.check()?;
+        Ok(config)
+    }
+
+    /// Checks the values serde cannot: prices and counts.
+    pub fn check(&self) -> Result<(), String> {
+        self.tick_price()?;
+        if self.ticks_per_voucher == 0 {
             return Err("ticks_per_voucher must be positive".into());
         }
-        if config.lightning_msat_per_minute == Some(0) {
+        if self.lightning_msat_per_minute == Some(0) {
             return Err("lightning_msat_per_minute must be positive".into());
         }
-        Ok(config)
+        Ok(())
+    }
+
+    /// The x402 route behind `/cover`: K ticks' price, channels only. A seller that carries it
+    /// can back a gateway ([`Gateway::with_seller`]).
+    pub fn cover_route(&self) -> Result<crate::seller::config::RouteConfig, String> {
+        let cover = self.tick_price()? * u128::from(self.ticks_per_voucher);
+        Ok(crate::seller::config::RouteConfig {
+            path: COVER_PATH.into(),
+            price: cover.to_string(),
+            asset: self.asset,
+            schemes: vec![crate::seller::config::Scheme::BatchSettlement],
+            description: Some(format!("{} ticks of connectivity", self.ticks_per_voucher)),
+            sensor: Default::default(),
+        })
     }
 
     /// The price of one tick.
@@ -124,14 +144,15 @@ impl GatewayConfig {
 
     /// The seller behind `/cover`: one route priced at K ticks, channels only.
     fn seller_config(&self) -> Result<SellerConfig, String> {
-        let cover = self.tick_price()? * u128::from(self.ticks_per_voucher);
+        let route = self.cover_route()?;
         let mut config = SellerConfig::parse(&format!(
             "rpc_url = \"{}\"\nnetwork = \"{}\"\nfacilitator = false\n\
-             [[route]]\npath = \"{COVER_PATH}\"\nprice = \"{cover}\"\nasset = \"{}\"\n\
-             schemes = [\"batch-settlement\"]\ndescription = \"{} ticks of connectivity\"\n",
-            self.rpc_url, self.network, self.asset, self.ticks_per_voucher
+             [[route]]\npath = \"{}\"\nprice = \"{}\"\nasset = \"{}\"\n\
+             schemes = [\"batch-settlement\"]\n",
+            self.rpc_url, self.network, route.path, route.price, route.asset
         ))
         .map_err(|e| e.to_string())?;
+        config.routes[0].description = route.description;
         config.listen = self.listen;
         config.claim = self.claim.clone();
         config.limits = self.limits.clone();
@@ -227,6 +248,25 @@ impl Gateway {
         let seller = Seller::start(config.seller_config()?, signer, store, sensor)
             .await
             .map_err(|e| format!("gateway payments: {e}"))?;
+        Ok(Arc::new(Self {
+            config,
+            seller,
+            sessions: Mutex::new(HashMap::new()),
+            lightning_node: std::sync::OnceLock::new(),
+        }))
+    }
+
+    /// A gateway whose `/cover` vouchers are taken by `seller`, which must carry
+    /// [`GatewayConfig::cover_route`]: the device's readings and its connectivity are then paid
+    /// on one channel per buyer, through one seller (two sellers on one store would each hold
+    /// their own view of the same channel).
+    pub fn with_seller(config: GatewayConfig, seller: Arc<Seller>) -> Result<Arc<Self>, String> {
+        let wanted = config.cover_route()?;
+        match seller.route(COVER_PATH) {
+            Some(route) if route.price == wanted.price.parse::<u128>().unwrap_or_default() => {}
+            Some(_) => return Err(format!("the seller's {COVER_PATH} route has another price")),
+            None => return Err(format!("the seller has no {COVER_PATH} route")),
+        }
         Ok(Arc::new(Self {
             config,
             seller,
