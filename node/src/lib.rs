@@ -1,6 +1,7 @@
 //! `m2m-node`: the agent shell around the sans-IO core.
 //!
 //! - [`agent`]: the device agent — one front door (`Agent::builder()`) over every leg.
+//! - [`balances`]: what the device holds on each leg.
 //! - [`datadir`]: the device's data directory, held under an exclusive lock.
 //! - [`btc`]: bitcoind RPC, the on-chain wallet, Taproot script channels.
 //! - [`tools`]: locating and provisioning the local chains and compilers (anvil, forge, cast,
@@ -25,6 +26,7 @@
 //! This is the only crate with a runtime and IO; the channel logic lives in `m2m-core`.
 
 pub mod agent;
+pub mod balances;
 pub mod btc;
 pub mod budget;
 pub mod buyer;

@@ -355,6 +355,8 @@ ticks_per_voucher = {TICKS_PER_COVER}
     );
     let buyer_config = format!(
         r#"{bitcoind}{budgets}
+[evm]
+rpc_url = "{rpc}"
 [[buy]]
 url = "{evm_url}/temperature"
 pay = "evm"
@@ -376,6 +378,7 @@ gateway = "{gateway_url}"
 listen = "{proxy}"
 "#,
         too_little = EVM_PRICE - 1,
+        rpc = chain.anvil.endpoint(),
     );
     let mut buying = RunningAgent::start(&buyer, &buyer_config);
     buying.wait_for(Duration::from_secs(90), |seen| {
@@ -445,6 +448,28 @@ listen = "{proxy}"
         count(seen, "payment_sent", "evm") >= before.0 + 2
             && count(seen, "payment_sent", "btc") >= before.1 + 2
     });
+    // `m2m balance` through the agent: what the buyer holds plus what it deposited is what it
+    // was given; its Bitcoin wallet has its coins.
+    let balance = stdout_json(&buyer.run_ok(&["--json", "balance"]));
+    let held: u128 = balance["evm"]["tokens"][0]["balance"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let deposited: u128 = stdout_json(&buyer.run_ok(&["--json", "channels"]))
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["leg"] == "evm")
+        .map(|c| c["capacity"].as_str().unwrap().parse::<u128>().unwrap())
+        .sum();
+    assert_eq!(held + deposited, 10_000_000, "{balance}");
+    let sats: u64 = balance["bitcoin"]["confirmedSats"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(sats > 0, "{balance}");
     // `m2m channels` lists each leg's channel on both devices, through their agents.
     for (device, role) in [(&seller, "payee"), (&buyer, "payer")] {
         let channels = stdout_json(&device.run_ok(&["--json", "channels"]));

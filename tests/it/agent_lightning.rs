@@ -96,6 +96,13 @@ per_day = 1000000
         "{channels}"
     );
 
+    let balance = stdout_json(&buyer.run_ok(&["--json", "balance"]));
+    let in_channels: u64 = balance["lightning"]["channelSats"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(in_channels > 400_000, "{balance}");
     // An invoice of the seller's running node, paid by the buyer's.
     let invoice = stdout_json(&seller.run_ok(&["--json", "ln", "invoice", "5000sat"]));
     let invoice = invoice["invoice"].as_str().unwrap().to_owned();

@@ -85,6 +85,22 @@ pub struct AgentConfig {
     /// Connectivity bought by the minute, one session per entry.
     #[serde(default, rename = "connect")]
     pub connects: Vec<ConnectConfig>,
+    /// The EVM chain, for a device that buys there without selling (balances).
+    pub evm: Option<EvmConfig>,
+}
+
+/// `[evm]`: where the device's EVM balances are read when it runs no EVM seller or gateway.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvmConfig {
+    /// The chain's JSON-RPC endpoint.
+    pub rpc_url: String,
+    /// The settlement contract (default: the canonical deployment).
+    #[serde(default)]
+    pub settlement: Option<alloy::primitives::Address>,
+    /// Tokens to show beyond those of the routes and channels.
+    #[serde(default)]
+    pub tokens: Vec<alloy::primitives::Address>,
 }
 
 /// A metered session with a gateway, paid on the EVM leg.
@@ -254,6 +270,36 @@ fn default_capacity() -> u64 {
 }
 
 impl AgentConfig {
+    /// Where EVM balances are read: `[evm]`, else the EVM seller's or the gateway's chain; the
+    /// tokens of every section that names one.
+    pub fn evm_endpoint(&self) -> Option<crate::balances::EvmEndpoint> {
+        let seller = self.sell.evm.as_ref();
+        let rpc_url = self
+            .evm
+            .as_ref()
+            .map(|evm| evm.rpc_url.clone())
+            .or_else(|| seller.map(|s| s.rpc_url.clone()))
+            .or_else(|| self.gateway.as_ref().map(|g| g.rpc_url.clone()))?;
+        let settlement = self
+            .evm
+            .as_ref()
+            .and_then(|evm| evm.settlement)
+            .or_else(|| seller.map(|s| s.settlement))
+            .unwrap_or(m2m_contracts::CANONICAL_SETTLEMENT);
+        let mut tokens: Vec<_> = self.evm.iter().flat_map(|evm| evm.tokens.clone()).collect();
+        tokens.extend(
+            seller
+                .into_iter()
+                .flat_map(|s| s.routes.iter().map(|r| r.asset)),
+        );
+        tokens.extend(self.gateway.iter().map(|g| g.asset));
+        Some(crate::balances::EvmEndpoint {
+            rpc_url,
+            settlement,
+            tokens,
+        })
+    }
+
     /// Reads and validates a file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         load_file(path, Self::parse)

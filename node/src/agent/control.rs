@@ -35,6 +35,8 @@ pub enum ControlRequest {
     Status,
     /// Every channel of the device: each leg, either side (`crate::ledger`).
     Channels,
+    /// What the device holds on each leg it runs (`crate::balances`).
+    Balance,
     /// One paid fetch by the running agent, on its channels and within `max_price`.
     Get {
         /// The resource.
@@ -119,6 +121,12 @@ pub(super) struct ControlTarget {
     pub buyers: Arc<LegBuyers>,
     /// The channels `channels` lists.
     pub store: Arc<crate::store::ChannelStore>,
+    /// The device wallet (its EVM address, for `balance`).
+    pub signer: crate::evm::SharedSigner,
+    /// Where EVM balances are read, if the agent knows a chain.
+    pub evm_endpoint: Option<crate::balances::EvmEndpoint>,
+    /// The Bitcoin wallet, if the agent runs bitcoind.
+    pub btc_wallet: Option<Arc<crate::btc::BtcWallet>>,
     /// The Lightning node, whose channels `channels` adds.
     #[cfg(feature = "lightning")]
     pub ln: Option<Arc<crate::ln::LnNode>>,
@@ -199,6 +207,7 @@ async fn handle(request: &ControlRequest, target: &ControlTarget) -> Result<Valu
             }
             serde_json::to_value(rows).map_err(|e| e.to_string())
         }
+        ControlRequest::Balance => balance(target).await,
         ControlRequest::Get {
             url,
             pay,
@@ -253,6 +262,42 @@ async fn handle(request: &ControlRequest, target: &ControlTarget) -> Result<Valu
             Ok(budget_report(target))
         }
     }
+}
+
+/// `balance`: each leg the agent runs; a leg that cannot be read says why instead.
+async fn balance(target: &ControlTarget) -> Result<Value, String> {
+    let line = |e: &dyn std::error::Error| json!({ "error": crate::events::error_line(e) });
+    let evm = match &target.evm_endpoint {
+        Some(endpoint) => {
+            // The tokens of the device's channels too (a buyer's, which no route names).
+            let mut endpoint = endpoint.clone();
+            if let Ok(rows) = crate::ledger::channels(&target.store) {
+                endpoint.tokens.extend(
+                    rows.iter()
+                        .filter(|row| row.leg == Leg::Evm)
+                        .filter_map(|row| row.asset.parse::<alloy::primitives::Address>().ok()),
+                );
+            }
+            crate::balances::evm(&endpoint, target.signer.clone())
+                .await
+                .unwrap_or_else(|e| line(&e))
+        }
+        None => Value::Null,
+    };
+    let bitcoin = match &target.btc_wallet {
+        Some(wallet) => crate::balances::bitcoin(wallet)
+            .await
+            .unwrap_or_else(|e| line(&e)),
+        None => Value::Null,
+    };
+    #[cfg(feature = "lightning")]
+    let lightning = target
+        .ln
+        .as_deref()
+        .map_or(Value::Null, crate::balances::lightning);
+    #[cfg(not(feature = "lightning"))]
+    let lightning = Value::Null;
+    Ok(json!({ "evm": evm, "bitcoin": bitcoin, "lightning": lightning }))
 }
 
 /// How long a `ln_pay` waits for its outcome.

@@ -134,6 +134,9 @@ impl AgentBuilder {
             btc: legs.btc.as_ref().map(|btc| btc.seller.clone()),
             buyers: leg_buyers,
             store: store.clone(),
+            signer: keystore.clone(),
+            evm_endpoint: self.config.evm_endpoint(),
+            btc_wallet: legs.bitcoin.as_ref().map(|b| b.wallet.clone()),
             #[cfg(feature = "lightning")]
             ln: legs.ln.clone(),
             budget_config: self.config.budget.clone(),

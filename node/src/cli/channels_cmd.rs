@@ -163,3 +163,90 @@ pub(super) fn withdraw(global: &GlobalArgs, args: &WithdrawArgs) -> Result<(), C
         }
     })
 }
+
+/// `m2m balance`.
+#[derive(Debug, Args)]
+pub struct BalanceArgs {
+    /// Without a running agent: the EVM chain's JSON-RPC endpoint to read.
+    #[arg(long, value_name = "URL")]
+    rpc_url: Option<String>,
+    /// Without a running agent: a token to show (repeatable).
+    #[arg(long = "token", value_name = "ADDRESS")]
+    tokens: Vec<alloy::primitives::Address>,
+}
+
+/// `m2m balance`: every leg from the running agent, else the EVM leg from `--rpc-url`.
+pub(super) fn balance(global: &GlobalArgs, args: &BalanceArgs) -> Result<(), CliError> {
+    let answer = if control_client::agent_running(global) {
+        control_client::ask(global, &ControlRequest::Balance)?
+    } else {
+        let Some(rpc_url) = &args.rpc_url else {
+            return Err(CliError::Usage(
+                "no agent runs on this data directory: give --rpc-url (and --token) for the EVM \
+                 leg; `m2m btc balance` and `m2m ln info` show the others"
+                    .into(),
+            ));
+        };
+        let (_data_dir, keystore) = super::wallet_cmd::open(global)?;
+        let endpoint = crate::balances::EvmEndpoint {
+            rpc_url: rpc_url.clone(),
+            settlement: m2m_contracts::CANONICAL_SETTLEMENT,
+            tokens: args.tokens.clone(),
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(CliError::Terminal)?;
+        let evm = runtime
+            .block_on(crate::balances::evm(
+                &endpoint,
+                std::sync::Arc::new(keystore),
+            ))
+            .map_err(|e| CliError::Usage(crate::events::error_line(&e)))?;
+        serde_json::json!({ "evm": evm, "bitcoin": null, "lightning": null })
+    };
+    if global.json {
+        return control_client::show_answer(global, answer);
+    }
+    let text = |value: &serde_json::Value| value.as_str().unwrap_or("?").to_owned();
+    for (leg, value) in answer.as_object().into_iter().flatten() {
+        if value.is_null() {
+            continue;
+        }
+        if let Some(error) = value.get("error") {
+            println!("{leg}: {}", text(error));
+            continue;
+        }
+        match leg.as_str() {
+            "evm" => {
+                println!(
+                    "evm {} (chain {}): {} wei",
+                    text(&value["address"]),
+                    value["chainId"],
+                    text(&value["wei"])
+                );
+                for token in value["tokens"].as_array().into_iter().flatten() {
+                    println!(
+                        "  token {}: {}",
+                        text(&token["token"]),
+                        text(&token["balance"])
+                    );
+                }
+            }
+            "bitcoin" => println!(
+                "bitcoin {}: {} sat confirmed, {} pending, {} immature",
+                text(&value["address"]),
+                text(&value["confirmedSats"]),
+                text(&value["pendingSats"]),
+                text(&value["immatureSats"])
+            ),
+            _ => println!(
+                "lightning {}: {} sat on chain, {} sat in channels",
+                text(&value["nodeId"]),
+                text(&value["onchainSats"]),
+                text(&value["channelSats"])
+            ),
+        }
+    }
+    Ok(())
+}

@@ -68,6 +68,8 @@ enum Command {
     Channels,
     /// The running agent's spending caps and what was spent; `set` changes a leg's caps.
     Budget(channels_cmd::BudgetArgs),
+    /// What the device holds on each leg (from the running agent; else EVM from --rpc-url).
+    Balance(channels_cmd::BalanceArgs),
     /// Take an EVM payer channel's deposit back (timed withdrawal: start, then finish).
     Withdraw(channels_cmd::WithdrawArgs),
     /// Print a top-up request (BIP-21 or EIP-681 URI) and its QR code.
@@ -156,6 +158,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Channels => channels_cmd::channels(global),
         Command::Budget(args) => channels_cmd::budget(global, args),
         Command::Withdraw(args) => channels_cmd::withdraw(global, args),
+        Command::Balance(args) => channels_cmd::balance(global, args),
         Command::Topup(args) => wallet_cmd::topup(global, args),
         Command::Backup(args) => wallet_cmd::backup(global, args),
         Command::Serve(args) => pay_cmd::serve(global, args),
