@@ -267,3 +267,46 @@ async fn a_gateway_restart_loses_no_paid_minute() {
     );
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_are_bounded_and_idle_ones_are_forgotten() {
+    let (chain, gateway_keys, _client_keys, dirs) = setup().await;
+    let mut config = gateway_config(&chain, "127.0.0.1:0");
+    config.max_sessions = 3;
+    config.session_idle_secs = 1;
+    let store = crate::paid_http::open_store(&dirs.path().join("gateway"));
+    let gateway = Gateway::start(config, gateway_keys, store).await.unwrap();
+    let server = gateway::serve(gateway.clone(), None).await.unwrap();
+    let http = reqwest::Client::new();
+    let open = || {
+        let http = http.clone();
+        let url = format!("http://{}/sessions", server.local_addr);
+        async move {
+            let chain = m2m::core::ticks::TickChain::new([9; 32], 10);
+            let anchor = alloy::primitives::B256::from(chain.anchor());
+            http.post(url)
+                .json(&serde_json::json!({ "anchor": anchor, "length": 10 }))
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    for _ in 0..3 {
+        assert_eq!(open().await.status(), 200);
+    }
+    // Unpaid opens cannot grow the gateway without bound.
+    let refused = open().await;
+    assert_eq!(refused.status(), 503);
+    assert_eq!(refused.headers()["retry-after"], "1");
+    assert!(refused.text().await.unwrap().contains("too_many_sessions"));
+    assert_eq!(gateway.session_count(), 3);
+    // Once the idle ones expire, there is room again.
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    assert_eq!(open().await.status(), 200);
+    assert_eq!(
+        gateway.session_count(),
+        1,
+        "the three idle sessions were forgotten"
+    );
+    server.shutdown().await;
+}

@@ -89,11 +89,27 @@ enum OpenSession {
 /// Session ids are random: the id is what `Proxy-Authorization: M2M <id>` presents, so a
 /// sequential one would let anyone ride another client's paid time. 53 bits keep it exact in
 /// JavaScript numbers and out of reach of guessing.
-fn insert_session(gateway: &Gateway, session: Session) -> Result<u64, getrandom::Error> {
+///
+/// Sessions are bounded: idle ones are forgotten first, and at `max_sessions` a new one is
+/// refused (unpaid requests must not grow the gateway's memory without limit).
+fn insert_session(gateway: &Gateway, session: Session) -> Result<u64, Box<Response>> {
     let mut sessions = lock(&gateway.sessions);
+    if sessions.len() >= gateway.config.max_sessions
+        && gateway.prune(&mut sessions) >= gateway.config.max_sessions
+    {
+        let mut response = error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too_many_sessions",
+            "the gateway holds as many sessions as it may; try again later",
+        );
+        if let Ok(value) = HeaderValue::from_str(&gateway.config.session_idle_secs.to_string()) {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+        return Err(Box::new(response));
+    }
     loop {
         let mut bytes = [0u8; 8];
-        getrandom::getrandom(&mut bytes)?;
+        getrandom::getrandom(&mut bytes).map_err(|e| Box::new(no_session(e)))?;
         let id = u64::from_le_bytes(bytes) & ((1 << 53) - 1);
         if id != 0 && !sessions.contains_key(&id) {
             sessions.insert(id, Arc::new(std::sync::Mutex::new(session)));
@@ -132,7 +148,7 @@ async fn open_session(
                 }),
             ) {
                 Ok(id) => id,
-                Err(error) => return no_session(error),
+                Err(refused) => return *refused,
             };
             return axum::Json(json!({ "session": id, "lightning": offer })).into_response();
         }
@@ -170,7 +186,7 @@ async fn open_session(
         }),
     ) {
         Ok(id) => id,
-        Err(error) => return no_session(error),
+        Err(refused) => return *refused,
     };
     axum::Json(json!({ "session": id, "cover": format!("/sessions/{id}/cover") })).into_response()
 }

@@ -69,6 +69,13 @@ pub struct GatewayConfig {
     /// Price of one minute paid over Lightning (msat); absent: no Lightning sessions.
     #[serde(default)]
     pub lightning_msat_per_minute: Option<u64>,
+    /// Most sessions held at once; an open beyond it is refused (503) until idle ones expire.
+    #[serde(default = "default_max_sessions")]
+    pub max_sessions: usize,
+    /// A session neither ticked nor paid for this long is forgotten (its tunnels were cut
+    /// already: it is not paid ahead).
+    #[serde(default = "default_session_idle_secs")]
+    pub session_idle_secs: u64,
     /// Upstreams clients may reach, as `host:port` with `*` allowed for the port
     /// (default: loopback only, for tests and demos).
     #[serde(default = "default_upstreams")]
@@ -93,6 +100,12 @@ fn default_ticks_per_voucher() -> u32 {
 fn default_grace_ms() -> u64 {
     500
 }
+fn default_max_sessions() -> usize {
+    1024
+}
+fn default_session_idle_secs() -> u64 {
+    600
+}
 fn default_upstreams() -> Vec<String> {
     vec!["127.0.0.1:*".into(), "localhost:*".into()]
 }
@@ -113,6 +126,9 @@ impl GatewayConfig {
         }
         if self.lightning_msat_per_minute == Some(0) {
             return Err("lightning_msat_per_minute must be positive".into());
+        }
+        if self.max_sessions == 0 || self.session_idle_secs == 0 {
+            return Err("max_sessions and session_idle_secs must be positive".into());
         }
         Ok(())
     }
@@ -207,6 +223,8 @@ pub struct Session {
     pub bytes: Arc<AtomicU64>,
     /// Tunnels cut for lack of payment.
     pub cuts: u64,
+    /// When it was opened.
+    opened: Instant,
 }
 
 impl Session {
@@ -216,7 +234,17 @@ impl Session {
             covers: 0,
             bytes: Arc::new(AtomicU64::new(0)),
             cuts: 0,
+            opened: Instant::now(),
         }
+    }
+
+    /// The last moment it was paid for or ticked (its opening, before either).
+    fn last_active(&self) -> Instant {
+        let seen = match &self.metering {
+            Metering::Ticks { last_tick, .. } => *last_tick,
+            Metering::Lightning { paid_until, .. } => *paid_until,
+        };
+        seen.map_or(self.opened, |seen| seen.max(self.opened))
     }
 }
 
@@ -316,6 +344,22 @@ impl Gateway {
 
     fn session(&self, id: u64) -> Option<Arc<Mutex<Session>>> {
         lock(&self.sessions).get(&id).cloned()
+    }
+
+    /// Sessions held now.
+    pub fn session_count(&self) -> usize {
+        lock(&self.sessions).len()
+    }
+
+    /// Forgets the sessions idle for longer than `session_idle_secs` (and not paid ahead, which
+    /// an idle one cannot be); returns how many are left.
+    fn prune(&self, sessions: &mut HashMap<u64, Arc<Mutex<Session>>>) -> usize {
+        let idle = std::time::Duration::from_secs(self.config.session_idle_secs);
+        sessions.retain(|_, session| {
+            let session = lock(session);
+            session.last_active().elapsed() < idle || self.paid_ahead(&session)
+        });
+        sessions.len()
     }
 
     /// Whether `session` may use the network now: its last tick still runs and no more than K
