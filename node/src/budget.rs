@@ -239,6 +239,10 @@ impl Budgets {
 
     /// Cuts `payee` off on `leg` (it overcharged); kept across restarts.
     pub async fn block(&self, leg: Leg, asset: Asset, payee: &str) -> Result<(), BudgetsError> {
+        self.events.publish(|| AgentEvent::PeerBlocked {
+            leg,
+            payee: payee.to_owned(),
+        });
         let ticket = {
             let mut inner = self.lock();
             let policy = inner.policy_or_unbounded(leg, asset);

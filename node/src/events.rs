@@ -66,6 +66,20 @@ pub enum AgentEvent {
         /// How many channels were claimed.
         channels: usize,
     },
+    /// A channel this device pays on was opened (its first deposit or funding went out).
+    ChannelOpened {
+        /// The leg.
+        leg: Leg,
+        /// The channel id (hex).
+        id: String,
+    },
+    /// A payee was cut off for overcharging; the budget refuses it from now on.
+    PeerBlocked {
+        /// The leg.
+        leg: Leg,
+        /// Who.
+        payee: String,
+    },
     /// A channel was closed on chain (a Bitcoin close before expiry).
     ChannelClosed {
         /// The leg.

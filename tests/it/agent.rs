@@ -470,6 +470,24 @@ listen = "{proxy}"
         .parse()
         .unwrap();
     assert!(sats > 0, "{balance}");
+    // A top-up request needs only the device's address: the running agent gives it.
+    let topup = stdout_json(&buyer.run_ok(&["--json", "topup", "--chain", "evm", "--amount", "1"]));
+    assert_eq!(
+        topup["address"].as_str().unwrap().to_lowercase(),
+        balance["evm"]["address"].as_str().unwrap(),
+        "{topup}"
+    );
+    // Each leg's channel opening was an event of the buyer.
+    for leg in ["evm", "btc"] {
+        assert!(
+            buying
+                .seen
+                .iter()
+                .any(|e| e["event"] == "channel_opened" && e["leg"] == leg),
+            "{leg}: {:?}",
+            buying.seen
+        );
+    }
     // `m2m channels` lists each leg's channel on both devices, through their agents.
     for (device, role) in [(&seller, "payee"), (&buyer, "payer")] {
         let channels = stdout_json(&device.run_ok(&["--json", "channels"]));

@@ -103,6 +103,14 @@ per_day = 1000000
         .parse()
         .unwrap();
     assert!(in_channels > 400_000, "{balance}");
+    // A Lightning top-up of the running seller: a unified request with its node's invoice.
+    let topup =
+        stdout_json(&seller.run_ok(&["--json", "topup", "--chain", "ln", "--amount", "0.0001"]));
+    let uri = topup["uri"].as_str().unwrap();
+    assert!(
+        uri.starts_with("bitcoin:") && uri.contains("lightning="),
+        "{topup}"
+    );
     // An invoice of the seller's running node, paid by the buyer's.
     let invoice = stdout_json(&seller.run_ok(&["--json", "ln", "invoice", "5000sat"]));
     let invoice = invoice["invoice"].as_str().unwrap().to_owned();

@@ -45,11 +45,9 @@ pub(super) async fn start(
             budget: Some(shared.budgets.clone()),
             ..BuyerOptions::default()
         };
-        Arc::new(Buyer::new(
-            shared.keystore.clone(),
-            shared.store.clone(),
-            options,
-        ))
+        let buyer = Buyer::new(shared.keystore.clone(), shared.store.clone(), options);
+        buyer.events.attach(shared.events.clone());
+        Arc::new(buyer)
     };
     let btc = match &legs.bitcoin {
         Some(bitcoin) => {
@@ -76,6 +74,7 @@ pub(super) async fn start(
                 .await
                 .map_err(|e| AgentError::leg("the Bitcoin buyer")(Box::new(e)))?
                 .with_budget(shared.budgets.clone());
+            buyer.events.attach(shared.events.clone());
             Some(Arc::new(buyer))
         }
         None => None,

@@ -128,6 +128,8 @@ pub struct BtcBuyer {
     offers: Mutex<HashMap<String, PaymentRequirements>>,
     opening: Mutex<()>,
     budget: Option<std::sync::Arc<crate::budget::Budgets>>,
+    /// Channel openings go here once an agent attaches its bus.
+    pub events: crate::events::EventLink,
 }
 
 impl BtcBuyer {
@@ -147,6 +149,7 @@ impl BtcBuyer {
             offers: Mutex::new(HashMap::new()),
             opening: Mutex::new(()),
             budget: None,
+            events: crate::events::EventLink::default(),
         })
     }
 
@@ -372,6 +375,11 @@ impl BtcBuyer {
                 .await?
                 .map_or(0, |o| o.confirmations);
             if confirmations >= extra.min_confirmations {
+                self.events
+                    .publish(|| crate::events::AgentEvent::ChannelOpened {
+                        leg: crate::events::Leg::Btc,
+                        id: crate::x402::btc::channel_id_hex(&channel.id()),
+                    });
                 return Ok(channel.id());
             }
             if tokio::time::Instant::now() > deadline {

@@ -41,6 +41,7 @@ impl Buyer {
         // Held across the exchange: one reading at a time per channel, and the response is
         // checked before the next voucher is signed.
         let mut channel = entry.lock().await;
+        let opening = channel.record().deposit_units == 0;
         let price_amount = terms.amount(price);
         for attempt in 0..=MAX_RESYNCS {
             let (payload, deposit) = self
@@ -81,6 +82,13 @@ impl Buyer {
             bump(&self.stats.vouchers);
             if deposit {
                 bump(&self.stats.deposits);
+                if opening {
+                    self.events
+                        .publish(|| crate::events::AgentEvent::ChannelOpened {
+                            leg: crate::events::Leg::Evm,
+                            id: format!("{}", alloy::primitives::B256::from(terms.channel_id.0)),
+                        });
+                }
             }
             return Ok(Fetched {
                 status: 200,

@@ -162,6 +162,8 @@ pub struct Buyer {
     contexts: Mutex<HashMap<String, Arc<batch::ChannelContext>>>,
     /// Counters.
     pub stats: BuyerStats,
+    /// Channel openings go here once an agent attaches its bus.
+    pub events: crate::events::EventLink,
 }
 
 impl std::fmt::Debug for Buyer {
@@ -190,6 +192,7 @@ impl Buyer {
             known: Mutex::new(HashMap::new()),
             contexts: Mutex::new(HashMap::new()),
             stats: BuyerStats::default(),
+            events: crate::events::EventLink::default(),
         }
     }
 

@@ -516,6 +516,26 @@ pub(super) fn topup(
     options: &LnOptions,
     request: &wallet_cmd::TopupRequest<'_>,
 ) -> Result<(), CliError> {
+    if super::control_client::agent_running(global) {
+        // The agent's node receives it; the request is made there.
+        let amount = request.amount.ok_or_else(|| {
+            CliError::Usage("give --amount: the running agent makes invoices for an amount".into())
+        })?;
+        let answer = super::control_client::ask(
+            global,
+            &crate::agent::control::ControlRequest::LnInvoice {
+                amount_msat: amount.to_sat().saturating_mul(1_000),
+                description: request.label.to_owned(),
+            },
+        )?;
+        let invoice = answer["invoice"].as_str().unwrap_or_default();
+        let (_, address) = wallet_cmd::device_addresses(global)?;
+        let uri =
+            m2m_wallet::topup::unified_uri(&address, Some(amount), Some(request.label), invoice);
+        show_request(global, &uri, invoice, request.qr);
+        eprintln!("the running agent receives the payment");
+        return Ok(());
+    }
     let started = start(global, options)?;
     let ln = started.ln.clone();
     let result = started.runtime.block_on(async {

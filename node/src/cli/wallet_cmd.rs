@@ -164,7 +164,7 @@ pub(super) fn topup(global: &GlobalArgs, args: &TopupArgs) -> Result<(), CliErro
             ));
         }
     }
-    let (_data_dir, keystore) = open(global)?;
+    let (evm_address, bitcoin_address) = device_addresses(global)?;
     let (uri, address, amount_base_units) = match args.chain {
         ChainKind::Ln => unreachable!("handled above"),
         ChainKind::Btc => {
@@ -174,7 +174,7 @@ pub(super) fn topup(global: &GlobalArgs, args: &TopupArgs) -> Result<(), CliErro
                 ));
             }
             let amount = args.amount.as_deref().map(parse_btc_amount).transpose()?;
-            let address = keystore.keys().bitcoin_address();
+            let address = bitcoin_address;
             (
                 bitcoin_uri(&address, amount, Some(&args.label)),
                 address.to_string(),
@@ -191,7 +191,7 @@ pub(super) fn topup(global: &GlobalArgs, args: &TopupArgs) -> Result<(), CliErro
                 .as_deref()
                 .map(|a| parse_evm_amount(a, decimals))
                 .transpose()?;
-            let to = m2m_wallet::Signer::evm_address(&keystore);
+            let to = evm_address;
             let request = EvmTopUp {
                 to,
                 chain_id: args.chain_id,
@@ -234,6 +234,37 @@ pub(super) fn topup(global: &GlobalArgs, args: &TopupArgs) -> Result<(), CliErro
         }
     }
     Ok(())
+}
+
+/// The device's EVM and Bitcoin addresses: from the keystore, or from the running agent when
+/// it holds the data directory (a top-up request needs only the addresses).
+pub(super) fn device_addresses(
+    global: &GlobalArgs,
+) -> Result<(EvmAddress, bitcoin::Address), CliError> {
+    match open(global) {
+        Ok((_data_dir, keystore)) => Ok((
+            m2m_wallet::Signer::evm_address(&keystore),
+            keystore.keys().bitcoin_address(),
+        )),
+        Err(CliError::DataDir(crate::datadir::DataDirError::InUse { .. }))
+            if super::control_client::agent_running(global) =>
+        {
+            let status =
+                super::control_client::ask(global, &crate::agent::control::ControlRequest::Status)?;
+            let garbled = || CliError::Usage("the running agent's addresses are unreadable".into());
+            let evm = status["ethereum"]
+                .as_str()
+                .and_then(|a| a.parse().ok())
+                .ok_or_else(garbled)?;
+            let bitcoin = status["bitcoin"]
+                .as_str()
+                .and_then(|a| a.parse::<bitcoin::Address<_>>().ok())
+                .map(|a| a.assume_checked())
+                .ok_or_else(garbled)?;
+            Ok((evm, bitcoin))
+        }
+        Err(error) => Err(error),
+    }
 }
 
 pub(super) fn backup(global: &GlobalArgs, args: &BackupArgs) -> Result<(), CliError> {
