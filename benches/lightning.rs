@@ -45,6 +45,7 @@ async fn node(
         alias: alias.into(),
         trusted_peers,
         forward_to_private_channels: false,
+        durable_receiver: false,
     };
     LnNode::start(&keys, rpc, config).await.unwrap()
 }

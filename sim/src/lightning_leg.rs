@@ -57,6 +57,7 @@ impl Device {
             alias: alias.into(),
             // The hub forwards into the devices' private channels.
             forward_to_private_channels: alias == "hub",
+            durable_receiver: false,
             trusted_peers,
         };
         let ln = LnNode::start(&keys, rpc, config)

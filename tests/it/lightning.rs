@@ -53,6 +53,7 @@ impl Agent {
             alias: self.alias.into(),
             trusted_peers: Vec::new(),
             forward_to_private_channels: false,
+            durable_receiver: false,
         };
         LnNode::start(&self.keys, rpc, config).await.unwrap()
     }

@@ -2,7 +2,8 @@
 //! gateway and streams keysends (each carrying the session's record); tunnels run while the
 //! paid time lasts and are cut when the stream stops; the gateway credits exactly what it
 //! received, and a keysend naming no session buys nothing; then the same through the client that
-//! `m2m connect --lightning` runs (a local CONNECT proxy).
+//! `m2m connect --lightning` runs (a local CONNECT proxy); and a restarted gateway still holds
+//! every paid session, rebuilt from the credits it recorded before acknowledging them.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -60,8 +61,10 @@ async fn a_keysend_stream_pays_the_minutes_and_stopping_it_cuts_the_tunnel() {
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let store = crate::paid_http::open_store(dir.path());
-    let gateway = Gateway::start(config, keys, store).await.unwrap();
-    let crediting = gateway.accept_lightning(&gateway_ln).unwrap();
+    let gateway = Gateway::start(config.clone(), keys.clone(), store.clone())
+        .await
+        .unwrap();
+    gateway.accept_lightning(&gateway_ln).unwrap();
     let server = gateway::serve(gateway.clone(), None).await.unwrap();
     let base = format!("http://{}", server.local_addr);
     let upstream = m2m::sim::roaming::upstream().await.unwrap();
@@ -174,8 +177,28 @@ async fn a_keysend_stream_pays_the_minutes_and_stopping_it_cuts_the_tunnel() {
         assert!(Instant::now() < deadline, "the gateway credits {paid} msat");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    crediting.abort();
     server.shutdown().await;
+
+    // A restarted gateway rebuilds every paid session from the credits it recorded before the
+    // node acknowledged them; a credit recorded twice (an event replayed) counts once.
+    let restarted = Gateway::start(config.clone(), keys.clone(), store.clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        restarted.lightning_received(session.id),
+        Some(payer.paid_msat())
+    );
+    assert_eq!(restarted.lightning_received(client.session), Some(paid));
+    for expected in [true, false] {
+        let credited = restarted
+            .credit_lightning_durably([42; 32], client.session, 1_000)
+            .await
+            .unwrap();
+        assert_eq!(credited, expected, "the same payment hash credits once");
+    }
+    drop(restarted);
+    let again = Gateway::start(config, keys, store).await.unwrap();
+    assert_eq!(again.lightning_received(client.session), Some(paid + 1_000));
     client_ln.stop().await.unwrap();
     gateway_ln.stop().await.unwrap();
 }

@@ -58,8 +58,6 @@ pub(super) struct GatewayLeg {
     pub gateway: Arc<crate::gateway::Gateway>,
     pub server: ServerHandle,
     pub claimer: Option<JoinHandle<()>>,
-    /// Credits Lightning sessions from the node's keysends.
-    pub crediting: Option<JoinHandle<()>>,
 }
 
 /// bitcoind, the device's on-chain wallet (synced at start), and its fee rate.
@@ -104,7 +102,11 @@ pub(super) async fn start(config: &AgentConfig, shared: &Shared<'_>) -> Result<L
     #[cfg(feature = "lightning")]
     let ln = match (&config.lightning, &bitcoin) {
         (Some(lightning), Some(bitcoin)) => {
-            Some(start_lightning(lightning, &bitcoin.rpc, shared).await?)
+            let gateway_sessions = config
+                .gateway
+                .as_ref()
+                .is_some_and(|g| g.lightning_msat_per_minute.is_some());
+            Some(start_lightning(lightning, &bitcoin.rpc, gateway_sessions, shared).await?)
         }
         _ => None,
     };
@@ -210,9 +212,11 @@ async fn open_bitcoin(config: &BitcoindConfig, shared: &Shared<'_>) -> Result<Bi
 }
 
 #[cfg(feature = "lightning")]
+/// `durable_receiver`: a gateway takes Lightning sessions (their credits are recorded first).
 async fn start_lightning(
     config: &super::config::LightningConfig,
     rpc: &BitcoinRpc,
+    durable_receiver: bool,
     shared: &Shared<'_>,
 ) -> Result<Arc<crate::ln::LnNode>, AgentError> {
     let mut trusted_peers = Vec::new();
@@ -233,6 +237,7 @@ async fn start_lightning(
             alias: config.alias.clone().unwrap_or_else(|| "m2m-agent".into()),
             trusted_peers,
             forward_to_private_channels: false,
+            durable_receiver,
         },
     )
     .await
@@ -273,8 +278,12 @@ async fn start_gateway(
     let refused = |e| AgentError::leg("the gateway")(boxed(GatewayRefused(e)));
     let (gateway, claimer) = match evm {
         Some(evm) => (
-            crate::gateway::Gateway::with_seller(config.clone(), evm.seller.clone())
-                .map_err(refused)?,
+            crate::gateway::Gateway::with_seller(
+                config.clone(),
+                evm.seller.clone(),
+                (**shared.store).clone(),
+            )
+            .map_err(refused)?,
             None,
         ),
         None => {
@@ -291,12 +300,9 @@ async fn start_gateway(
         }
     };
     #[cfg(feature = "lightning")]
-    let crediting = match (config.lightning_msat_per_minute, ln) {
-        (Some(_), Some(ln)) => Some(gateway.accept_lightning(ln).map_err(refused)?),
-        _ => None,
-    };
-    #[cfg(not(feature = "lightning"))]
-    let crediting = None;
+    if let (Some(_), Some(ln)) = (config.lightning_msat_per_minute, ln) {
+        gateway.accept_lightning(ln).map_err(refused)?;
+    }
     let server = crate::gateway::serve(gateway.clone(), None)
         .await
         .map_err(|e| AgentError::leg("the gateway's listener")(boxed(e)))?;
@@ -304,7 +310,6 @@ async fn start_gateway(
         gateway,
         server,
         claimer,
-        crediting,
     })
 }
 

@@ -261,9 +261,6 @@ impl Agent {
         // The gateway first: no voucher reaches the EVM seller after its last claim below.
         if let Some(gateway) = self.legs.gateway {
             gateway.server.shutdown().await;
-            if let Some(crediting) = gateway.crediting {
-                crediting.abort();
-            }
             // A gateway with a seller of its own claims like the EVM seller does.
             if let Some(claimer) = gateway.claimer {
                 claimer.abort();

@@ -143,10 +143,12 @@ struct Started {
 }
 
 /// Starts the device's node on `data_dir` (its `lightning` directory) against bitcoind.
+/// `durable_receiver`: the node backs a gateway's Lightning sessions ([`LnConfig`]).
 pub(super) async fn start_node(
     keys: &m2m_wallet::DeviceKeys,
     data_dir: &DataDir,
     options: &LnOptions,
+    durable_receiver: bool,
 ) -> Result<LnNode, CliError> {
     let (rpc, node) = (options.bitcoind.rpc()?, &options.node);
     let config = LnConfig {
@@ -156,6 +158,7 @@ pub(super) async fn start_node(
         alias: node.alias.clone(),
         trusted_peers: node.trusted_peers.clone(),
         forward_to_private_channels: false,
+        durable_receiver,
     };
     eprintln!("starting the Lightning node…");
     LnNode::start(keys, &rpc, config)
@@ -170,7 +173,7 @@ fn start(global: &GlobalArgs, options: &LnOptions) -> Result<Started, CliError> 
         .enable_all()
         .build()
         .map_err(CliError::Terminal)?;
-    let ln = runtime.block_on(start_node(keystore.keys(), &data_dir, options))?;
+    let ln = runtime.block_on(start_node(keystore.keys(), &data_dir, options, false))?;
     Ok(Started {
         data_dir,
         keystore: Arc::new(keystore),

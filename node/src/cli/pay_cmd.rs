@@ -227,14 +227,15 @@ pub(super) fn gateway(global: &GlobalArgs, args: &GatewayArgs) -> Result<(), Cli
         #[cfg(feature = "lightning")]
         let lightning = match gateway.config().lightning_msat_per_minute {
             Some(_) => {
-                let ln = super::ln_cmd::start_node(keystore.keys(), &data_dir, &args.ln).await?;
-                let crediting = gateway.accept_lightning(&ln).map_err(CliError::Usage)?;
+                let ln =
+                    super::ln_cmd::start_node(keystore.keys(), &data_dir, &args.ln, true).await?;
+                gateway.accept_lightning(&ln).map_err(CliError::Usage)?;
                 eprintln!(
                     "Lightning sessions paid to {}@{}",
                     ln.node_id(),
                     ln.listen_address()
                 );
-                Some((ln, crediting))
+                Some(ln)
             }
             None => None,
         };
@@ -258,11 +259,10 @@ pub(super) fn gateway(global: &GlobalArgs, args: &GatewayArgs) -> Result<(), Cli
         server.shutdown().await;
         claimer.abort();
         #[cfg(feature = "lightning")]
-        if let Some((ln, crediting)) = lightning {
-            crediting.abort();
-            if let Err(error) = super::ln_cmd::settle_and_stop(&ln).await {
-                eprintln!("{error}");
-            }
+        if let Some(ln) = lightning
+            && let Err(error) = super::ln_cmd::settle_and_stop(&ln).await
+        {
+            eprintln!("{error}");
         }
         match gateway.seller().claim_all().await {
             Ok(count) => eprintln!("claimed {count} channel(s) on chain"),
@@ -383,7 +383,9 @@ fn connect_lightning(global: &GlobalArgs, args: &ConnectArgs) -> Result<(), CliE
     }
     let (data_dir, keystore) = wallet_cmd::open(global)?;
     runtime()?.block_on(async move {
-        let ln = Arc::new(super::ln_cmd::start_node(keystore.keys(), &data_dir, &args.ln).await?);
+        let ln = Arc::new(
+            super::ln_cmd::start_node(keystore.keys(), &data_dir, &args.ln, false).await?,
+        );
         let period = std::time::Duration::from_secs(args.period_secs);
         let connected =
             crate::ln::stream::connect_lightning(&args.gateway, ln.clone(), args.listen, period)

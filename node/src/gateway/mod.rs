@@ -252,6 +252,8 @@ impl Session {
 pub struct Gateway {
     config: GatewayConfig,
     seller: Arc<Seller>,
+    /// Where Lightning credits are recorded (the seller's store).
+    store: crate::store::ChannelStore,
     sessions: Mutex<HashMap<u64, Arc<Mutex<Session>>>>,
     /// The node id Lightning sessions pay (hex), once a node is attached.
     lightning_node: std::sync::OnceLock<String>,
@@ -273,34 +275,44 @@ impl Gateway {
         store: crate::store::ChannelStore,
     ) -> Result<Arc<Self>, String> {
         let sensor = Arc::new(crate::seller::sensor::SimulatedSensor::new("gateway"));
-        let seller = Seller::start(config.seller_config()?, signer, store, sensor)
+        let seller = Seller::start(config.seller_config()?, signer, store.clone(), sensor)
             .await
             .map_err(|e| format!("gateway payments: {e}"))?;
-        Ok(Arc::new(Self {
+        Self::new(config, seller, store)
+    }
+
+    fn new(
+        config: GatewayConfig,
+        seller: Arc<Seller>,
+        store: crate::store::ChannelStore,
+    ) -> Result<Arc<Self>, String> {
+        let gateway = Self {
             config,
             seller,
+            store,
             sessions: Mutex::new(HashMap::new()),
             lightning_node: std::sync::OnceLock::new(),
-        }))
+        };
+        gateway.restore_lightning_sessions()?;
+        Ok(Arc::new(gateway))
     }
 
     /// A gateway whose `/cover` vouchers are taken by `seller`, which must carry
     /// [`GatewayConfig::cover_route`]: the device's readings and its connectivity are then paid
     /// on one channel per buyer, through one seller (two sellers on one store would each hold
     /// their own view of the same channel).
-    pub fn with_seller(config: GatewayConfig, seller: Arc<Seller>) -> Result<Arc<Self>, String> {
+    pub fn with_seller(
+        config: GatewayConfig,
+        seller: Arc<Seller>,
+        store: crate::store::ChannelStore,
+    ) -> Result<Arc<Self>, String> {
         let wanted = config.cover_route()?;
         match seller.route(COVER_PATH) {
             Some(route) if route.price == wanted.price.parse::<u128>().unwrap_or_default() => {}
             Some(_) => return Err(format!("the seller's {COVER_PATH} route has another price")),
             None => return Err(format!("the seller has no {COVER_PATH} route")),
         }
-        Ok(Arc::new(Self {
-            config,
-            seller,
-            sessions: Mutex::new(HashMap::new()),
-            lightning_node: std::sync::OnceLock::new(),
-        }))
+        Self::new(config, seller, store)
     }
 
     /// The seller behind `/cover` (claims, channel summaries).
@@ -384,16 +396,82 @@ impl Gateway {
         }
     }
 
+    /// Records the payment `hash` of `amount_msat` for session `id` durably, then credits it
+    /// ([`Self::credit_lightning`]). A payment recorded before (an event replayed after a
+    /// crash) changes nothing. Called before the node acknowledges the payment.
+    pub async fn credit_lightning_durably(
+        &self,
+        hash: [u8; 32],
+        id: u64,
+        amount_msat: u64,
+    ) -> Result<bool, crate::store::StoreError> {
+        if self.config.lightning_msat_per_minute.is_none() || self.store.ln_credited(&hash)? {
+            return Ok(false);
+        }
+        let credit = crate::store::ln::LnCredit {
+            session: id,
+            amount_msat,
+            at_ms: now_ms(),
+        };
+        self.store
+            .submit(crate::store::RecordWrite::LnCredit(ChannelId(hash), credit))
+            .durable()
+            .await?;
+        Ok(self.credit_lightning(id, amount_msat))
+    }
+
+    /// Rebuilds every Lightning session that was paid from its recorded credits, in order:
+    /// a restart keeps the time they paid for.
+    fn restore_lightning_sessions(&self) -> Result<(), String> {
+        let Some(per_minute) = self.config.lightning_msat_per_minute else {
+            return Ok(());
+        };
+        let mut credits = self.store.ln_credits().map_err(|e| e.to_string())?;
+        credits.sort_by_key(|credit| credit.at_ms);
+        let mut paid: HashMap<u64, (u64, u64, u64)> = HashMap::new();
+        for credit in credits {
+            let (until, received, covers) = paid.entry(credit.session).or_default();
+            let bought = u128::from(credit.amount_msat) * 60_000 / u128::from(per_minute);
+            *until = (*until).max(credit.at_ms) + u64::try_from(bought).unwrap_or(u64::MAX / 2);
+            *received += credit.amount_msat;
+            *covers += 1;
+        }
+        let (now, now_ms) = (Instant::now(), now_ms());
+        let mut sessions = lock(&self.sessions);
+        for (id, (until_ms, received_msat, covers)) in paid {
+            let paid_until = if until_ms >= now_ms {
+                now.checked_add(std::time::Duration::from_millis(until_ms - now_ms))
+            } else {
+                now.checked_sub(std::time::Duration::from_millis(now_ms - until_ms))
+            };
+            let mut session = Session::new(Metering::Lightning {
+                paid_until: paid_until.or(Some(now)),
+                received_msat,
+            });
+            session.covers = covers;
+            sessions.insert(id, Arc::new(Mutex::new(session)));
+        }
+        Ok(())
+    }
+
     /// Credits a Lightning session with `amount_msat` received for it: that amount's worth of
     /// time, counted from now or from the end of what was already paid, whichever is later.
-    /// Returns false if no such Lightning session exists (the payment is kept all the same).
+    /// A session paid for under an id the gateway does not hold (it restarted before the first
+    /// payment) is opened by the payment. Returns false if the id is a tick session (the
+    /// payment is kept all the same).
     pub fn credit_lightning(&self, id: u64, amount_msat: u64) -> bool {
         let Some(per_minute) = self.config.lightning_msat_per_minute else {
             return false;
         };
-        let Some(session) = self.session(id) else {
-            return false;
-        };
+        let session = lock(&self.sessions)
+            .entry(id)
+            .or_insert_with(|| {
+                Arc::new(Mutex::new(Session::new(Metering::Lightning {
+                    paid_until: None,
+                    received_msat: 0,
+                })))
+            })
+            .clone();
         let mut session = lock(&session);
         let Metering::Lightning {
             paid_until,
@@ -423,12 +501,10 @@ impl Gateway {
     }
 
     /// Takes Lightning sessions through `ln`: keysends carrying a session's stream record credit
-    /// it. Needs `lightning_msat_per_minute` in the configuration.
+    /// it, recorded in the store before the node acknowledges them (start the node with
+    /// `durable_receiver` so none arrives before this). Needs `lightning_msat_per_minute`.
     #[cfg(feature = "lightning")]
-    pub fn accept_lightning(
-        self: &Arc<Self>,
-        ln: &crate::ln::LnNode,
-    ) -> Result<tokio::task::JoinHandle<()>, String> {
+    pub fn accept_lightning(self: &Arc<Self>, ln: &crate::ln::LnNode) -> Result<(), String> {
         if self.config.lightning_msat_per_minute.is_none() {
             return Err("set lightning_msat_per_minute to take Lightning sessions".into());
         }
@@ -437,10 +513,29 @@ impl Gateway {
             return Err("a Lightning node is already attached".into());
         }
         let gateway = self.clone();
-        Ok(crate::ln::stream::credit_sessions(
-            ln,
-            move |session, amount_msat| gateway.credit_lightning(session, amount_msat),
-        ))
+        ln.receive_durably(Arc::new(move |payment: crate::ln::Received| {
+            let gateway = gateway.clone();
+            Box::pin(async move {
+                let Some(record) = crate::ln::stream::StreamRecord::of(&payment) else {
+                    return true; // not a stream payment: nothing to record
+                };
+                match gateway
+                    .credit_lightning_durably(
+                        payment.payment_hash,
+                        record.session,
+                        payment.amount_msat,
+                    )
+                    .await
+                {
+                    Ok(_) => true,
+                    Err(error) => {
+                        tracing::error!(%error, "stream credit not recorded; the payment waits");
+                        false
+                    }
+                }
+            })
+        }))
+        .map_err(|e| e.to_string())
     }
 
     /// Received over Lightning by a session, msat.
@@ -452,6 +547,12 @@ impl Gateway {
             Metering::Ticks { .. } => None,
         }
     }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -7,7 +7,10 @@ use std::time::Duration;
 use ldk_node::{Event, Node};
 use tokio::sync::Notify;
 
-use super::Received;
+use super::{Received, ReceivedHook};
+
+/// How long a held payment waits before its receiver is asked again.
+const HOLD_RETRY: Duration = Duration::from_millis(200);
 
 /// How often disconnected channel peers are redialled.
 const REDIAL_EVERY: Duration = Duration::from_secs(3);
@@ -60,6 +63,8 @@ pub(super) async fn pump_events(
     events: Arc<Notify>,
     received: tokio::sync::broadcast::Sender<Received>,
     failures: Arc<FailureReasons>,
+    hook: Arc<std::sync::OnceLock<ReceivedHook>>,
+    hold: bool,
 ) {
     loop {
         let event = node.next_event_async().await;
@@ -71,15 +76,27 @@ pub(super) async fn pump_events(
                 ..
             } => {
                 tracing::debug!(amount_msat, "lightning payment received");
-                // No subscriber is fine: the payment itself is in the node's store.
-                let _ = received.send(Received {
+                let payment = Received {
                     payment_hash: payment_hash.0,
                     amount_msat: *amount_msat,
                     records: custom_records
                         .iter()
                         .map(|r| (r.type_num, r.value.clone()))
                         .collect(),
-                });
+                };
+                // Held until the durable receiver has it on disk: acknowledging first would
+                // lose the credit to a crash in between (ldk-node replays what was not marked).
+                // With `hold`, a payment waits for its receiver to be set as well.
+                while !payment.records.is_empty() && (hold || hook.get().is_some()) {
+                    if let Some(hook) = hook.get()
+                        && hook(payment.clone()).await
+                    {
+                        break;
+                    }
+                    tokio::time::sleep(HOLD_RETRY).await;
+                }
+                // No subscriber is fine: the payment itself is in the node's store.
+                let _ = received.send(payment);
             }
             Event::PaymentFailed {
                 reason, payment_id, ..

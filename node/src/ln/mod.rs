@@ -83,7 +83,19 @@ pub struct LnConfig {
     /// this only through its async-payments server role (which also holds HTLCs that peers ask
     /// it to hold for them while offline).
     pub forward_to_private_channels: bool,
+    /// Received payments carrying custom records (keysend streams) are held, not acknowledged,
+    /// until a durable receiver ([`LnNode::receive_durably`]) has recorded them: a gateway sets
+    /// this so no credit is lost between a payment and its record, across crashes included.
+    pub durable_receiver: bool,
 }
+
+/// Records a received payment durably; `true` once it is recorded (or is not the receiver's),
+/// `false` to be asked again (the event stays unacknowledged meanwhile).
+pub type ReceivedHook = Arc<
+    dyn Fn(Received) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>>
+        + Send
+        + Sync,
+>;
 
 /// A finished outgoing payment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,6 +126,8 @@ pub struct LnNode {
     events: Arc<Notify>,
     received: tokio::sync::broadcast::Sender<Received>,
     failures: Arc<FailureReasons>,
+    /// The durable receiver, once one is set.
+    hook: Arc<std::sync::OnceLock<ReceivedHook>>,
     rpc: BitcoinRpc,
     listen: SocketAddr,
     pump: tokio::task::JoinHandle<()>,
@@ -202,11 +216,14 @@ impl LnNode {
         let events = Arc::new(Notify::new());
         let (received, _) = tokio::sync::broadcast::channel(RECEIVED_BACKLOG);
         let failures = Arc::new(FailureReasons::default());
+        let hook = Arc::new(std::sync::OnceLock::new());
         let pump = tokio::spawn(pump_events(
             node.clone(),
             events.clone(),
             received.clone(),
             failures.clone(),
+            hook.clone(),
+            config.durable_receiver,
         ));
         let redial = tokio::spawn(redial_peers(node.clone()));
         Ok(Self {
@@ -214,11 +231,20 @@ impl LnNode {
             events,
             received,
             failures,
+            hook,
             rpc: rpc.clone(),
             listen: config.listen,
             pump,
             redial,
         })
+    }
+
+    /// Sets the durable receiver of payments with custom records (see
+    /// [`LnConfig::durable_receiver`]); a second one is refused.
+    pub fn receive_durably(&self, hook: ReceivedHook) -> Result<(), LnError> {
+        self.hook
+            .set(hook)
+            .map_err(|_| LnError::Input("a durable receiver is already set".into()))
     }
 
     /// Stops the node (its state is already on disk). Calls after the first do nothing.

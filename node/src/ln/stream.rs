@@ -7,7 +7,6 @@
 //!
 //! - [`open_gateway_session`] + [`StreamPayer`]: the client side against `m2m gateway`;
 //!   [`connect_lightning`] runs both with a local CONNECT proxy (`m2m connect --lightning`).
-//! - [`credit_sessions`]: the receiving side, feeding a crediting function from the node.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -261,38 +260,6 @@ pub async fn connect_lightning(
         paid_msat,
         payer: paying,
         proxy,
-    })
-}
-
-/// Feeds every stream payment `ln` receives to `credit(session, amount_msat)` until the node
-/// stops. Payments are already claimed and stored by the node; a payment for an unknown session
-/// is kept (and logged).
-pub fn credit_sessions(
-    ln: &LnNode,
-    credit: impl Fn(u64, u64) -> bool + Send + 'static,
-) -> tokio::task::JoinHandle<()> {
-    let mut received = ln.subscribe_received();
-    tokio::spawn(async move {
-        loop {
-            match received.recv().await {
-                Ok(payment) => {
-                    let Some(record) = StreamRecord::of(&payment) else {
-                        continue;
-                    };
-                    if !credit(record.session, payment.amount_msat) {
-                        tracing::warn!(
-                            session = record.session,
-                            amount_msat = payment.amount_msat,
-                            "stream payment for an unknown session"
-                        );
-                    }
-                }
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
-                    tracing::warn!(missed, "stream payments not credited (consumer too slow)");
-                }
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-            }
-        }
     })
 }
 

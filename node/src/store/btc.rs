@@ -197,7 +197,7 @@ impl ChannelStore {
         txn.commit().map_err(StoreError::from_redb)
     }
 
-    fn read(
+    pub(super) fn read(
         &self,
         table: TableDefinition<'_, &[u8; 32], &[u8]>,
         key: &[u8; 32],

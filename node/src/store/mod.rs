@@ -9,6 +9,7 @@
 
 pub mod btc;
 mod group_commit;
+pub mod ln;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -84,6 +85,8 @@ pub enum RecordWrite {
     BtcPayee(ChannelId, BtcVoucher),
     /// A budget row (see [`crate::budget`]): keyed by a hash of its name, carrying the name.
     Budget(ChannelId, Vec<u8>),
+    /// A Lightning stream credit, keyed by the payment hash.
+    LnCredit(ChannelId, ln::LnCredit),
 }
 
 impl RecordWrite {
@@ -93,7 +96,8 @@ impl RecordWrite {
             | RecordWrite::Payee(id, _)
             | RecordWrite::BtcPayer(id, _)
             | RecordWrite::BtcPayee(id, _)
-            | RecordWrite::Budget(id, _) => *id,
+            | RecordWrite::Budget(id, _)
+            | RecordWrite::LnCredit(id, _) => *id,
         }
     }
 
@@ -105,6 +109,7 @@ impl RecordWrite {
             RecordWrite::BtcPayer(..) => 2,
             RecordWrite::BtcPayee(..) => 3,
             RecordWrite::Budget(..) => 4,
+            RecordWrite::LnCredit(..) => 5,
         }
     }
 
@@ -115,6 +120,7 @@ impl RecordWrite {
             RecordWrite::BtcPayer(..) => btc::BTC_PAYER_TABLE,
             RecordWrite::BtcPayee(..) => btc::BTC_PAYEE_TABLE,
             RecordWrite::Budget(..) => BUDGET_TABLE,
+            RecordWrite::LnCredit(..) => ln::LN_CREDITS_TABLE,
         }
     }
 
@@ -125,6 +131,7 @@ impl RecordWrite {
             RecordWrite::BtcPayer(_, signed) => btc::encode_signed(*signed).to_vec(),
             RecordWrite::BtcPayee(_, voucher) => encode_voucher(voucher).to_vec(),
             RecordWrite::Budget(_, row) => row.clone(),
+            RecordWrite::LnCredit(_, credit) => credit.encode().to_vec(),
         }
     }
 }
@@ -151,6 +158,8 @@ impl ChannelStore {
         txn.open_table(PAYER_TABLE).map_err(StoreError::from_redb)?;
         txn.open_table(PAYEE_TABLE).map_err(StoreError::from_redb)?;
         txn.open_table(TERMS_TABLE).map_err(StoreError::from_redb)?;
+        txn.open_table(ln::LN_CREDITS_TABLE)
+            .map_err(StoreError::from_redb)?;
         txn.open_table(BUDGET_TABLE)
             .map_err(StoreError::from_redb)?;
         btc::create_tables(&txn)?;
