@@ -38,8 +38,9 @@ async fn readings_paid_with_l402_one_token_each() {
     let device = BtcDevice::new(&rpc);
     let policy = PayeePolicy::default();
     let payee = Arc::new(device.payee(&rpc, policy));
-    let issuer =
-        L402Issuer::new(seller_ln.clone(), device.store.clone(), seller_agent.keys()).unwrap();
+    let issuer = Arc::new(
+        L402Issuer::new(seller_ln.clone(), device.store.clone(), seller_agent.keys()).unwrap(),
+    );
     let routes = ["/temperature", "/humidity"].map(|path| BtcRoute {
         path: path.into(),
         price: Amount::from_sat(30),
@@ -54,7 +55,7 @@ async fn readings_paid_with_l402_one_token_each() {
             routes.to_vec(),
             Arc::new(SimulatedSensor::new("l402-seller")),
         )
-        .with_l402(Arc::new(issuer)),
+        .with_l402(issuer.clone()),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let server = serve_btc(seller.clone(), listener, &LimitsConfig::default()).unwrap();
@@ -163,6 +164,23 @@ async fn readings_paid_with_l402_one_token_each() {
         402
     );
     assert_eq!(seller.paid_readings(), 6);
+
+    // A flood of unpaid requests mints a bounded number of invoices: challenges are reused.
+    let before = issuer.minted();
+    for _ in 0..100 {
+        let unpaid = http.get(&url).send().await.unwrap();
+        assert_eq!(unpaid.status(), 402);
+        assert!(
+            unpaid
+                .headers()
+                .contains_key(reqwest::header::WWW_AUTHENTICATE)
+        );
+    }
+    let minted = issuer.minted() - before;
+    assert!(
+        minted <= l402::CHALLENGE_POOL as u64,
+        "100 unpaid requests minted {minted} invoices"
+    );
     assert_eq!(seller_ln.received_msat(), 6 * 30_000);
     server.shutdown().await;
     buyer.stop().await.unwrap();

@@ -69,11 +69,27 @@ pub enum L402Error {
     Budget(#[source] crate::budget::BudgetsError),
 }
 
+/// Fresh challenges kept per route and price: unpaid requests reuse them instead of each
+/// minting an invoice the node must store (a flood of unpaid requests makes at most this many
+/// invoices per route every half expiry). Concurrent buyers rarely share one; when two do, the
+/// second payment of the same invoice fails and its buyer asks again.
+pub const CHALLENGE_POOL: usize = 32;
+
+/// A challenge handed out and not yet redeemed.
+struct Pooled {
+    challenge: String,
+    payment_hash: [u8; 32],
+    minted: std::time::Instant,
+}
+
 /// Mints challenges and redeems tokens for a seller.
 pub struct L402Issuer {
     ln: Arc<LnNode>,
     store: Arc<ChannelStore>,
     root_key: [u8; 32],
+    pool: std::sync::Mutex<std::collections::HashMap<(String, u64), Vec<Pooled>>>,
+    turn: std::sync::atomic::AtomicUsize,
+    minted: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for L402Issuer {
@@ -99,11 +115,52 @@ impl L402Issuer {
             ln,
             store,
             root_key,
+            pool: std::sync::Mutex::default(),
+            turn: std::sync::atomic::AtomicUsize::new(0),
+            minted: std::sync::atomic::AtomicU64::new(0),
         })
+    }
+
+    /// Invoices minted so far (each unpaid request does not mint one: see [`CHALLENGE_POOL`]).
+    pub fn minted(&self) -> u64 {
+        self.minted.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn lock_pool(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<(String, u64), Vec<Pooled>>> {
+        self.pool
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The `WWW-Authenticate` value for one reading of `route` at `price`.
     pub fn challenge(&self, route: &str, price: Amount) -> Result<String, L402Error> {
+        // Reused while younger than half its invoice's life: a buyer has time left to pay it.
+        let fresh = Duration::from_secs(u64::from(INVOICE_EXPIRY_SECS) / 2);
+        let key = (route.to_owned(), price.to_sat());
+        {
+            let mut pool = self.lock_pool();
+            let pooled = pool.entry(key.clone()).or_default();
+            pooled.retain(|entry| entry.minted.elapsed() < fresh);
+            if pooled.len() >= CHALLENGE_POOL {
+                let turn = self.turn.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                return Ok(pooled[turn % pooled.len()].challenge.clone());
+            }
+        }
+        let (challenge, payment_hash) = self.mint(route, price)?;
+        self.minted
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.lock_pool().entry(key).or_default().push(Pooled {
+            challenge: challenge.clone(),
+            payment_hash,
+            minted: std::time::Instant::now(),
+        });
+        Ok(challenge)
+    }
+
+    /// A new invoice and its macaroon: the challenge and the payment hash.
+    fn mint(&self, route: &str, price: Amount) -> Result<(String, [u8; 32]), L402Error> {
         let invoice = self.ln.invoice(
             price.to_sat() * 1_000,
             &format!("m2m reading {route}"),
@@ -121,10 +178,11 @@ impl L402Issuer {
             identifier,
             vec![format!("m2m_route={route}").into_bytes()],
         );
-        Ok(format!(
+        let challenge = format!(
             "L402 macaroon=\"{}\", invoice=\"{invoice}\"",
             STANDARD.encode(macaroon.encode())
-        ))
+        );
+        Ok((challenge, *invoice.payment_hash().as_byte_array()))
     }
 
     /// Checks an `Authorization` value for `route` and marks the token redeemed (durably).
@@ -167,6 +225,10 @@ impl L402Issuer {
         }
         if !self.store.redeem_token(&payment_hash, now_secs)? {
             return Err(L402Error::Redeemed);
+        }
+        // Paid: its challenge is handed out no more.
+        for pooled in self.lock_pool().values_mut() {
+            pooled.retain(|entry| entry.payment_hash != payment_hash);
         }
         Ok(payment_hash)
     }
