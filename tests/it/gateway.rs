@@ -310,3 +310,30 @@ async fn sessions_are_bounded_and_idle_ones_are_forgotten() {
     );
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_rate_limits_each_client_like_every_server() {
+    let (chain, gateway_keys, _client_keys, dirs) = setup().await;
+    let mut config = gateway_config(&chain, "127.0.0.1:0");
+    config.limits.rate_per_client = 5;
+    config.limits.burst_per_client = 5;
+    let store = crate::paid_http::open_store(&dirs.path().join("gateway"));
+    let gateway = Gateway::start(config, gateway_keys, store).await.unwrap();
+    let server = gateway::serve(gateway.clone(), None).await.unwrap();
+    let http = reqwest::Client::new();
+    let mut statuses = Vec::new();
+    for _ in 0..20 {
+        let answer = http
+            .get(format!("http://{}/", server.local_addr))
+            .send()
+            .await
+            .unwrap();
+        statuses.push(answer.status().as_u16());
+    }
+    let limited = statuses.iter().filter(|s| **s == 429).count();
+    assert!(
+        statuses[..5].iter().all(|s| *s == 200) && limited >= 10,
+        "a burst of 5, then 429: {statuses:?}"
+    );
+    server.shutdown().await;
+}

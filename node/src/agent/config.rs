@@ -170,6 +170,9 @@ pub struct BtcSellConfig {
     /// The price list.
     #[serde(rename = "route")]
     pub routes: Vec<BtcRouteConfig>,
+    /// Server limits (as for `[sell.evm.limits]`).
+    #[serde(default)]
+    pub limits: crate::seller::config::LimitsConfig,
 }
 
 /// One route priced in satoshi.

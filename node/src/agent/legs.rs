@@ -17,7 +17,6 @@ use crate::btc::{
 #[cfg(feature = "lightning")]
 use crate::datadir::DataDir;
 use crate::events::EventBus;
-use crate::seller::config::LimitsConfig;
 use crate::seller::sensor::{SensorSource, SimulatedSensor};
 use crate::seller::{Seller, SellerConfig, ServerHandle};
 use crate::store::ChannelStore;
@@ -355,7 +354,7 @@ async fn serve_btc_leg(seller: BtcSeller, config: &BtcSellConfig) -> Result<BtcL
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| AgentError::leg("the satoshi seller's listener")(boxed(e)))?;
-    let server = serve_btc(seller.clone(), listener, &LimitsConfig::default())
+    let server = serve_btc(seller.clone(), listener, &config.limits)
         .map_err(|e| AgentError::leg("the satoshi seller's listener")(boxed(e)))?;
     let watcher = tokio::spawn(seller.payee().clone().run_watcher(BTC_WATCH_EVERY));
     Ok(BtcLeg {

@@ -32,11 +32,8 @@ pub(super) fn routes(state: AppState) -> Router<AppState> {
         .route_layer(middleware::from_fn_with_state(state, guard))
 }
 
-/// Rate limit first (a guessing client is throttled), then the API key.
+/// The API key (a guessing client is throttled by the server's per-client rate limit first).
 async fn guard(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    if let Some(refused) = super::http::throttle(&state, &request) {
-        return refused;
-    }
     let key = request
         .headers()
         .get(header::AUTHORIZATION)

@@ -4,7 +4,7 @@
 //! header-read timeout (with a timer), a cap on the request head, TCP_NODELAY, a connection cap,
 //! and the client address for the per-client rate limit.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,14 +34,9 @@ use crate::x402::types::{PaymentPayload, PaymentRequirements};
 /// How long requests in flight may take to finish when the server stops.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 
-/// The client's address, attached to every request by the connection loop.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct ClientAddr(pub(crate) SocketAddr);
-
 #[derive(Debug, Clone)]
 pub(crate) struct AppState {
     pub(crate) seller: Arc<Seller>,
-    limiter: Arc<RateLimiter>,
 }
 
 /// A running server; [`ServerHandle::shutdown`] stops it.
@@ -75,19 +70,15 @@ pub async fn serve(
             .map_err(|source| SellerError::Listen { addr, source })?,
     };
     let limits = seller.config.limits.clone();
-    let state = AppState {
-        limiter: Arc::new(RateLimiter::new(
-            limits.rate_per_client,
-            limits.burst_per_client,
-        )),
-        seller,
-    };
+    let state = AppState { seller };
     serve_router(router(state), listener, &limits)
         .map_err(|source| SellerError::Listen { addr, source })
 }
 
-/// Serves `router` on `listener` with `limits` (also used by the connectivity gateway, whose
-/// CONNECT tunnels need HTTP upgrades).
+/// Serves `router` on `listener` with `limits`: the one hardened setup of every server the device
+/// runs (EVM seller, satoshi seller and L402, gateway with its CONNECT upgrades): a connection
+/// cap, a deadline for the request head and a cap on its size, a body cap, and a per-client
+/// rate limit answered with `429` before any route sees the request.
 pub fn serve_router(
     router: Router,
     listener: TcpListener,
@@ -97,6 +88,11 @@ pub fn serve_router(
     let limits = limits.clone();
     let (stop, mut stopped) = watch::channel(false);
     let connections = Arc::new(Semaphore::new(limits.max_connections));
+    let limiter = Arc::new(RateLimiter::new(
+        limits.rate_per_client,
+        limits.burst_per_client,
+    ));
+    let router = router.layer(axum::extract::DefaultBodyLimit::max(limits.max_body_bytes));
     let task = tokio::spawn(async move {
         let mut open = tokio::task::JoinSet::new();
         loop {
@@ -116,11 +112,16 @@ pub fn serve_router(
                 continue; // over the connection cap: close at once
             };
             let _ = stream.set_nodelay(true);
-            let router = router.clone();
+            let (router, limiter) = (router.clone(), limiter.clone());
             let service =
-                hyper::service::service_fn(move |mut request: Request<hyper::body::Incoming>| {
-                    request.extensions_mut().insert(ClientAddr(peer));
-                    router.clone().oneshot(request.map(Body::new))
+                hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
+                    let (router, limiter) = (router.clone(), limiter.clone());
+                    async move {
+                        if !limiter.allow(peer.ip()) {
+                            return Ok(too_many_requests());
+                        }
+                        router.oneshot(request.map(Body::new)).await
+                    }
                 });
             let mut builder = hyper::server::conn::http1::Builder::new();
             builder
@@ -163,12 +164,7 @@ fn router(state: AppState) -> Router {
     if state.seller.config.facilitator {
         router = router.merge(facilitator::routes(state.clone()));
     }
-    router
-        .fallback(paid_reading)
-        .layer(axum::extract::DefaultBodyLimit::max(
-            state.seller.config.limits.max_body_bytes,
-        ))
-        .with_state(state)
+    router.fallback(paid_reading).with_state(state)
 }
 
 /// `GET /`: the price list, free.
@@ -196,27 +192,18 @@ async fn catalogue(State(state): State<AppState>) -> Response {
     .into_response()
 }
 
-/// A `429` if the request's client is over its rate, else `None`.
-pub(super) fn throttle(state: &AppState, request: &Request) -> Option<Response> {
-    let client = request
-        .extensions()
-        .get::<ClientAddr>()
-        .map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0.ip());
-    (!state.limiter.allow(client)).then(|| {
-        (
-            StatusCode::TOO_MANY_REQUESTS,
-            [(header::RETRY_AFTER, "1")],
-            "rate limit\n",
-        )
-            .into_response()
-    })
+/// What a client over its rate gets.
+fn too_many_requests() -> Response {
+    (
+        StatusCode::TOO_MANY_REQUESTS,
+        [(header::RETRY_AFTER, "1")],
+        "rate limit\n",
+    )
+        .into_response()
 }
 
 /// Any other path: a priced reading, or 404.
 async fn paid_reading(State(state): State<AppState>, request: Request) -> Response {
-    if let Some(refused) = throttle(&state, &request) {
-        return refused;
-    }
     let seller = &state.seller;
     // hyper bounds its read buffer; this bounds the head itself, whatever the buffer did.
     let head_bytes: usize = request
