@@ -12,14 +12,13 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use alloy::primitives::{Address, U256};
-use alloy::providers::Provider;
 use m2m::contracts::bindings::TestToken;
 use m2m::node::tools::start_bitcoind;
 use serde_json::Value;
 
 use super::btc_channel::{mine, start_miner};
 use super::cli::{Device, stdout_json};
-use crate::support::{LocalChain, send};
+use crate::support::{LocalChain, give_eth, send};
 
 const EVM_PRICE: u128 = 1_000;
 const BTC_PRICE: u64 = 25;
@@ -175,6 +174,18 @@ fn budgets_hold_across_a_restart(
             "{leg}: the payee's hourly cap refuses: {stderr}"
         );
     }
+    // The payer takes its EVM deposit back through the running agent (the withdrawal starts;
+    // the seller's claim at its stop still wins, so conservation below holds).
+    let channels = stdout_json(&buyer.run_ok(&["--json", "channels"]));
+    let evm = channels
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["leg"] == "evm")
+        .unwrap();
+    let started = stdout_json(&buyer.run_ok(&["--json", "withdraw", evm["id"].as_str().unwrap()]));
+    assert_eq!(started["withdrawal"], "started", "{started}");
+    assert!(started["amount"].as_str().unwrap().parse::<u128>().unwrap() > 0);
     let shown = buyer.run_ok(&["agent", "budget"]);
     let shown = String::from_utf8_lossy(&shown.stdout);
     assert!(shown.contains("set at run time"), "{shown}");
@@ -279,14 +290,9 @@ async fn two_agents_sell_and_buy_on_evm_and_bitcoin_and_stop_in_order() {
     let (seller_evm, buyer_evm) = (address(&seller_info), address(&buyer_info));
 
     // The seller pays gas (it relays deposits and claims); the buyer holds tokens and satoshi.
-    let _: Value = chain
-        .facilitator
-        .raw_request(
-            "anvil_setBalance".into(),
-            (seller_evm, U256::from(10u128.pow(20))),
-        )
-        .await
-        .unwrap();
+    give_eth(&chain, seller_evm, 10u128.pow(20)).await;
+    // The buyer pays gas only for its own withdrawal at the end.
+    give_eth(&chain, buyer_evm, 10u128.pow(18)).await;
     let token = TestToken::new(chain.token, &chain.facilitator);
     send(token.mint(buyer_evm, U256::from(10_000_000u64)), "mint").await;
     rpc.mine_to(1, buyer_info["bitcoin"].as_str().unwrap())
@@ -527,7 +533,10 @@ listen = "{proxy}"
     );
     bought.extend(budgets_hold_across_a_restart(
         &buyer,
-        &format!("{bitcoind}{budgets}"),
+        &format!(
+            "{bitcoind}{budgets}[evm]\nrpc_url = \"{}\"\n",
+            chain.anvil.endpoint()
+        ),
         &bought,
         [&evm_url, &btc_url],
     ));

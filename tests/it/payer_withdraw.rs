@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use super::cli::{Device, stdout_json};
 use super::paid_http::{PRICE, start_seller};
-use crate::support::{LocalChain, funded_device, send};
+use crate::support::{LocalChain, funded_device, give_eth, send};
 
 const MINTED: u128 = 10_000_000;
 
@@ -28,14 +28,7 @@ async fn the_payer_withdraws_what_the_seller_did_not_claim() {
     let token = TestToken::new(chain.token, &chain.facilitator);
     send(token.mint(payer, U256::from(MINTED)), "mint").await;
     // Gas for the withdrawal's two transactions (deposits were relayed by the seller).
-    let _: Value = chain
-        .facilitator
-        .raw_request(
-            "anvil_setBalance".into(),
-            (payer, U256::from(10u128.pow(18))),
-        )
-        .await
-        .unwrap();
+    give_eth(&chain, payer, 10u128.pow(18)).await;
 
     let url = format!("{base}/temperature");
     device.run_ok(&["get", &url, "-n", "3"]);

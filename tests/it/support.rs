@@ -69,6 +69,18 @@ pub async fn send<P: Provider, D: CallDecoder>(call: CallBuilder<P, D>, what: &s
     receipt.gas_used
 }
 
+/// Sets `address`'s ETH on `chain` to `wei` (gas for a device's own transactions).
+pub async fn give_eth(chain: &LocalChain, address: alloy::primitives::Address, wei: u128) {
+    let _: serde_json::Value = chain
+        .facilitator
+        .raw_request(
+            "anvil_setBalance".into(),
+            (address, alloy::primitives::U256::from(wei)),
+        )
+        .await
+        .expect("anvil_setBalance");
+}
+
 /// A device wallet (fresh seed) holding `eth` wei for gas on `chain`.
 pub async fn funded_device(
     chain: &LocalChain,
@@ -76,17 +88,7 @@ pub async fn funded_device(
 ) -> std::sync::Arc<m2m::wallet::DeviceKeys> {
     let seed = m2m::wallet::DeviceSeed::generate(m2m::wallet::SeedLength::Words12).unwrap();
     let keys = m2m::wallet::DeviceKeys::derive(&seed, m2m::wallet::Network::Regtest).unwrap();
-    let _: serde_json::Value = chain
-        .facilitator
-        .raw_request(
-            "anvil_setBalance".into(),
-            (
-                m2m::wallet::Signer::evm_address(&keys),
-                alloy::primitives::U256::from(eth),
-            ),
-        )
-        .await
-        .expect("anvil_setBalance");
+    give_eth(chain, m2m::wallet::Signer::evm_address(&keys), eth).await;
     std::sync::Arc::new(keys)
 }
 

@@ -37,6 +37,11 @@ pub enum ControlRequest {
     Channels,
     /// What the device holds on each leg it runs (`crate::balances`).
     Balance,
+    /// The next step of an EVM payer channel's timed withdrawal (`crate::evm::withdraw`).
+    Withdraw {
+        /// The channel id, `0x` + 64 hex digits.
+        channel: String,
+    },
     /// One paid fetch by the running agent, on its channels and within `max_price`.
     Get {
         /// The resource.
@@ -208,6 +213,7 @@ async fn handle(request: &ControlRequest, target: &ControlTarget) -> Result<Valu
             serde_json::to_value(rows).map_err(|e| e.to_string())
         }
         ControlRequest::Balance => balance(target).await,
+        ControlRequest::Withdraw { channel } => withdraw(channel, target).await,
         ControlRequest::Get {
             url,
             pay,
@@ -298,6 +304,29 @@ async fn balance(target: &ControlTarget) -> Result<Value, String> {
     #[cfg(not(feature = "lightning"))]
     let lightning = Value::Null;
     Ok(json!({ "evm": evm, "bitcoin": bitcoin, "lightning": lightning }))
+}
+
+/// `withdraw`: one step on the agent's EVM chain, from the channel config in its store.
+async fn withdraw(channel: &str, target: &ControlTarget) -> Result<Value, String> {
+    let line = |e: &dyn std::error::Error| crate::events::error_line(e);
+    let id: alloy::primitives::B256 = channel
+        .parse()
+        .map_err(|_| format!("{channel:?} is not a 0x + 64 hex digit channel id"))?;
+    let endpoint = target
+        .evm_endpoint
+        .as_ref()
+        .ok_or("this agent knows no EVM chain (add [evm] rpc_url to agent.toml)")?;
+    let client = crate::evm::SettlementClient::connect(
+        &endpoint.rpc_url,
+        target.signer.clone(),
+        endpoint.settlement,
+    )
+    .await
+    .map_err(|e| line(&e))?;
+    let step = crate::evm::withdraw::withdraw_step(&client, &target.store, id)
+        .await
+        .map_err(|e| line(&e))?;
+    Ok(step.to_json())
 }
 
 /// How long a `ln_pay` waits for its outcome.

@@ -83,9 +83,9 @@ pub(super) fn channels(global: &GlobalArgs) -> Result<(), CliError> {
 pub struct WithdrawArgs {
     /// The EVM channel id (0x + 64 hex digits, as `m2m channels` shows it).
     channel: alloy::primitives::B256,
-    /// The chain's JSON-RPC endpoint.
+    /// The chain's JSON-RPC endpoint (not needed when an agent runs: it knows its chain).
     #[arg(long, value_name = "URL")]
-    rpc_url: String,
+    rpc_url: Option<String>,
     /// The settlement contract (default: the canonical deployment).
     #[arg(long, value_name = "ADDRESS")]
     settlement: Option<alloy::primitives::Address>,
@@ -94,74 +94,79 @@ pub struct WithdrawArgs {
     wait: bool,
 }
 
-/// `m2m withdraw CHANNEL`: the EVM payer's deposit back, in the contract's two timed steps.
+/// How often `--wait` looks again.
+const WITHDRAW_POLL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// `m2m withdraw CHANNEL`: the EVM payer's deposit back, in the contract's two timed steps —
+/// by the running agent when one holds the data directory, else here.
 pub(super) fn withdraw(global: &GlobalArgs, args: &WithdrawArgs) -> Result<(), CliError> {
-    use crate::evm::withdraw::{WithdrawStep, withdraw_step};
     let line = |e: &dyn std::error::Error| CliError::Usage(crate::events::error_line(e));
-    let (data_dir, keystore) = super::wallet_cmd::open(global)?;
-    let store = crate::store::ChannelStore::open(&data_dir).map_err(|e| line(&e))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(CliError::Terminal)?;
+    if control_client::agent_running(global) {
+        let request = ControlRequest::Withdraw {
+            channel: format!("{}", args.channel),
+        };
+        loop {
+            let step = control_client::ask(global, &request)?;
+            if !show_withdrawal(global, &step, args.wait) {
+                return Ok(());
+            }
+            runtime.block_on(tokio::time::sleep(WITHDRAW_POLL));
+        }
+    }
+    let rpc_url = args.rpc_url.as_deref().ok_or_else(|| {
+        CliError::Usage("--rpc-url: no agent runs on this data directory to know the chain".into())
+    })?;
+    let (data_dir, keystore) = super::wallet_cmd::open(global)?;
+    let store = crate::store::ChannelStore::open(&data_dir).map_err(|e| line(&e))?;
     runtime.block_on(async {
         let settlement = args
             .settlement
             .unwrap_or(m2m_contracts::CANONICAL_SETTLEMENT);
         let client = crate::evm::SettlementClient::connect(
-            &args.rpc_url,
+            rpc_url,
             std::sync::Arc::new(keystore),
             settlement,
         )
         .await
         .map_err(|e| line(&e))?;
         loop {
-            let step = withdraw_step(&client, &store, args.channel)
+            let step = crate::evm::withdraw::withdraw_step(&client, &store, args.channel)
                 .await
                 .map_err(|e| line(&e))?;
-            let (event, amount, ready_at, tx) = match step {
-                WithdrawStep::Started {
-                    amount,
-                    ready_at,
-                    tx,
-                } => ("started", amount, Some(ready_at), Some(tx)),
-                WithdrawStep::Waiting { amount, ready_at } => {
-                    ("waiting", amount, Some(ready_at), None)
-                }
-                WithdrawStep::Finished { amount, tx } => ("finished", amount, None, Some(tx)),
-                WithdrawStep::Empty => ("empty", 0, None, None),
-            };
-            if global.json {
-                super::output::print_json_line(&serde_json::json!({
-                    "withdrawal": event,
-                    "amount": amount.to_string(),
-                    "readyAt": ready_at,
-                    "tx": tx,
-                }));
-            } else {
-                match (event, ready_at) {
-                    ("empty", _) => eprintln!("nothing left to withdraw"),
-                    ("finished", _) => eprintln!("withdrawn: {amount} units back to the payer"),
-                    (_, Some(at)) => eprintln!(
-                        "withdrawal of {amount} units {event}; it can finish at chain time {at}{}",
-                        if args.wait {
-                            " (waiting)"
-                        } else {
-                            ": run this again then"
-                        }
-                    ),
-                    _ => {}
-                }
-            }
-            let Some(ready_at) = ready_at.filter(|_| args.wait) else {
+            if !show_withdrawal(global, &step.to_json(), args.wait) {
                 return Ok(());
-            };
-            // Wait on the contract's clock: poll the newest block's time until it is due.
-            while client.chain_time().await.map_err(|e| line(&e))? < ready_at {
-                tokio::time::sleep(std::time::Duration::from_secs(5)).await;
             }
+            tokio::time::sleep(WITHDRAW_POLL).await;
         }
     })
+}
+
+/// Prints one withdrawal step; `true` when `wait` asks to look again (it is not finished).
+fn show_withdrawal(global: &GlobalArgs, step: &serde_json::Value, wait: bool) -> bool {
+    let text = |key: &str| step[key].as_str().unwrap_or_default().to_owned();
+    let (event, amount) = (text("withdrawal"), text("amount"));
+    if global.json {
+        super::output::print_json_line(step);
+    } else {
+        match event.as_str() {
+            "empty" => eprintln!("nothing left to withdraw"),
+            "finished" => eprintln!("withdrawn: {amount} units back to the payer"),
+            _ => eprintln!(
+                "withdrawal of {amount} units {event}; it can finish at chain time {}{}",
+                step["readyAt"],
+                if wait {
+                    " (waiting)"
+                } else {
+                    ": run this again then"
+                }
+            ),
+        }
+    }
+    wait && matches!(event.as_str(), "started" | "waiting")
 }
 
 /// `m2m balance`.

@@ -43,6 +43,29 @@ pub enum WithdrawStep {
     Empty,
 }
 
+impl WithdrawStep {
+    /// As `m2m withdraw --json` and the control socket show it: `withdrawal` (`started`,
+    /// `waiting`, `finished`, `empty`), `amount` (decimal string), `readyAt`, `tx`.
+    pub fn to_json(&self) -> serde_json::Value {
+        let (event, amount, ready_at, tx) = match *self {
+            WithdrawStep::Started {
+                amount,
+                ready_at,
+                tx,
+            } => ("started", amount, Some(ready_at), Some(tx)),
+            WithdrawStep::Waiting { amount, ready_at } => ("waiting", amount, Some(ready_at), None),
+            WithdrawStep::Finished { amount, tx } => ("finished", amount, None, Some(tx)),
+            WithdrawStep::Empty => ("empty", 0, None, None),
+        };
+        serde_json::json!({
+            "withdrawal": event,
+            "amount": amount.to_string(),
+            "readyAt": ready_at,
+            "tx": tx,
+        })
+    }
+}
+
 /// A withdrawal could not be done.
 #[derive(Debug, thiserror::Error)]
 pub enum WithdrawError {
