@@ -196,11 +196,29 @@ impl Budgets {
         payee: &str,
         units: u128,
     ) -> Result<(), BudgetsError> {
-        let tickets = {
+        if let Some(recorded) = self.reserve(leg, asset, payee, units)? {
+            recorded.durable().await?;
+        }
+        Ok(())
+    }
+
+    /// [`Self::authorize`] without the wait: the payment's record is queued and its ticket
+    /// returned (`None` when nothing was recorded). A caller that persists its own record of the
+    /// payment before sending it may drop the ticket: the store makes writes durable in the
+    /// order they were queued, so the budget's is on disk once the caller's is — one fsync per
+    /// payment instead of two.
+    pub fn reserve(
+        &self,
+        leg: Leg,
+        asset: Asset,
+        payee: &str,
+        units: u128,
+    ) -> Result<Option<crate::store::Ticket>, BudgetsError> {
+        let ticket = {
             let mut inner = self.lock();
             let scope = scope_name(leg, asset);
             if inner.policy(leg, asset).is_none() && !inner.trackers.contains_key(&scope) {
-                return Ok(()); // no caps, nobody blocked: nothing to count against
+                return Ok(None); // no caps, nobody blocked: nothing to count against
             }
             let policy = inner.policy_or_unbounded(leg, asset);
             let tracker = inner
@@ -225,16 +243,14 @@ impl Budgets {
             }
             let (window, blocked) = tracker.saved_peer(&payee_key);
             let day = tracker.saved_day();
-            [
+            // Queued in order: the day row's ticket resolves only after the peer row is on disk.
+            drop(
                 self.store
                     .submit(window_row(&scope, payee, &window, blocked)),
-                self.store.submit(window_row(&scope, "", &day, false)),
-            ]
+            );
+            self.store.submit(window_row(&scope, "", &day, false))
         };
-        for ticket in tickets {
-            ticket.durable().await?;
-        }
-        Ok(())
+        Ok(Some(ticket))
     }
 
     /// Cuts `payee` off on `leg` (it overcharged); kept across restarts.
@@ -303,13 +319,12 @@ impl Budgets {
                         continue;
                     }
                     let peers: Vec<String> = tracker.peers().cloned().collect();
-                    let mut spent_today = tracker.spent(&String::new(), now_secs).1;
                     for peer in peers {
-                        let (hour, today) = tracker.spent(&peer, now_secs);
-                        spent_today = today;
+                        let hour = tracker.spent(&peer, now_secs).0;
                         payees.push((peer, unit_of(leg, hour)));
                     }
-                    day.push((scope.clone(), unit_of(leg, spent_today)));
+                    let today = tracker.spent(&String::new(), now_secs).1;
+                    day.push((scope.clone(), unit_of(leg, today)));
                 }
                 let entry = caps.get(&leg);
                 BudgetReport {

@@ -252,10 +252,20 @@ impl Buyer {
             return Err(BuyerError::PriceAboveLimit(price));
         }
         let peer = payee_identity(offer);
-        self.authorize(&peer, offer, price).await?;
+        let recorded = self.reserve(&peer, offer, price)?;
         let outcome = if offer.scheme == crate::x402::batch::SCHEME {
+            // The voucher's record is queued after the budget's and is durable before the
+            // voucher leaves, so the budget's is too: no second wait.
+            drop(recorded);
             self.pay_batch(url, required, offer, price).await
         } else {
+            // `exact` writes nothing of its own before the transfer leaves.
+            if let Some(recorded) = recorded {
+                recorded
+                    .durable()
+                    .await
+                    .map_err(|e| BuyerError::Budget(e.into()))?;
+            }
             self.pay_exact(url, required, offer, price).await
         };
         if let Err(BuyerError::SellerMisbehaved(_)) = &outcome
@@ -307,18 +317,18 @@ impl Buyer {
             })
     }
 
-    async fn authorize(
+    /// Checks the budget and queues its record (see [`Budgets::reserve`]).
+    fn reserve(
         &self,
         peer: &str,
         offer: &PaymentRequirements,
         price: u128,
-    ) -> Result<(), BuyerError> {
+    ) -> Result<Option<crate::store::Ticket>, BuyerError> {
         let Some(budget) = &self.options.budget else {
-            return Ok(());
+            return Ok(None);
         };
         budget
-            .authorize(Leg::Evm, asset_of(offer)?, peer, price)
-            .await
+            .reserve(Leg::Evm, asset_of(offer)?, peer, price)
             .map_err(BuyerError::Budget)
     }
 

@@ -89,14 +89,8 @@ impl ChannelStore {
 
     /// Every Bitcoin channel with our role in it.
     pub fn btc_channels(&self) -> Result<Vec<(BtcRole, ChannelTermsBtc)>, StoreError> {
-        let txn = self.db.begin_read().map_err(StoreError::from_redb)?;
-        let table = txn
-            .open_table(BTC_CHANNELS_TABLE)
-            .map_err(StoreError::from_redb)?;
         let mut all = Vec::new();
-        for entry in table.iter().map_err(StoreError::from_redb)? {
-            let (_, value) = entry.map_err(StoreError::from_redb)?;
-            let bytes = value.value();
+        for (_, bytes) in self.entries(BTC_CHANNELS_TABLE)? {
             let role = match bytes.first() {
                 Some(0) => BtcRole::Payer,
                 Some(1) => BtcRole::Payee,

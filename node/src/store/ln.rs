@@ -3,7 +3,8 @@
 //! (after a crash between the record and the acknowledgement) a no-op, and the rows rebuild the
 //! paid sessions when the gateway starts again.
 
-use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use m2m_core::records::RecordError;
+use redb::TableDefinition;
 
 use super::{ChannelStore, StoreError};
 
@@ -37,9 +38,13 @@ impl LnCredit {
     fn decode(bytes: &[u8]) -> Result<Self, StoreError> {
         let bytes: &[u8; 25] = bytes
             .try_into()
-            .map_err(|_| StoreError::BtcRecord("ln credit: length"))?;
+            .map_err(|_| RecordError::Corrupt("ln credit length"))?;
         if bytes[0] != CREDIT_VERSION {
-            return Err(StoreError::BtcRecord("ln credit: unknown version"));
+            return Err(RecordError::UnsupportedVersion {
+                found: bytes[0],
+                supported: CREDIT_VERSION,
+            }
+            .into());
         }
         let word = |at: usize| {
             let mut word = [0u8; 8];
@@ -62,16 +67,10 @@ impl ChannelStore {
 
     /// Every credit, in no particular order.
     pub fn ln_credits(&self) -> Result<Vec<LnCredit>, StoreError> {
-        let txn = self.db.begin_read().map_err(StoreError::from_redb)?;
-        let table = txn
-            .open_table(LN_CREDITS_TABLE)
-            .map_err(StoreError::from_redb)?;
-        let mut all = Vec::new();
-        for entry in table.iter().map_err(StoreError::from_redb)? {
-            let (_, value) = entry.map_err(StoreError::from_redb)?;
-            all.push(LnCredit::decode(value.value())?);
-        }
-        Ok(all)
+        self.entries(LN_CREDITS_TABLE)?
+            .iter()
+            .map(|(_, value)| LnCredit::decode(value))
+            .collect()
     }
 }
 

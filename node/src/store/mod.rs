@@ -37,6 +37,9 @@ const TERMS_TABLE: TableDefinition<'_, &[u8; 32], &[u8]> = TableDefinition::new(
 /// What each budget spent (rolling windows), keyed by a hash of the row's name.
 const BUDGET_TABLE: TableDefinition<'_, &[u8; 32], &[u8]> = TableDefinition::new("budgets");
 
+/// A table's rows as (key, value).
+pub(crate) type Entries = Vec<([u8; 32], Vec<u8>)>;
+
 /// A store operation failed.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
@@ -214,26 +217,33 @@ impl ChannelStore {
 
     /// Every channel's saved terms.
     pub fn all_terms(&self) -> Result<Vec<(ChannelId, Vec<u8>)>, StoreError> {
+        Ok(self
+            .entries(TERMS_TABLE)?
+            .into_iter()
+            .map(|(key, value)| (ChannelId(key), value))
+            .collect())
+    }
+
+    /// Every (key, value) of `table`, read in one transaction.
+    pub(crate) fn entries(
+        &self,
+        table: TableDefinition<'_, &[u8; 32], &[u8]>,
+    ) -> Result<Entries, StoreError> {
         let txn = self.db.begin_read().map_err(StoreError::from_redb)?;
-        let table = txn.open_table(TERMS_TABLE).map_err(StoreError::from_redb)?;
+        let table = txn.open_table(table).map_err(StoreError::from_redb)?;
         let mut all = Vec::new();
         for entry in table.iter().map_err(StoreError::from_redb)? {
             let (key, value) = entry.map_err(StoreError::from_redb)?;
-            all.push((ChannelId(*key.value()), value.value().to_vec()));
+            all.push((*key.value(), value.value().to_vec()));
         }
         Ok(all)
     }
 
     /// Every budget row as (name, data); rows that do not parse are skipped with a warning.
     pub fn budget_rows(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-        let txn = self.db.begin_read().map_err(StoreError::from_redb)?;
-        let table = txn
-            .open_table(BUDGET_TABLE)
-            .map_err(StoreError::from_redb)?;
         let mut all = Vec::new();
-        for entry in table.iter().map_err(StoreError::from_redb)? {
-            let (_, value) = entry.map_err(StoreError::from_redb)?;
-            match crate::budget::split_row(value.value()) {
+        for (_, value) in self.entries(BUDGET_TABLE)? {
+            match crate::budget::split_row(&value) {
                 Some(row) => all.push(row),
                 None => tracing::warn!("skipping an unreadable budget row"),
             }
