@@ -80,6 +80,12 @@ fn execute(args: &SimArgs) -> Result<bool, SimError> {
             out_dir.display()
         );
     }
+    // Listening before anything starts (provisioning runs the tools too): a SIGTERM at any
+    // point is an orderly stop, never the default action's abrupt death.
+    let mut stop = {
+        let _runtime = runtime.enter();
+        ShutdownSignals::listen().map_err(|e| SimError::Setup(e.to_string()))?
+    };
     provision_tools(&scenario)?;
     let options = RunOptions {
         out_dir,
@@ -87,10 +93,16 @@ fn execute(args: &SimArgs) -> Result<bool, SimError> {
     };
     let report = runtime.block_on(async {
         // Ctrl-C and SIGTERM end the run early: dropping it stops every chain and device.
-        let mut stop = ShutdownSignals::listen().map_err(|e| SimError::Setup(e.to_string()))?;
         tokio::select! {
             report = run(&scenario, &options) => report,
-            signal = stop.recv() => Err(SimError::Interrupted(signal)),
+            signal = stop.recv() => {
+                // Exit at once, without unwinding the run: a Lightning node still starting on a
+                // blocking thread would log into a storage folder its dropped run had removed,
+                // and ldk-node panics there (an abort). The reaper stops every chain when this
+                // process is gone, as it does after a SIGKILL.
+                eprintln!("error: {}", SimError::Interrupted(signal));
+                std::process::exit(1);
+            }
         }
     })?;
     if args.json {

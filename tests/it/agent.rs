@@ -96,7 +96,7 @@ impl RunningAgent {
         let status = self.child.wait().unwrap();
         self.seen.extend(self.events.try_iter());
         let log = std::fs::read_to_string(self.log.path()).unwrap_or_default();
-        (status, self.seen, log)
+        (status, std::mem::take(&mut self.seen), log)
     }
 }
 
@@ -254,6 +254,14 @@ async fn echo_through(proxy: &str) -> String {
     let mut answer = [0u8; 4];
     tunnel.read_exact(&mut answer).await.unwrap();
     String::from_utf8_lossy(&answer).into_owned()
+}
+
+impl Drop for RunningAgent {
+    /// A test that fails midway must not leave its agent running (after `stop` it has exited).
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// The sum of `event` amounts on `leg`.
