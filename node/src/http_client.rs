@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+use crate::tls::Trust;
+
 /// Time to establish a connection.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Time for a paid request or a chain RPC to answer in full.
@@ -12,13 +14,26 @@ pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
 /// A client with [`CONNECT_TIMEOUT`] and `response_timeout`, keeping up to `idle_per_host`
 /// idle connections per host (a buyer paying many requests reuses them).
 pub fn client_with(response_timeout: Duration, idle_per_host: usize) -> reqwest::Client {
+    client_trusting(response_timeout, idle_per_host, &Trust::default())
+}
+
+/// [`client_with`], checking the hosts `trust` pins against their pins (and the rest against
+/// the system's roots).
+pub fn client_trusting(
+    response_timeout: Duration,
+    idle_per_host: usize,
+    trust: &Trust,
+) -> reqwest::Client {
+    crate::tls::install_crypto_provider();
     reqwest::Client::builder()
         .connect_timeout(CONNECT_TIMEOUT)
         .timeout(response_timeout)
         .pool_max_idle_per_host(idle_per_host)
         .tcp_nodelay(true)
+        .tls_backend_preconfigured(rustls::ClientConfig::clone(&trust.client_config()))
         .build()
-        // Building fails only when the TLS backend cannot start; there is none in this build.
+        // Building fails only when the TLS backend cannot start, and a preconfigured rustls
+        // backend has nothing left to start.
         .unwrap_or_default()
 }
 

@@ -20,6 +20,7 @@
 //! - [`ledger`]: every channel of the device (each leg, either side), read from the store.
 //! - `ln` (feature `lightning`): the embedded ldk-node.
 //! - [`shutdown`]: SIGINT and SIGTERM, handled alike by every long-running command.
+//! - [`tls`]: the device's TLS identity (derived from the seed), server TLS, buyers' pins.
 //! - [`http_client`]: the HTTP clients of every outgoing call (connect and response timeouts).
 //! - [`cli`]: the `m2m` command line.
 //!
@@ -44,6 +45,7 @@ pub mod seller;
 pub mod sessions;
 pub mod shutdown;
 pub mod store;
+pub mod tls;
 pub mod tools;
 pub mod x402;
 

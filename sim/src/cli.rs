@@ -32,6 +32,7 @@ pub struct SimArgs {
 
 /// Entry point for `m2m sim …` (`args` starts with `sim`).
 pub fn main(args: &[std::ffi::OsString]) -> ExitCode {
+    m2m_node::tls::install_crypto_provider();
     let args = SimArgs::parse_from(args);
     match execute(&args) {
         Ok(true) => ExitCode::SUCCESS,

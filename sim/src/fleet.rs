@@ -75,7 +75,7 @@ impl SimSeller {
         let seller = Seller::start(config, self.keys.clone(), store, sensor)
             .await
             .map_err(|e| SimError::Setup(format!("seller: {e}")))?;
-        let server = serve(seller.clone(), None)
+        let server = serve(seller.clone(), None, m2m_node::tls::ServerTls::Plain)
             .await
             .map_err(|e| SimError::Setup(format!("seller: {e}")))?;
         self.addr = server.local_addr;

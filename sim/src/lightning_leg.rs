@@ -113,8 +113,13 @@ async fn start_seller(
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .map_err(|e| failed("listen")(&e))?;
-    let server = serve_btc(seller.clone(), listener, &LimitsConfig::default())
-        .map_err(|e| failed("listen")(&e))?;
+    let server = serve_btc(
+        seller.clone(),
+        listener,
+        &LimitsConfig::default(),
+        m2m_node::tls::ServerTls::Plain,
+    )
+    .map_err(|e| failed("listen")(&e))?;
     Ok(Seller {
         ln: device.ln.clone(),
         seller,

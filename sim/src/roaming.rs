@@ -37,7 +37,7 @@ impl Hotspot {
         let gateway = Gateway::start(config, keys, store)
             .await
             .map_err(SimError::Setup)?;
-        let server = gateway::serve(gateway.clone(), None)
+        let server = gateway::serve(gateway.clone(), None, m2m_node::tls::ServerTls::Plain)
             .await
             .map_err(|e| SimError::Setup(format!("gateway: {e}")))?;
         let claimer = tokio::spawn(gateway.seller().clone().run_claimer());

@@ -324,6 +324,7 @@ async fn two_agents_sell_and_buy_on_evm_and_bitcoin_and_stop_in_order() {
         r#"{bitcoind}
 [sell.evm]
 listen = "127.0.0.1:0"
+tls = "on"
 rpc_url = "{rpc}"
 network = "eip155:31337"
 [sell.evm.claim]
@@ -343,6 +344,7 @@ price_sat = {BTC_PRICE}
 {sensor}
 [gateway]
 listen = "127.0.0.1:0"
+tls = "on"
 rpc_url = "{rpc}"
 network = "eip155:31337"
 asset = "{token}"
@@ -353,9 +355,13 @@ ticks_per_voucher = {TICKS_PER_COVER}
         token = chain.token,
         per_minute = COVER_PRICE / u128::from(TICKS_PER_COVER) * 60,
     );
+    // The EVM seller and the gateway speak TLS with the seller's seed-derived key; the buyer
+    // pins the key `m2m init` printed.
+    let pin = seller_info["tls_pin"].as_str().unwrap().to_owned();
     let mut selling = RunningAgent::start(&seller, &seller_config);
     let ready = selling.wait_for(Duration::from_secs(60), |seen| !seen.is_empty())[0].clone();
     assert_eq!(ready["event"], "ready", "{ready}");
+    assert_eq!(ready["tlsPin"], pin.as_str(), "{ready}");
     let (evm_url, btc_url, gateway_url) = (
         ready["evm"].as_str().unwrap().to_owned(),
         ready["btc"].as_str().unwrap().to_owned(),
@@ -373,6 +379,7 @@ ticks_per_voucher = {TICKS_PER_COVER}
 rpc_url = "{rpc}"
 [[buy]]
 url = "{evm_url}/temperature"
+pin = "{pin}"
 pay = "evm"
 every_secs = 1
 max_price = {EVM_PRICE}
@@ -389,6 +396,7 @@ every_secs = 1
 max_price = {too_little}
 [[connect]]
 gateway = "{gateway_url}"
+pin = "{pin}"
 listen = "{proxy}"
 "#,
         too_little = EVM_PRICE - 1,

@@ -38,7 +38,13 @@ async fn readings_paid_over_a_taproot_channel() {
         Arc::new(SimulatedSensor::new("btc-seller")),
     ));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let server = serve_btc(seller.clone(), listener, &LimitsConfig::default()).unwrap();
+    let server = serve_btc(
+        seller.clone(),
+        listener,
+        &LimitsConfig::default(),
+        m2m::node::tls::ServerTls::Plain,
+    )
+    .unwrap();
     let url = format!("http://{}/temperature", server.local_addr);
 
     // A block every 200 ms, so the buyer's funding confirms while it waits.

@@ -67,7 +67,9 @@ async fn a_paid_session_tunnels_and_is_cut_when_payments_stop() {
     let config = gateway_config(&chain, "127.0.0.1:0");
     let store = crate::paid_http::open_store(&dirs.path().join("gateway"));
     let gateway = Gateway::start(config, gateway_keys, store).await.unwrap();
-    let server = gateway::serve(gateway.clone(), None).await.unwrap();
+    let server = gateway::serve(gateway.clone(), None, m2m::node::tls::ServerTls::Plain)
+        .await
+        .unwrap();
     let base = format!("http://{}", server.local_addr);
     let upstream = upstream().await;
 
@@ -189,7 +191,9 @@ async fn a_gateway_restart_loses_no_paid_minute() {
     )
     .await
     .unwrap();
-    let server = gateway::serve(gateway.clone(), None).await.unwrap();
+    let server = gateway::serve(gateway.clone(), None, m2m::node::tls::ServerTls::Plain)
+        .await
+        .unwrap();
     let addr = server.local_addr;
     let buyer = Arc::new(Buyer::new(
         client_keys,
@@ -235,9 +239,13 @@ async fn a_gateway_restart_loses_no_paid_minute() {
         "paid minutes survived: {charged}"
     );
     let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
-    let server = gateway::serve(gateway.clone(), Some(listener))
-        .await
-        .unwrap();
+    let server = gateway::serve(
+        gateway.clone(),
+        Some(listener),
+        m2m::node::tls::ServerTls::Plain,
+    )
+    .await
+    .unwrap();
 
     // The client opens a new session by itself and keeps paying; traffic flows again.
     tokio::time::sleep(Duration::from_millis(4_500)).await;
@@ -276,7 +284,9 @@ async fn sessions_are_bounded_and_idle_ones_are_forgotten() {
     config.session_idle_secs = 1;
     let store = crate::paid_http::open_store(&dirs.path().join("gateway"));
     let gateway = Gateway::start(config, gateway_keys, store).await.unwrap();
-    let server = gateway::serve(gateway.clone(), None).await.unwrap();
+    let server = gateway::serve(gateway.clone(), None, m2m::node::tls::ServerTls::Plain)
+        .await
+        .unwrap();
     let http = reqwest::Client::new();
     let open = || {
         let http = http.clone();
@@ -319,7 +329,9 @@ async fn the_gateway_rate_limits_each_client_like_every_server() {
     config.limits.burst_per_client = 5;
     let store = crate::paid_http::open_store(&dirs.path().join("gateway"));
     let gateway = Gateway::start(config, gateway_keys, store).await.unwrap();
-    let server = gateway::serve(gateway.clone(), None).await.unwrap();
+    let server = gateway::serve(gateway.clone(), None, m2m::node::tls::ServerTls::Plain)
+        .await
+        .unwrap();
     let http = reqwest::Client::new();
     let mut statuses = Vec::new();
     for _ in 0..20 {

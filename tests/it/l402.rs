@@ -58,7 +58,13 @@ async fn readings_paid_with_l402_one_token_each() {
         .with_l402(issuer.clone()),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let server = serve_btc(seller.clone(), listener, &LimitsConfig::default()).unwrap();
+    let server = serve_btc(
+        seller.clone(),
+        listener,
+        &LimitsConfig::default(),
+        m2m::node::tls::ServerTls::Plain,
+    )
+    .unwrap();
     let url = format!("http://{}/temperature", server.local_addr);
     let http = reqwest::Client::new();
 

@@ -65,7 +65,9 @@ async fn a_keysend_stream_pays_the_minutes_and_stopping_it_cuts_the_tunnel() {
         .await
         .unwrap();
     gateway.accept_lightning(&gateway_ln).unwrap();
-    let server = gateway::serve(gateway.clone(), None).await.unwrap();
+    let server = gateway::serve(gateway.clone(), None, m2m::node::tls::ServerTls::Plain)
+        .await
+        .unwrap();
     let base = format!("http://{}", server.local_addr);
     let upstream = m2m::sim::roaming::upstream().await.unwrap();
 
@@ -154,6 +156,7 @@ async fn a_keysend_stream_pays_the_minutes_and_stopping_it_cuts_the_tunnel() {
         client_ln.clone(),
         "127.0.0.1:0".parse().unwrap(),
         period,
+        &m2m::node::tls::Trust::default(),
     )
     .await
     .unwrap();

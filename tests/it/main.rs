@@ -28,5 +28,6 @@ mod settlement;
 mod sim;
 mod solc_shim;
 mod support;
+mod tls;
 mod x402_client;
 mod x402_http_interop;

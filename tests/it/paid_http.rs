@@ -69,7 +69,9 @@ pub async fn start_seller(
     let seller = Seller::start(seller_config(chain, extra), keys.clone(), store, sensor)
         .await
         .expect("start seller");
-    let server = serve(seller.clone(), None).await.expect("serve");
+    let server = serve(seller.clone(), None, m2m::node::tls::ServerTls::Plain)
+        .await
+        .expect("serve");
     let base = format!("http://{}", server.local_addr);
     (seller, server, base)
 }
@@ -256,7 +258,9 @@ async fn a_budget_caps_the_payee_not_the_port_it_answers_on() {
     // One seller (one payTo) answering on two ports.
     let (seller, _server_a, first) =
         start_seller(&chain, &seller_keys, &dirs.path().join("seller"), "").await;
-    let server_b = serve(seller.clone(), None).await.expect("second listener");
+    let server_b = serve(seller.clone(), None, m2m::node::tls::ServerTls::Plain)
+        .await
+        .expect("second listener");
     let second = format!("http://{}", server_b.local_addr);
     let caps = BudgetCaps {
         per_request: PRICE,

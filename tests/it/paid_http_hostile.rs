@@ -318,7 +318,7 @@ async fn hostile_payments_are_refused_with_spec_codes_and_nothing_is_served() {
         }
         Err(_) => panic!("server still holds the seller"),
     };
-    let server = m2m::node::seller::serve(seller.clone(), None)
+    let server = m2m::node::seller::serve(seller.clone(), None, m2m::node::tls::ServerTls::Plain)
         .await
         .unwrap();
     let fetched = buyer

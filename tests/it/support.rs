@@ -25,6 +25,7 @@ pub struct LocalChain {
 impl LocalChain {
     /// Starts anvil with `chain_id` and installs the contracts and a token.
     pub async fn start(chain_id: u64) -> Self {
+        m2m::node::tls::install_crypto_provider();
         let foundry = Foundry::ensure().expect("provision local tools");
         let anvil = start_anvil(&foundry, chain_id).unwrap();
         let facilitator = provider_for(&anvil, 0);

@@ -20,6 +20,10 @@ pub const EVM_PATH: &str = "m/44'/60'/0'/0/0";
 /// port). Hardened, so the Lightning keys reveal nothing about the others and vice versa.
 pub const LIGHTNING_PATH: &str = "m/9735'/0'/0'";
 
+/// Hardened path whose private key seeds the device's TLS identity (an Ed25519 key: its
+/// certificate is the same after a restore from the seed words, so buyers' pins stay valid).
+pub const TLS_PATH: &str = "m/443'/0'/0'";
+
 /// BIP-86 path of the first Taproot receive key: coin type 0 on mainnet, 1 on test networks.
 pub fn taproot_path(network: Network) -> String {
     let coin = if network == Network::Bitcoin { 0 } else { 1 };
@@ -124,6 +128,19 @@ impl DeviceKeys {
         entropy[32..].copy_from_slice(child.chain_code.as_bytes());
         child.private_key.non_secure_erase();
         Ok(entropy)
+    }
+
+    /// The 32-byte Ed25519 seed of the device's TLS key, derived at [`TLS_PATH`]. Wiped when
+    /// dropped.
+    pub fn tls_secret(&self) -> Result<zeroize::Zeroizing<[u8; 32]>, SeedError> {
+        let path = DerivationPath::from_str(TLS_PATH).map_err(SeedError::Derivation)?;
+        let mut child = self
+            .master
+            .derive_priv(&self.secp, &path)
+            .map_err(SeedError::Derivation)?;
+        let secret = zeroize::Zeroizing::new(child.private_key.secret_bytes());
+        child.private_key.non_secure_erase();
+        Ok(secret)
     }
 
     pub(crate) fn master(&self) -> &Xpriv {

@@ -24,6 +24,8 @@ const BUY_TIMEOUT: Duration = Duration::from_secs(120);
 pub(super) struct LegBuyers {
     /// The budgets every leg's buyer spends within.
     pub budgets: Arc<crate::budget::Budgets>,
+    /// The sellers' pinned TLS keys.
+    trust: crate::tls::Trust,
     evm: Arc<Buyer>,
     btc: Option<Arc<BtcBuyer>>,
     #[cfg(feature = "lightning")]
@@ -38,8 +40,12 @@ pub(super) async fn start(
 ) -> Result<(Arc<LegBuyers>, Vec<JoinHandle<()>>), AgentError> {
     // Every leg the agent can pay on gets its buyer, so the control socket's `get` works
     // without a `[[buy]]` entry for that leg.
+    let trust = config
+        .trust()
+        .map_err(|e| AgentError::leg("the buyers' TLS pins")(Box::new(e)))?;
     let evm = {
         let options = BuyerOptions {
+            trust: trust.clone(),
             // Each entry caps its own price per call; the deposit cap is the largest asked.
             max_deposit: config.buys.iter().filter_map(|b| b.max_deposit).max(),
             budget: Some(shared.budgets.clone()),
@@ -68,6 +74,7 @@ pub(super) async fn start(
                 capacity: Amount::from_sat(capacity),
                 max_price: Amount::MAX_MONEY,
                 fee_rate: bitcoin.fee_rate,
+                trust: trust.clone(),
                 ..BtcBuyerOptions::default()
             };
             let buyer = BtcBuyer::new(Arc::new(payer), bitcoin.rpc.clone(), options)
@@ -85,6 +92,7 @@ pub(super) async fn start(
     }
     let buyers = Arc::new(LegBuyers {
         budgets: shared.budgets.clone(),
+        trust,
         evm,
         btc,
         #[cfg(feature = "lightning")]
@@ -235,7 +243,7 @@ async fn l402(buy: &BuyConfig, buyers: &LegBuyers) -> Result<(Leg, String, u128,
     let max_msat = u64::try_from(buy.max_price)
         .unwrap_or(u64::MAX)
         .saturating_mul(1000);
-    let http = crate::http_client::client();
+    let http = crate::http_client::client_trusting(BUY_TIMEOUT, 8, &buyers.trust);
     let budget = Some(&*buyers.budgets);
     let fetched = crate::ln::l402::get(&http, ln, &buy.url, max_msat, budget, BUY_TIMEOUT)
         .await

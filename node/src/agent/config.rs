@@ -107,8 +107,11 @@ pub struct EvmConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConnectConfig {
-    /// The gateway, `http://host:port`.
+    /// The gateway, `https://host:port` (or `http://` on loopback).
     pub gateway: String,
+    /// The gateway's TLS pin (`sha256//…`, as its `m2m address` prints).
+    #[serde(default)]
+    pub pin: Option<crate::tls::Pin>,
     /// Where applications find the local CONNECT proxy.
     #[serde(default = "default_connect_listen")]
     pub listen: SocketAddr,
@@ -161,6 +164,10 @@ pub struct BtcSellConfig {
     /// Listening address.
     #[serde(default = "default_btc_listen")]
     pub listen: SocketAddr,
+    /// TLS on the listener: `auto` (TLS unless loopback), `on`, `off` (loopback only) or
+    /// `plaintext-beyond-loopback`.
+    #[serde(default)]
+    pub tls: crate::tls::TlsMode,
     /// Confirmations a channel's funding needs before it is paid on.
     #[serde(default = "default_confirmations")]
     pub min_confirmations: u32,
@@ -251,6 +258,10 @@ pub struct BuyConfig {
     /// Capacity of a new Bitcoin channel (sat).
     #[serde(default = "default_capacity")]
     pub capacity_sat: u64,
+    /// The seller's TLS pin (`sha256//…`, as its `m2m address` prints); without one an https
+    /// seller is checked against the system's roots.
+    #[serde(default)]
+    pub pin: Option<crate::tls::Pin>,
 }
 
 fn default_btc_listen() -> SocketAddr {
@@ -301,6 +312,23 @@ impl AgentConfig {
             settlement,
             tokens,
         })
+    }
+
+    /// The pins of every `[[buy]]` and `[[connect]]`, as one trust for the agent's buyers.
+    pub fn trust(&self) -> Result<crate::tls::Trust, ConfigError> {
+        let mut trust = crate::tls::Trust::default();
+        let buys = self.buys.iter().enumerate();
+        let buys = buys.map(|(i, b)| (format!("buy[{i}].pin"), &b.url, b.pin));
+        let connects = self.connects.iter().enumerate();
+        let connects = connects.map(|(i, c)| (format!("connect[{i}].pin"), &c.gateway, c.pin));
+        for (field, url, pin) in buys.chain(connects) {
+            if let Some(pin) = pin {
+                trust
+                    .pin(url, pin)
+                    .map_err(|e| invalid(field, e.to_string()))?;
+            }
+        }
+        Ok(trust)
     }
 
     /// Reads and validates a file.
@@ -379,13 +407,15 @@ impl AgentConfig {
             }
         }
         for (index, connect) in self.connects.iter().enumerate() {
-            if !connect.gateway.starts_with("http://") {
+            if !(connect.gateway.starts_with("http://") || connect.gateway.starts_with("https://"))
+            {
                 return Err(invalid(
                     format!("connect[{index}].gateway"),
-                    "must be an http:// URL",
+                    "must be an http:// or https:// URL",
                 ));
             }
         }
+        self.trust()?;
         for (leg, caps) in self.budget.caps() {
             if let Err(field) = caps.check() {
                 let leg = crate::budget::leg_name(leg);

@@ -226,6 +226,7 @@ async fn handle(request: &ControlRequest, target: &ControlTarget) -> Result<Valu
                 max_price: u128::from(*max_price),
                 max_deposit: None,
                 capacity_sat: 0,
+                pin: None,
             };
             let (payment, body) =
                 buying::buy_and_report(&buy, &target.buyers, &target.events).await?;

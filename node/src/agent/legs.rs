@@ -36,6 +36,19 @@ pub(super) struct Shared<'a> {
     pub store: &'a Arc<ChannelStore>,
     pub events: &'a Arc<EventBus>,
     pub budgets: &'a Arc<crate::budget::Budgets>,
+    /// The device's TLS identity, for listeners beyond loopback.
+    pub identity: &'a crate::tls::DeviceIdentity,
+}
+
+/// How the listener `what` on `listen` speaks.
+fn server_tls(
+    mode: crate::tls::TlsMode,
+    listen: std::net::SocketAddr,
+    shared: &Shared<'_>,
+    what: &'static str,
+) -> Result<crate::tls::ServerTls, AgentError> {
+    crate::tls::ServerTls::resolve(mode, listen, shared.identity)
+        .map_err(|e| AgentError::leg(what)(boxed(e)))
 }
 
 /// The EVM seller and its background claimer.
@@ -164,7 +177,7 @@ pub(super) async fn start(config: &AgentConfig, shared: &Shared<'_>) -> Result<L
                 Some(issuer) => seller.with_l402(Arc::new(issuer)),
                 None => seller,
             };
-            Some(serve_btc_leg(seller, btc).await?)
+            Some(serve_btc_leg(seller, btc, shared).await?)
         }
         _ => None,
     };
@@ -255,7 +268,13 @@ async fn start_evm(config: &SellerConfig, shared: &Shared<'_>) -> Result<EvmLeg,
     .await
     .map_err(|e| AgentError::leg("the EVM seller")(boxed(e)))?;
     seller.events.attach(shared.events.clone());
-    let server = crate::seller::serve(seller.clone(), None)
+    let tls = server_tls(
+        config.tls,
+        config.listen,
+        shared,
+        "the EVM seller's listener",
+    )?;
+    let server = crate::seller::serve(seller.clone(), None, tls)
         .await
         .map_err(|e| AgentError::leg("the EVM seller's listener")(boxed(e)))?;
     let claimer = tokio::spawn(seller.clone().run_claimer());
@@ -302,7 +321,8 @@ async fn start_gateway(
     if let (Some(_), Some(ln)) = (config.lightning_msat_per_minute, ln) {
         gateway.accept_lightning(ln).map_err(refused)?;
     }
-    let server = crate::gateway::serve(gateway.clone(), None)
+    let tls = server_tls(config.tls, config.listen, shared, "the gateway's listener")?;
+    let server = crate::gateway::serve(gateway.clone(), None, tls)
         .await
         .map_err(|e| AgentError::leg("the gateway's listener")(boxed(e)))?;
     Ok(GatewayLeg {
@@ -349,12 +369,22 @@ async fn btc_seller(
     Ok(seller)
 }
 
-async fn serve_btc_leg(seller: BtcSeller, config: &BtcSellConfig) -> Result<BtcLeg, AgentError> {
+async fn serve_btc_leg(
+    seller: BtcSeller,
+    config: &BtcSellConfig,
+    shared: &Shared<'_>,
+) -> Result<BtcLeg, AgentError> {
+    let tls = server_tls(
+        config.tls,
+        config.listen,
+        shared,
+        "the satoshi seller's listener",
+    )?;
     let seller = Arc::new(seller);
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| AgentError::leg("the satoshi seller's listener")(boxed(e)))?;
-    let server = serve_btc(seller.clone(), listener, &config.limits)
+    let server = serve_btc(seller.clone(), listener, &config.limits, tls)
         .map_err(|e| AgentError::leg("the satoshi seller's listener")(boxed(e)))?;
     let watcher = tokio::spawn(seller.payee().clone().run_watcher(BTC_WATCH_EVERY));
     Ok(BtcLeg {

@@ -55,6 +55,9 @@ pub enum AgentError {
     /// The saved budgets could not be read.
     #[error("budgets")]
     Budgets(#[source] crate::budget::BudgetsError),
+    /// The device's TLS identity could not be made.
+    #[error("TLS identity")]
+    Tls(#[source] crate::tls::TlsError),
     /// A leg could not start; the leg and the cause.
     #[error("starting {leg}: {source}")]
     Leg {
@@ -119,6 +122,8 @@ impl AgentBuilder {
             .map_err(AgentError::Budgets)?;
         budgets.events.attach(events.clone());
         let budgets = Arc::new(budgets);
+        let identity =
+            crate::tls::DeviceIdentity::derive(keystore.keys()).map_err(AgentError::Tls)?;
         let shared = legs::Shared {
             #[cfg(feature = "lightning")]
             data_dir: &data_dir,
@@ -126,9 +131,19 @@ impl AgentBuilder {
             store: &store,
             events: &events,
             budgets: &budgets,
+            identity: &identity,
         };
         let legs = legs::start(&self.config, &shared).await?;
         let (leg_buyers, buyers) = buying::start(&self.config, &shared, &legs).await?;
+        let status = serde_json::json!({
+            "dataDir": data_dir.path(),
+            "ethereum": format!("{:#x}", m2m_wallet::Signer::evm_address(&*keystore)),
+            "bitcoin": keystore.keys().bitcoin_address().to_string(),
+            "tlsPin": identity.pin().to_string(),
+            "evm": legs.evm.as_ref().map(|evm| evm.server.url()),
+            "btc": legs.btc.as_ref().map(|btc| btc.server.url()),
+            "gateway": legs.gateway.as_ref().map(|g| g.server.url()),
+        });
         let target = control::ControlTarget {
             evm: legs.evm.as_ref().map(|evm| evm.seller.clone()),
             btc: legs.btc.as_ref().map(|btc| btc.seller.clone()),
@@ -141,19 +156,13 @@ impl AgentBuilder {
             ln: legs.ln.clone(),
             budget_config: self.config.budget.clone(),
             events: events.clone(),
-            status: serde_json::json!({
-                "dataDir": data_dir.path(),
-                "ethereum": format!("{:#x}", m2m_wallet::Signer::evm_address(&*keystore)),
-                "bitcoin": keystore.keys().bitcoin_address().to_string(),
-                "evm": legs.evm.as_ref().map(|evm| format!("http://{}", evm.server.local_addr)),
-                "btc": legs.btc.as_ref().map(|btc| format!("http://{}", btc.server.local_addr)),
-                "gateway": legs.gateway.as_ref().map(|g| format!("http://{}", g.server.local_addr)),
-            }),
+            status: status.clone(),
         };
         let control = control::serve(data_dir.path(), Arc::new(target))
             .map_err(|e| AgentError::leg("the control socket")(Box::new(e)))?;
         Ok(Agent {
             legs,
+            status,
             buyers,
             control,
             events,
@@ -168,6 +177,8 @@ impl AgentBuilder {
 /// [`Agent::stop`].
 pub struct Agent {
     legs: legs::Legs,
+    /// What `m2m agent status` shows: addresses, the TLS pin, each server's URL.
+    status: serde_json::Value,
     buyers: Vec<JoinHandle<()>>,
     control: JoinHandle<()>,
     events: Arc<EventBus>,
@@ -198,6 +209,7 @@ pub struct StopReport {
 impl Agent {
     /// Starts describing an agent.
     pub fn builder() -> AgentBuilder {
+        crate::tls::install_crypto_provider();
         AgentBuilder::default()
     }
 
@@ -214,6 +226,12 @@ impl Agent {
     /// Where the EVM seller listens, if it runs.
     pub fn evm_listen(&self) -> Option<SocketAddr> {
         self.legs.evm.as_ref().map(|evm| evm.server.local_addr)
+    }
+
+    /// The agent's public facts: data directory, addresses, TLS pin (`tlsPin`) and the URL of
+    /// each server it runs (`evm`, `btc`, `gateway`), as `m2m agent status` shows them.
+    pub fn status(&self) -> &serde_json::Value {
+        &self.status
     }
 
     /// Where the satoshi seller listens, if it runs.

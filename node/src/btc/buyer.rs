@@ -28,7 +28,7 @@ use crate::x402::types::{
 };
 
 /// Buyer settings.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct BtcBuyerOptions {
     /// Value locked in each new channel.
     pub capacity: Amount,
@@ -40,6 +40,8 @@ pub struct BtcBuyerOptions {
     pub max_price: Amount,
     /// How long to wait for a new channel's confirmations.
     pub confirmation_timeout: Duration,
+    /// Sellers' pinned TLS keys (other https sellers are checked against the system's roots).
+    pub trust: crate::tls::Trust,
 }
 
 impl Default for BtcBuyerOptions {
@@ -50,6 +52,7 @@ impl Default for BtcBuyerOptions {
             fee_rate: FeeRate::from_sat_per_vb_u32(2),
             max_price: Amount::from_sat(1_000),
             confirmation_timeout: Duration::from_secs(600),
+            trust: crate::tls::Trust::default(),
         }
     }
 }
@@ -144,8 +147,12 @@ impl BtcBuyer {
             payer,
             rpc,
             network,
+            http: crate::http_client::client_trusting(
+                crate::http_client::RESPONSE_TIMEOUT,
+                32,
+                &options.trust,
+            ),
             options,
-            http: crate::http_client::client(),
             offers: Mutex::new(HashMap::new()),
             opening: Mutex::new(()),
             budget: None,

@@ -409,6 +409,7 @@ pub fn serve_btc(
     seller: Arc<BtcSeller>,
     listener: TcpListener,
     limits: &LimitsConfig,
+    tls: crate::tls::ServerTls,
 ) -> std::io::Result<ServerHandle> {
     let router = Router::new()
         .route(CLOSE_PATH, axum::routing::post(close))
@@ -421,5 +422,5 @@ pub fn serve_btc(
             },
         )
         .with_state(seller);
-    serve_router(router, listener, limits)
+    serve_router(router, listener, limits, tls)
 }

@@ -54,6 +54,8 @@ pub struct BuyerOptions {
     pub erc3009_collector: Address,
     /// Longest wait for a seller's whole answer (connecting has its own 5 s limit).
     pub timeout: std::time::Duration,
+    /// Sellers' pinned TLS keys (other https sellers are checked against the system's roots).
+    pub trust: crate::tls::Trust,
 }
 
 impl Default for BuyerOptions {
@@ -71,6 +73,7 @@ impl Default for BuyerOptions {
             settlement: m2m_contracts::CANONICAL_SETTLEMENT,
             erc3009_collector: m2m_contracts::CANONICAL_ERC3009_COLLECTOR,
             timeout: crate::http_client::RESPONSE_TIMEOUT,
+            trust: crate::tls::Trust::default(),
         }
     }
 }
@@ -185,7 +188,7 @@ impl Buyer {
         Self {
             signer,
             store: store.into(),
-            http: crate::http_client::client_with(options.timeout, 1024),
+            http: crate::http_client::client_trusting(options.timeout, 1024, &options.trust),
             verifier: Secp256k1Verifier::default(),
             options,
             channels: Mutex::new(HashMap::new()),
@@ -194,6 +197,11 @@ impl Buyer {
             stats: BuyerStats::default(),
             events: crate::events::EventLink::default(),
         }
+    }
+
+    /// The sellers' pinned TLS keys this buyer checks.
+    pub fn trust(&self) -> &crate::tls::Trust {
+        &self.options.trust
     }
 
     /// Fetches `url`, paying a `402` if the budget allows.

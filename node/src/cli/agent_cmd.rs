@@ -161,11 +161,13 @@ fn run_agent(global: &GlobalArgs, config: AgentConfig) -> Result<(), CliError> {
             .await
             .map_err(|e| CliError::Usage(crate::events::error_line(&e)))?;
         let mut events = agent.events();
+        let status = agent.status();
         let ready = json!({
             "event": "ready",
-            "evm": agent.evm_listen().map(|a| format!("http://{a}")),
-            "btc": agent.btc_listen().map(|a| format!("http://{a}")),
-            "gateway": agent.gateway_listen().map(|a| format!("http://{a}")),
+            "tlsPin": status["tlsPin"],
+            "evm": status["evm"],
+            "btc": status["btc"],
+            "gateway": status["gateway"],
         });
         if global.json {
             print_json_line(&ready);

@@ -100,17 +100,7 @@ pub enum BtcAction {
         fee: u64,
     },
     /// Sell readings priced in satoshi over HTTP 402 (`btc-channel`).
-    Serve {
-        /// Listen address.
-        #[arg(long, default_value = "127.0.0.1:8402")]
-        listen: std::net::SocketAddr,
-        /// A priced route `PATH=SATS` (e.g. `/temperature=25`); repeatable.
-        #[arg(long = "route", value_name = "PATH=SATS", required = true)]
-        routes: Vec<String>,
-        /// Confirmations a channel's funding needs.
-        #[arg(long, default_value_t = 1)]
-        min_confirmations: u32,
-    },
+    Serve(SellArgs),
     /// Fetch a reading, paying its `btc-channel` 402 (opens a channel on first use).
     Get {
         /// The URL.
@@ -124,6 +114,9 @@ pub enum BtcAction {
         /// Highest price per reading, satoshi.
         #[arg(long, default_value_t = 1_000)]
         max_price: u64,
+        /// The seller's TLS pin (`sha256//…`, as its `m2m address` prints).
+        #[arg(long, value_name = "PIN")]
+        pin: Option<crate::tls::Pin>,
     },
 }
 
@@ -168,11 +161,62 @@ pub(super) fn parse_routes(routes: &[String]) -> Result<Vec<BtcRoute>, CliError>
         .collect()
 }
 
+/// How `m2m btc serve` and `m2m ln serve` sell readings for satoshi.
+#[derive(Debug, Args)]
+pub struct SellArgs {
+    /// Listen address.
+    #[arg(long, default_value = "127.0.0.1:8402")]
+    listen: std::net::SocketAddr,
+    /// A priced route `PATH=SATS` (e.g. `/temperature=25`); repeatable.
+    #[arg(long = "route", value_name = "PATH=SATS", required = true)]
+    routes: Vec<String>,
+    /// Confirmations a channel's funding needs.
+    #[arg(long, default_value_t = 1)]
+    min_confirmations: u32,
+    /// TLS: auto (TLS unless loopback), on, off (loopback only), plaintext-beyond-loopback.
+    #[arg(long, value_enum, default_value = "auto")]
+    tls: crate::tls::TlsMode,
+    /// Sustained requests per second per client address.
+    #[arg(long)]
+    rate_per_client: Option<u32>,
+    /// Burst allowance per client address.
+    #[arg(long)]
+    burst_per_client: Option<u32>,
+    /// Concurrent connections served.
+    #[arg(long)]
+    max_connections: Option<usize>,
+    /// Largest request body (bytes).
+    #[arg(long)]
+    max_body_bytes: Option<usize>,
+}
+
+impl SellArgs {
+    /// What these flags sell, and the server limits (defaults where a flag is absent).
+    pub(super) fn readings(&self) -> Result<Readings, CliError> {
+        let defaults = LimitsConfig::default();
+        Ok(Readings {
+            listen: self.listen,
+            routes: parse_routes(&self.routes)?,
+            min_confirmations: self.min_confirmations,
+            tls: self.tls,
+            limits: LimitsConfig {
+                rate_per_client: self.rate_per_client.unwrap_or(defaults.rate_per_client),
+                burst_per_client: self.burst_per_client.unwrap_or(defaults.burst_per_client),
+                max_connections: self.max_connections.unwrap_or(defaults.max_connections),
+                max_body_bytes: self.max_body_bytes.unwrap_or(defaults.max_body_bytes),
+                ..defaults
+            },
+        })
+    }
+}
+
 /// What a reading seller serves.
 pub(super) struct Readings {
     pub listen: std::net::SocketAddr,
     pub routes: Vec<BtcRoute>,
     pub min_confirmations: u32,
+    pub tls: crate::tls::TlsMode,
+    pub limits: LimitsConfig,
 }
 
 /// The type of the optional L402 issuer (a unit without the `lightning` feature).
@@ -218,13 +262,14 @@ pub(super) async fn serve_readings(
     let listener = tokio::net::TcpListener::bind(readings.listen)
         .await
         .map_err(|e| failed("listen")(&e))?;
-    let server = serve_btc(seller.clone(), listener, &LimitsConfig::default())
+    let tls = super::server_tls(readings.tls, readings.listen, keystore)?;
+    let server = serve_btc(seller.clone(), listener, &readings.limits, tls)
         .map_err(|e| failed("listen")(&e))?;
     let watcher = tokio::spawn(payee.run_watcher(Duration::from_secs(30)));
     let mut stop = super::stop_signals()?;
     println!(
-        "selling readings for satoshi at http://{} (Ctrl-C stops)",
-        server.local_addr
+        "selling readings for satoshi at {} (Ctrl-C stops)",
+        server.url()
     );
     let _ = stop.recv().await;
     eprintln!("stopping: {} paid readings served", seller.paid_readings());
@@ -339,23 +384,15 @@ pub(super) fn run(global: &GlobalArgs, args: &BtcArgs) -> Result<(), CliError> {
                     .map_err(|e| failed("refund")(&e))?;
                 println!("{txid}");
             }
-            BtcAction::Serve {
-                listen,
-                routes,
-                min_confirmations,
-            } => {
-                let readings = Readings {
-                    listen: *listen,
-                    routes: parse_routes(routes)?,
-                    min_confirmations: *min_confirmations,
-                };
-                serve_readings(&store, &rpc, &keystore, readings, None).await?;
+            BtcAction::Serve(sell) => {
+                serve_readings(&store, &rpc, &keystore, sell.readings()?, None).await?;
             }
             BtcAction::Get {
                 url,
                 count,
                 capacity,
                 max_price,
+                pin,
             } => {
                 let payer = Arc::new(
                     PayerChannels::load(store.clone(), wallet.clone(), keystore.clone())
@@ -365,6 +402,7 @@ pub(super) fn run(global: &GlobalArgs, args: &BtcArgs) -> Result<(), CliError> {
                     capacity: Amount::from_sat(*capacity),
                     max_price: Amount::from_sat(*max_price),
                     fee_rate,
+                    trust: super::trust_of(url, *pin)?,
                     ..BtcBuyerOptions::default()
                 };
                 let buyer = BtcBuyer::new(payer, rpc.clone(), options)

@@ -14,7 +14,7 @@ use bitcoin::secp256k1::PublicKey;
 use clap::{Args, Subcommand};
 use serde_json::json;
 
-use super::btc_cmd::{BitcoindArgs, Readings, failed, parse_routes, serve_readings};
+use super::btc_cmd::{BitcoindArgs, SellArgs, failed, serve_readings};
 use super::output::{print_json, qr_code};
 use super::{CliError, GlobalArgs, wallet_cmd};
 use crate::datadir::DataDir;
@@ -100,17 +100,7 @@ pub enum LnAction {
         max_price: u64,
     },
     /// Sell readings priced in satoshi, over L402 and `btc-channel`.
-    Serve {
-        /// Listen address (HTTP).
-        #[arg(long, default_value = "127.0.0.1:8402")]
-        listen: SocketAddr,
-        /// A priced route `PATH=SATS` (e.g. `/temperature=25`); repeatable.
-        #[arg(long = "route", value_name = "PATH=SATS", required = true)]
-        routes: Vec<String>,
-        /// Confirmations a `btc-channel` funding needs.
-        #[arg(long, default_value_t = 1)]
-        min_confirmations: u32,
-    },
+    Serve(SellArgs),
     /// Keep the node online (routing, receiving) until Ctrl-C.
     Run,
 }
@@ -310,11 +300,7 @@ async fn act(global: &GlobalArgs, action: &LnAction, started: &Started) -> Resul
                 println!("{}", String::from_utf8_lossy(&fetched.body));
             }
         }
-        LnAction::Serve {
-            listen,
-            routes,
-            min_confirmations,
-        } => {
+        LnAction::Serve(sell) => {
             let store = Arc::new(
                 ChannelStore::open(&started.data_dir).map_err(|e| failed("channel store")(&e))?,
             );
@@ -324,11 +310,7 @@ async fn act(global: &GlobalArgs, action: &LnAction, started: &Started) -> Resul
                 started.keystore.keys(),
             )
             .map_err(|e| failed("L402")(&e))?;
-            let readings = Readings {
-                listen: *listen,
-                routes: parse_routes(routes)?,
-                min_confirmations: *min_confirmations,
-            };
+            let readings = sell.readings()?;
             eprintln!("node {}@{}", ln.node_id(), ln.listen_address());
             serve_readings(
                 &store,
@@ -415,7 +397,7 @@ fn through_agent(global: &GlobalArgs, action: &LnAction) -> Result<(), CliError>
                 *count,
             );
         }
-        LnAction::Serve { .. } | LnAction::Run => {
+        LnAction::Serve(_) | LnAction::Run => {
             return Err(CliError::Usage(
                 "an agent runs on this data directory and keeps the node online: sell through its agent.toml".into(),
             ));

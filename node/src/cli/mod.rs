@@ -137,6 +137,7 @@ pub enum CliError {
 
 /// Entry point of the `m2m` binary.
 pub fn main() -> ExitCode {
+    crate::tls::install_crypto_provider();
     let cli = Cli::parse();
     init_logging(cli.global.verbose);
     match run(cli) {
@@ -174,6 +175,28 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
 }
 
 /// SIGINT and SIGTERM, listened for from now on (make it before announcing readiness).
+/// How a listener the command line starts speaks (see [`crate::tls::ServerTls::resolve`]).
+fn server_tls(
+    mode: crate::tls::TlsMode,
+    listen: std::net::SocketAddr,
+    keystore: &m2m_wallet::Keystore,
+) -> Result<crate::tls::ServerTls, CliError> {
+    let identity = crate::tls::DeviceIdentity::derive(keystore.keys())
+        .map_err(|e| CliError::Usage(format!("TLS identity: {}", crate::events::error_line(&e))))?;
+    crate::tls::ServerTls::resolve(mode, listen, &identity)
+        .map_err(|e| CliError::Usage(crate::events::error_line(&e)))
+}
+
+/// The trust of a command that buys from `url`, with its `--pin` if given.
+fn trust_of(url: &str, pin: Option<crate::tls::Pin>) -> Result<crate::tls::Trust, CliError> {
+    match pin {
+        Some(pin) => {
+            crate::tls::Trust::pinned(url, pin).map_err(|e| CliError::Usage(format!("--pin: {e}")))
+        }
+        None => Ok(crate::tls::Trust::default()),
+    }
+}
+
 fn stop_signals() -> Result<crate::shutdown::ShutdownSignals, CliError> {
     crate::shutdown::ShutdownSignals::listen().map_err(CliError::Terminal)
 }

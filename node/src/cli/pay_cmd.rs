@@ -50,6 +50,10 @@ pub struct GetArgs {
     /// A new channel holds this many readings' worth.
     #[arg(long, default_value_t = 100)]
     deposit_readings: u32,
+    /// The seller's TLS pin (`sha256//…`, as its `m2m address` prints); without one an https
+    /// seller is checked against the system's roots.
+    #[arg(long, value_name = "PIN")]
+    pin: Option<crate::tls::Pin>,
 }
 
 /// `m2m gateway`.
@@ -72,6 +76,11 @@ pub struct ConnectArgs {
     /// Local CONNECT proxy for applications.
     #[arg(long, default_value = "127.0.0.1:8119")]
     listen: std::net::SocketAddr,
+    /// The gateway's TLS pin (`sha256//…`, as its `m2m address` prints); without one an https
+    /// gateway is checked against the system's roots.
+    #[arg(long, value_name = "PIN")]
+    pin: Option<crate::tls::Pin>,
+
     /// Largest single channel deposit, atomic units.
     #[arg(long, default_value_t = 10_000_000)]
     max_deposit: u128,
@@ -119,17 +128,18 @@ pub(super) fn serve(global: &GlobalArgs, args: &ServeArgs) -> Result<(), CliErro
     let (data_dir, keystore) = wallet_cmd::open(global)?;
     let store = ChannelStore::open(&data_dir).map_err(|e| failed("channel store")(&e))?;
     let device = format!("{:#x}", m2m_wallet::Signer::evm_address(&keystore));
+    let tls = super::server_tls(config.tls, config.listen, &keystore)?;
     runtime()?.block_on(async move {
         let on_shutdown = config.claim.on_shutdown;
         let seller = Seller::start(config, Arc::new(keystore), store, Arc::new(SimulatedSensor::new(&device)))
             .await
             .map_err(|e| failed("starting the seller")(&e))?;
-        let server = serve_http(seller.clone(), None)
+        let server = serve_http(seller.clone(), None, tls)
             .await
             .map_err(|e| failed("listening")(&e))?;
         let claimer = tokio::spawn(seller.clone().run_claimer());
         let info = json!({
-            "listening": format!("http://{}", server.local_addr),
+            "listening": server.url(),
             "payTo": seller.receiver(),
             "routes": seller.routes().map(|r| json!({ "path": r.config.path, "price": r.price.to_string() })).collect::<Vec<_>>(),
         });
@@ -168,6 +178,12 @@ pub(super) fn get(global: &GlobalArgs, args: &GetArgs) -> Result<(), CliError> {
                     "--scheme: the running agent chooses the scheme; stop it to pick one".into(),
                 ));
             }
+            if args.pin.is_some() {
+                return Err(CliError::Usage(
+                    "--pin: the running agent buys with the pins of its agent.toml ([[buy]] pin)"
+                        .into(),
+                ));
+            }
             return super::agent_cmd::get_through_agent(
                 global,
                 &args.url,
@@ -183,6 +199,7 @@ pub(super) fn get(global: &GlobalArgs, args: &GetArgs) -> Result<(), CliError> {
         max_price: Some(args.max_price),
         max_deposit: Some(args.max_deposit),
         deposit_readings: args.deposit_readings,
+        trust: super::trust_of(&args.url, args.pin)?,
         ..BuyerOptions::default()
     };
     if let Some(scheme) = &args.scheme {
@@ -219,6 +236,7 @@ pub(super) fn gateway(global: &GlobalArgs, args: &GatewayArgs) -> Result<(), Cli
     let config = crate::gateway::GatewayConfig::parse(&text).map_err(CliError::Usage)?;
     let (data_dir, keystore) = wallet_cmd::open(global)?;
     let store = ChannelStore::open(&data_dir).map_err(|e| failed("channel store")(&e))?;
+    let tls = super::server_tls(config.tls, config.listen, &keystore)?;
     runtime()?.block_on(async move {
         let keystore = Arc::new(keystore);
         let gateway = crate::gateway::Gateway::start(config, keystore.clone(), store)
@@ -245,15 +263,16 @@ pub(super) fn gateway(global: &GlobalArgs, args: &GatewayArgs) -> Result<(), Cli
                 "lightning_msat_per_minute needs a build with the `lightning` feature".into(),
             ));
         }
-        let server = crate::gateway::serve(gateway.clone(), None)
+        let server = crate::gateway::serve(gateway.clone(), None, tls)
             .await
             .map_err(|e| failed("listening")(&e))?;
         let claimer = tokio::spawn(gateway.seller().clone().run_claimer());
         let config = gateway.config();
         let mut stop = super::stop_signals()?;
         println!(
-            "selling connectivity at http://{} for {} units per minute (Ctrl-C stops)",
-            server.local_addr, config.price_per_minute
+            "selling connectivity at {} for {} units per minute (Ctrl-C stops)",
+            server.url(),
+            config.price_per_minute
         );
         let _ = stop.recv().await;
         server.shutdown().await;
@@ -282,6 +301,7 @@ pub(super) fn connect(global: &GlobalArgs, args: &ConnectArgs) -> Result<(), Cli
     let store = ChannelStore::open(&data_dir).map_err(|e| failed("channel store")(&e))?;
     let options = BuyerOptions {
         max_deposit: Some(args.max_deposit),
+        trust: super::trust_of(&args.gateway, args.pin)?,
         ..BuyerOptions::default()
     };
     let buyer = Arc::new(Buyer::new(Arc::new(keystore), store, options));
@@ -381,6 +401,7 @@ fn connect_lightning(global: &GlobalArgs, args: &ConnectArgs) -> Result<(), CliE
     if args.period_secs == 0 {
         return Err(CliError::Usage("--period-secs must be positive".into()));
     }
+    let trust = super::trust_of(&args.gateway, args.pin)?;
     let (data_dir, keystore) = wallet_cmd::open(global)?;
     runtime()?.block_on(async move {
         let ln = Arc::new(
@@ -388,7 +409,7 @@ fn connect_lightning(global: &GlobalArgs, args: &ConnectArgs) -> Result<(), CliE
         );
         let period = std::time::Duration::from_secs(args.period_secs);
         let connected =
-            crate::ln::stream::connect_lightning(&args.gateway, ln.clone(), args.listen, period)
+            crate::ln::stream::connect_lightning(&args.gateway, ln.clone(), args.listen, period, &trust)
                 .await;
         let outcome = match connected {
             Ok(client) => {

@@ -95,6 +95,8 @@ struct DeviceInfo<'a> {
     addresses: &'a Addresses,
     owner: Option<String>,
     created_at_unix: u64,
+    /// The pin of the device's TLS key, for buyers (`--pin`, `pin = …`).
+    tls_pin: Option<String>,
 }
 
 pub(super) fn init(global: &GlobalArgs, args: &InitArgs) -> Result<(), CliError> {
@@ -304,6 +306,9 @@ fn print_device(global: &GlobalArgs, data_dir: &DataDir, keystore: &Keystore) {
         addresses: &addresses,
         owner: metadata.owner.map(|owner| owner.to_checksum(None)),
         created_at_unix: metadata.created_at_unix,
+        tls_pin: crate::tls::DeviceIdentity::derive(keystore.keys())
+            .ok()
+            .map(|identity| identity.pin().to_string()),
     };
     if global.json {
         print_json(&info);
@@ -317,6 +322,9 @@ fn print_device(global: &GlobalArgs, data_dir: &DataDir, keystore: &Keystore) {
     );
     println!("ethereum          {}", addresses.ethereum);
     println!("taproot key       {}", addresses.taproot_internal_key);
+    if let Some(pin) = &info.tls_pin {
+        println!("tls pin           {pin}");
+    }
     if let Some(owner) = &info.owner {
         println!("owner             {owner}");
     }

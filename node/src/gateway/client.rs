@@ -10,11 +10,12 @@ use std::time::Duration;
 
 use m2m_core::ticks::TickChain;
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::buyer::Buyer;
 use crate::events::{AgentEvent, EventBus, Leg, Payment};
+use crate::tls::Trust;
 
 /// Ticks in a session's chain (a day at one tick per second).
 pub const CHAIN_LENGTH: u32 = 86_400;
@@ -88,7 +89,8 @@ pub async fn connect_reporting(
             events.publish(event);
         }
     };
-    let http = crate::http_client::client();
+    let trust = buyer.trust().clone();
+    let http = crate::http_client::client_trusting(crate::http_client::RESPONSE_TIMEOUT, 4, &trust);
     let offer: Value = http.get(format!("{gateway}/")).send().await?.json().await?;
     let field = |key: &str| {
         offer[key]
@@ -175,7 +177,7 @@ pub async fn connect_reporting(
             }
         })
     };
-    let (local_addr, proxy) = serve_local_proxy(listen, gateway, session.clone()).await?;
+    let (local_addr, proxy) = serve_local_proxy(listen, gateway, trust, session.clone()).await?;
     Ok(ConnectClient {
         local_addr,
         session,
@@ -191,23 +193,23 @@ pub async fn connect_reporting(
 pub async fn serve_local_proxy(
     listen: SocketAddr,
     gateway: &str,
+    trust: Trust,
     session: Arc<AtomicU64>,
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), ConnectError> {
     let listener = TcpListener::bind(listen).await?;
     let local_addr = listener.local_addr()?;
-    let gateway_addr = gateway
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .to_owned();
+    let gateway: Arc<str> = gateway.trim_end_matches('/').into();
     let proxy = tokio::spawn(async move {
         loop {
             let Ok((app, _)) = listener.accept().await else {
                 continue;
             };
-            let gateway_addr = gateway_addr.clone();
+            let (gateway, trust) = (gateway.clone(), trust.clone());
             let id = session.load(Ordering::Relaxed);
             tokio::spawn(async move {
-                let _ = forward(app, &gateway_addr, id).await;
+                if let Err(error) = forward(app, &gateway, &trust, id).await {
+                    tracing::debug!(%error, "tunnel");
+                }
             });
         }
     });
@@ -282,7 +284,12 @@ async fn send_tick(
 
 /// Reads an application's `CONNECT host:port` and replays it to the gateway with the session's
 /// credentials, then relays bytes both ways.
-async fn forward(mut app: TcpStream, gateway: &str, session: u64) -> std::io::Result<()> {
+async fn forward(
+    mut app: TcpStream,
+    gateway: &str,
+    trust: &Trust,
+    session: u64,
+) -> std::io::Result<()> {
     let head = read_head(&mut app).await?;
     let target = head
         .lines()
@@ -295,7 +302,7 @@ async fn forward(mut app: TcpStream, gateway: &str, session: u64) -> std::io::Re
             .await?;
         return Ok(());
     };
-    let mut upstream = TcpStream::connect(gateway).await?;
+    let mut upstream = trust.connect(gateway).await?;
     upstream
         .write_all(format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\nProxy-Authorization: M2M {session}\r\n\r\n").as_bytes())
         .await?;
@@ -308,7 +315,7 @@ async fn forward(mut app: TcpStream, gateway: &str, session: u64) -> std::io::Re
 }
 
 /// Reads an HTTP head (up to the blank line), at most 8 KiB.
-async fn read_head(stream: &mut TcpStream) -> std::io::Result<String> {
+async fn read_head(stream: &mut (impl AsyncRead + Unpin)) -> std::io::Result<String> {
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {

@@ -31,6 +31,7 @@ const WATCHDOG: Duration = Duration::from_millis(100);
 pub async fn serve(
     gateway: Arc<Gateway>,
     listener: Option<TcpListener>,
+    tls: crate::tls::ServerTls,
 ) -> std::io::Result<ServerHandle> {
     let listener = match listener {
         Some(listener) => listener,
@@ -44,7 +45,7 @@ pub async fn serve(
         .route("/sessions/{id}/cover", get(cover))
         .fallback(connect)
         .with_state(gateway);
-    crate::seller::serve_router(router, listener, &limits)
+    crate::seller::serve_router(router, listener, &limits, tls)
 }
 
 fn error(status: StatusCode, code: &str, message: impl std::fmt::Display) -> Response {

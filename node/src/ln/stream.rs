@@ -220,13 +220,15 @@ impl Drop for LightningConnect {
 
 /// Opens a Lightning session at `gateway`, pays two `period`s ahead and then one more every
 /// `period` (so about one period is always paid ahead), and serves the local proxy on `listen`.
+/// An https gateway is checked against its pin in `trust` (else the system's roots).
 pub async fn connect_lightning(
     gateway: &str,
     ln: Arc<LnNode>,
     listen: SocketAddr,
     period: Duration,
+    trust: &crate::tls::Trust,
 ) -> Result<LightningConnect, StreamError> {
-    let http = crate::http_client::client();
+    let http = crate::http_client::client_trusting(crate::http_client::RESPONSE_TIMEOUT, 4, trust);
     let session = open_gateway_session(&http, gateway).await?;
     let mut payer = StreamPayer::new(ln, session);
     let timeout = period.max(Duration::from_secs(30));
@@ -252,7 +254,7 @@ pub async fn connect_lightning(
     };
     let current = Arc::new(AtomicU64::new(session.id));
     let (local_addr, proxy) =
-        crate::gateway::client::serve_local_proxy(listen, gateway, current).await?;
+        crate::gateway::client::serve_local_proxy(listen, gateway, trust.clone(), current).await?;
     Ok(LightningConnect {
         local_addr,
         session: session.id,

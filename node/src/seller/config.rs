@@ -129,6 +129,10 @@ pub struct SellerConfig {
     /// Listening address.
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
+    /// TLS on the listener: `auto` (TLS unless loopback), `on`, `off` (loopback only) or
+    /// `plaintext-beyond-loopback`.
+    #[serde(default)]
+    pub tls: crate::tls::TlsMode,
     /// The chain's JSON-RPC endpoint.
     pub rpc_url: String,
     /// CAIP-2 network, `eip155:<chain id>`.

@@ -25,6 +25,7 @@ use super::limits::RateLimiter;
 use super::sensor::SensorError;
 use super::{Route, Scheme, Seller, SellerError, facilitator};
 use crate::events::{AgentEvent, Leg, Payment};
+use crate::tls::ServerTls;
 use crate::x402::codes;
 use crate::x402::headers::{
     self, HeaderError, PAYMENT_REQUIRED, PAYMENT_RESPONSE, PAYMENT_SIGNATURE,
@@ -44,11 +45,18 @@ pub(crate) struct AppState {
 pub struct ServerHandle {
     /// Where it listens.
     pub local_addr: SocketAddr,
+    /// `https` or `http`.
+    pub scheme: &'static str,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl ServerHandle {
+    /// The server's base URL, e.g. `https://127.0.0.1:8402`.
+    pub fn url(&self) -> String {
+        format!("{}://{}", self.scheme, self.local_addr)
+    }
+
     /// Stops accepting, gives requests in flight [`SHUTDOWN_GRACE`] to finish, cuts off the
     /// rest, and returns once every connection is closed.
     pub async fn shutdown(self) {
@@ -57,10 +65,12 @@ impl ServerHandle {
     }
 }
 
-/// Binds the configured address (or uses `listener`) and serves until shut down.
+/// Binds the configured address (or uses `listener`) and serves until shut down, speaking as
+/// `tls` says (see [`ServerTls::resolve`]).
 pub async fn serve(
     seller: Arc<Seller>,
     listener: Option<TcpListener>,
+    tls: ServerTls,
 ) -> Result<ServerHandle, SellerError> {
     let addr = seller.config.listen;
     let listener = match listener {
@@ -71,7 +81,7 @@ pub async fn serve(
     };
     let limits = seller.config.limits.clone();
     let state = AppState { seller };
-    serve_router(router(state), listener, &limits)
+    serve_router(router(state), listener, &limits, tls)
         .map_err(|source| SellerError::Listen { addr, source })
 }
 
@@ -83,8 +93,13 @@ pub fn serve_router(
     router: Router,
     listener: TcpListener,
     limits: &super::config::LimitsConfig,
+    tls: ServerTls,
 ) -> std::io::Result<ServerHandle> {
     let local_addr = listener.local_addr()?;
+    let tls = tls
+        .checked(local_addr)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    let acceptor = tls.acceptor();
     let limits = limits.clone();
     let (stop, mut stopped) = watch::channel(false);
     let connections = Arc::new(Semaphore::new(limits.max_connections));
@@ -124,21 +139,24 @@ pub fn serve_router(
                     }
                 });
             let mut builder = hyper::server::conn::http1::Builder::new();
+            let head_timeout = Duration::from_millis(limits.header_read_timeout_ms);
             builder
                 .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_millis(limits.header_read_timeout_ms))
+                .header_read_timeout(head_timeout)
                 .max_buf_size(limits.max_header_bytes);
-            let mut stopped = stopped.clone();
+            let stopped = stopped.clone();
+            let acceptor = acceptor.clone();
             open.spawn(async move {
-                let connection = builder
-                    .serve_connection(TokioIo::new(stream), service)
-                    .with_upgrades();
-                tokio::pin!(connection);
-                tokio::select! {
-                    _ = connection.as_mut() => {}
-                    _ = stopped.changed() => {
-                        connection.as_mut().graceful_shutdown();
-                        let _ = connection.await;
+                match acceptor {
+                    None => drive(builder, stream, service, stopped).await,
+                    // The handshake shares the head's deadline: a client that opens a
+                    // connection and stalls holds a permit no longer either way.
+                    Some(acceptor) => {
+                        match tokio::time::timeout(head_timeout, acceptor.accept(stream)).await {
+                            Ok(Ok(stream)) => drive(builder, stream, service, stopped).await,
+                            Ok(Err(error)) => tracing::debug!(%error, %peer, "TLS handshake"),
+                            Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                        }
                     }
                 }
                 drop(permit);
@@ -154,9 +172,35 @@ pub fn serve_router(
     });
     Ok(ServerHandle {
         local_addr,
+        scheme: tls.scheme(),
         stop,
         task,
     })
+}
+
+/// Serves one connection (plain or TLS) until it ends, or the server stops and its grace ends.
+async fn drive<S, I>(
+    builder: hyper::server::conn::http1::Builder,
+    stream: I,
+    service: S,
+    mut stopped: watch::Receiver<bool>,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::HttpService<hyper::body::Incoming, ResBody = Body>,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let connection = builder
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    tokio::pin!(connection);
+    tokio::select! {
+        _ = connection.as_mut() => {}
+        _ = stopped.changed() => {
+            connection.as_mut().graceful_shutdown();
+            let _ = connection.await;
+        }
+    }
 }
 
 fn router(state: AppState) -> Router {

@@ -48,6 +48,7 @@ pub fn start_anvil_on(
     chain_id: u64,
     port: u16,
 ) -> Result<AnvilHandle, ToolError> {
+    crate::tls::install_crypto_provider(); // callers talk to anvil through reqwest next
     let instance = Anvil::at(&foundry.anvil)
         .host("127.0.0.1")
         .port(port)
