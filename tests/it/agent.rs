@@ -550,7 +550,7 @@ listen = "{proxy}"
     bought.extend(budgets_hold_across_a_restart(
         &buyer,
         &format!(
-            "{bitcoind}{budgets}[evm]\nrpc_url = \"{}\"\n",
+            "{bitcoind}{budgets}[evm]\nrpc_url = \"{}\"\n[pins]\n\"{evm_url}\" = \"{pin}\"\n",
             chain.anvil.endpoint()
         ),
         &bought,

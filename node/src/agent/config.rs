@@ -87,6 +87,10 @@ pub struct AgentConfig {
     pub connects: Vec<ConnectConfig>,
     /// The EVM chain, for a device that buys there without selling (balances).
     pub evm: Option<EvmConfig>,
+    /// `[pins]`: TLS pins of sellers reached other than by a `[[buy]]` (`m2m get` through the
+    /// agent): `"https://host:port" = "sha256//…"`.
+    #[serde(default)]
+    pub pins: std::collections::BTreeMap<String, crate::tls::Pin>,
 }
 
 /// `[evm]`: where the device's EVM balances are read when it runs no EVM seller or gateway.
@@ -321,7 +325,11 @@ impl AgentConfig {
         let buys = buys.map(|(i, b)| (format!("buy[{i}].pin"), &b.url, b.pin));
         let connects = self.connects.iter().enumerate();
         let connects = connects.map(|(i, c)| (format!("connect[{i}].pin"), &c.gateway, c.pin));
-        for (field, url, pin) in buys.chain(connects) {
+        let listed = self
+            .pins
+            .iter()
+            .map(|(url, pin)| (format!("pins.{url:?}"), url, Some(*pin)));
+        for (field, url, pin) in buys.chain(connects).chain(listed) {
             if let Some(pin) = pin {
                 trust
                     .pin(url, pin)
@@ -459,6 +467,28 @@ mod tests {
     fn an_empty_file_is_an_idle_agent() {
         let config = AgentConfig::parse("").unwrap();
         assert!(config.sell.evm.is_none() && config.buys.is_empty());
+    }
+
+    #[test]
+    fn pins_are_checked_where_they_are_written() {
+        let pin_a = crate::tls::Pin([1; 32]).to_string();
+        let pin_b = crate::tls::Pin([2; 32]).to_string();
+        let buy = |url: &str, pin: &str| {
+            format!("[[buy]]\nurl = \"{url}\"\npay = \"evm\"\nmax_price = 1\npin = \"{pin}\"\n")
+        };
+        let one = buy("https://10.0.0.5:8402/t", &pin_a);
+        let config = AgentConfig::parse(&format!(
+            "{one}[pins]\n\"https://10.0.0.5:9\" = \"{pin_a}\"\n"
+        ));
+        assert!(config.unwrap().trust().is_ok());
+        let clash = format!("{one}{}", buy("https://10.0.0.5:1/", &pin_b));
+        assert!(
+            error_of(&clash).contains("buy[1].pin"),
+            "{}",
+            error_of(&clash)
+        );
+        assert!(error_of(&buy("http://10.0.0.5/", &pin_a)).contains("https"));
+        assert!(error_of(&buy("https://10.0.0.5/", "sha256//short")).contains("pin"));
     }
 
     #[test]
