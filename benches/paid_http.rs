@@ -97,7 +97,7 @@ async fn gateway_ticks(
     const TICKS: u32 = 5_000;
     let config = GatewayConfig::parse(&format!(
         "listen = \"127.0.0.1:0\"\nrpc_url = \"{rpc}\"\nnetwork = \"eip155:31337\"\nasset = \"{token}\"\n\
-         price_per_minute = 60000\nticks_per_voucher = {TICKS}\n"
+         price_per_minute = 60000\nticks_per_voucher = {TICKS}\nupstreams = [\"127.0.0.1:*\"]\n"
     ))
     .unwrap();
     let data_dir = DataDir::open(dir).unwrap();

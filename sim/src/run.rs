@@ -496,7 +496,7 @@ fn gateway_config(
 ) -> Result<m2m_node::gateway::GatewayConfig, SimError> {
     m2m_node::gateway::GatewayConfig::parse(&format!(
         "listen = \"127.0.0.1:0\"\nrpc_url = \"{}\"\nnetwork = \"eip155:{CHAIN_ID}\"\nasset = \"{}\"\n\
-         price_per_minute = {}\nticks_per_voucher = {}\n[claim]\ncheck_secs = 1\non_shutdown = false\n",
+         price_per_minute = {}\nticks_per_voucher = {}\nupstreams = [\"127.0.0.1:*\"]\n[claim]\ncheck_secs = 1\non_shutdown = false\n",
         chain.anvil.endpoint(),
         chain.token,
         scenario.gateways.price_per_minute,

@@ -350,6 +350,7 @@ network = "eip155:31337"
 asset = "{token}"
 price_per_minute = {per_minute}
 ticks_per_voucher = {TICKS_PER_COVER}
+upstreams = ["127.0.0.1:*"]
 "#,
         rpc = chain.anvil.endpoint(),
         token = chain.token,

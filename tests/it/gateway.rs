@@ -53,7 +53,7 @@ async fn setup() -> (
 fn gateway_config(chain: &LocalChain, listen: &str) -> GatewayConfig {
     GatewayConfig::parse(&format!(
         "listen = \"{listen}\"\nrpc_url = \"{}\"\nnetwork = \"eip155:31337\"\nasset = \"{}\"\n\
-         price_per_minute = 60000\ntick_secs = 1\nticks_per_voucher = 3\ngrace_ms = 500\n",
+         price_per_minute = 60000\ntick_secs = 1\nticks_per_voucher = 3\ngrace_ms = 500\nupstreams = [\"127.0.0.1:*\"]\n",
         chain.anvil.endpoint(),
         chain.token
     ))
@@ -348,4 +348,68 @@ async fn the_gateway_rate_limits_each_client_like_every_server() {
         "a burst of 5, then 429: {statuses:?}"
     );
     server.shutdown().await;
+}
+
+/// The gateway's egress rules with a paying client, all on loopback: the default (`public:*`)
+/// refuses every loopback target, the gateway's chain RPC and its own listener included; a rule
+/// naming one loopback address and port opens exactly that one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paying_client_reaches_a_loopback_upstream_only_when_a_rule_names_it() {
+    let (chain, gateway_keys, client_keys, dirs) = setup().await;
+    let upstream = upstream().await;
+    let anvil: std::net::SocketAddr = chain
+        .anvil
+        .endpoint()
+        .trim_start_matches("http://")
+        .parse()
+        .unwrap();
+    let config = |rules: &str| {
+        let mut config = gateway_config(&chain, "127.0.0.1:0");
+        config.upstreams = rules.parse().unwrap();
+        config
+    };
+    let mut outcomes = Vec::new();
+    for (name, rules) in [
+        ("default", "public:*".to_owned()),
+        ("named", format!("127.0.0.1:{}", upstream.port())),
+    ] {
+        let store = crate::paid_http::open_store(&dirs.path().join(name));
+        let gateway = Gateway::start(config(&rules), gateway_keys.clone(), store)
+            .await
+            .unwrap();
+        let server = gateway::serve(gateway.clone(), None, m2m::node::tls::ServerTls::Plain)
+            .await
+            .unwrap();
+        let buyer = Arc::new(Buyer::new(
+            client_keys.clone(),
+            crate::paid_http::open_store(&dirs.path().join(format!("{name}-client"))),
+            BuyerOptions::default(),
+        ));
+        let base = format!("http://{}", server.local_addr);
+        let client = gateway::client::connect(&base, buyer, "127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let own = server.local_addr;
+        let v6 = std::net::SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, upstream.port()));
+        for target in [upstream, anvil, own, v6] {
+            let answer = match tunnel(client.local_addr, target).await {
+                Ok(mut stream) => get_hello(&mut stream).await.unwrap_or_default(),
+                Err(head) => head,
+            };
+            outcomes.push((name, target, answer));
+        }
+        drop(client);
+        server.shutdown().await;
+    }
+    for (name, target, answer) in &outcomes {
+        let opened = *name == "named" && *target == upstream;
+        if opened {
+            assert!(answer.contains("xxxx"), "{name} {target}: {answer}");
+        } else {
+            assert!(
+                answer.starts_with("HTTP/1.1 403"),
+                "{name} {target}: {answer}"
+            );
+        }
+    }
 }

@@ -54,7 +54,7 @@ async fn a_keysend_stream_pays_the_minutes_and_stopping_it_cuts_the_tunnel() {
     let keys = funded_device(&chain, 10u128.pow(20)).await;
     let config = GatewayConfig::parse(&format!(
         "listen = \"127.0.0.1:0\"\nrpc_url = \"{}\"\nnetwork = \"eip155:31337\"\nasset = \"{}\"\n\
-         price_per_minute = 60000\ngrace_ms = 500\nlightning_msat_per_minute = 60000\n",
+         price_per_minute = 60000\ngrace_ms = 500\nlightning_msat_per_minute = 60000\nupstreams = [\"127.0.0.1:*\"]\n",
         chain.anvil.endpoint(),
         chain.token
     ))

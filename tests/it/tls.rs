@@ -96,7 +96,7 @@ async fn a_tunnel_through_a_tls_gateway_carries_traffic() {
     let dirs = tempfile::tempdir().unwrap();
     let config = gateway::GatewayConfig::parse(&format!(
         "listen = \"127.0.0.1:0\"\nrpc_url = \"{}\"\nnetwork = \"eip155:31337\"\nasset = \"{}\"\n\
-         price_per_minute = 60000\ntick_secs = 1\nticks_per_voucher = 3\n",
+         price_per_minute = 60000\ntick_secs = 1\nticks_per_voucher = 3\nupstreams = [\"127.0.0.1:*\"]\n",
         chain.anvil.endpoint(),
         chain.token
     ))

@@ -17,7 +17,7 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::net::TcpListener;
 
-use super::{COVER_PATH, Gateway, Metering, Session, lock};
+use super::{COVER_PATH, Gateway, Metering, Session, egress, lock};
 use crate::seller::ServerHandle;
 use crate::seller::batch::Refusal;
 use crate::seller::http::payment_required;
@@ -328,9 +328,19 @@ async fn connect(State(gateway): State<Arc<Gateway>>, request: Request) -> Respo
             "CONNECT needs host:port",
         );
     };
-    if !gateway.config.upstream_allowed(&authority) {
-        return error(StatusCode::FORBIDDEN, "upstream_not_allowed", &authority);
-    }
+    // Resolved and checked before the session is: a refusal tells nothing about sessions.
+    let target = match gateway.config.upstreams.resolve(&authority).await {
+        Ok(target) => target,
+        Err(refusal @ egress::Refusal::BadTarget) => {
+            return error(StatusCode::BAD_REQUEST, "bad_target", refusal);
+        }
+        Err(refusal @ egress::Refusal::Unresolvable { .. }) => {
+            return error(StatusCode::BAD_GATEWAY, "upstream_unresolvable", refusal);
+        }
+        Err(refusal @ egress::Refusal::NotAllowed { .. }) => {
+            return error(StatusCode::FORBIDDEN, "upstream_not_allowed", refusal);
+        }
+    };
     let session_id = request
         .headers()
         .get(header::PROXY_AUTHORIZATION)
@@ -355,7 +365,8 @@ async fn connect(State(gateway): State<Arc<Gateway>>, request: Request) -> Respo
             "tick and cover first",
         );
     }
-    let upstream = match tokio::net::TcpStream::connect(&authority).await {
+    // The address that was checked, not the name again (no second resolution to rebind).
+    let upstream = match tokio::net::TcpStream::connect(target).await {
         Ok(upstream) => upstream,
         Err(e) => return error(StatusCode::BAD_GATEWAY, "upstream_unreachable", e),
     };

@@ -17,6 +17,7 @@
 //! - [`client`] is `m2m connect` — ticks, vouchers and a local CONNECT proxy for applications.
 
 pub mod client;
+pub mod egress;
 mod http;
 
 use std::collections::HashMap;
@@ -80,10 +81,11 @@ pub struct GatewayConfig {
     /// already: it is not paid ahead).
     #[serde(default = "default_session_idle_secs")]
     pub session_idle_secs: u64,
-    /// Upstreams clients may reach, as `host:port` with `*` allowed for the port
-    /// (default: loopback only, for tests and demos).
-    #[serde(default = "default_upstreams")]
-    pub upstreams: Vec<String>,
+    /// Where clients may go ([`egress`]): `public:*` (the default: any public address),
+    /// addresses and ranges (`127.0.0.1:8080`, `10.1.0.0/16:*`: the only way behind the
+    /// gateway), names and wildcards (`*.example.com:443`, public addresses only).
+    #[serde(default)]
+    pub upstreams: egress::Egress,
     /// Claiming (as for a seller).
     #[serde(default)]
     pub claim: ClaimConfig,
@@ -109,9 +111,6 @@ fn default_max_sessions() -> usize {
 }
 fn default_session_idle_secs() -> u64 {
     600
-}
-fn default_upstreams() -> Vec<String> {
-    vec!["127.0.0.1:*".into(), "localhost:*".into()]
 }
 
 impl GatewayConfig {
@@ -177,21 +176,6 @@ impl GatewayConfig {
         config.claim = self.claim.clone();
         config.limits = self.limits.clone();
         Ok(config)
-    }
-
-    fn upstream_allowed(&self, authority: &str) -> bool {
-        let Some((host, port)) = authority.rsplit_once(':') else {
-            return false;
-        };
-        self.upstreams
-            .iter()
-            .any(|rule| match rule.rsplit_once(':') {
-                Some((rule_host, "*")) => rule_host.eq_ignore_ascii_case(host),
-                Some((rule_host, rule_port)) => {
-                    rule_host.eq_ignore_ascii_case(host) && rule_port == port
-                }
-                None => false,
-            })
     }
 }
 
