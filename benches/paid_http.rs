@@ -104,7 +104,9 @@ async fn gateway_ticks(
     let gateway = Gateway::start(config, keys, ChannelStore::open(&data_dir).unwrap())
         .await
         .unwrap();
-    let server = serve_gateway(gateway, None).await.unwrap();
+    let server = serve_gateway(gateway, None, m2m::node::tls::ServerTls::Plain)
+        .await
+        .unwrap();
     let base = format!("http://{}", server.local_addr);
     let mut chain = m2m::core::ticks::TickChain::new([7; 32], TICKS);
     let session = m2m::node::gateway::client::open_session_with(
@@ -199,7 +201,7 @@ fn main() {
         let seller = Seller::start(config, seller_keys, ChannelStore::open(&seller_dir).unwrap(), Arc::new(SimulatedSensor::new("load")))
             .await
             .unwrap();
-        let server = serve(seller.clone(), None).await.unwrap();
+        let server = serve(seller.clone(), None, m2m::node::tls::ServerTls::Plain).await.unwrap();
         let url = format!("http://{}/temperature", server.local_addr);
 
         let buyer_dir = DataDir::open(&dirs.path().join("buyers")).unwrap();

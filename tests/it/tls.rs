@@ -83,7 +83,7 @@ async fn a_pinned_buyer_pays_over_tls_and_a_wrong_pin_pays_nothing() {
         assert_eq!(fetched.status, 200);
         assert_eq!(
             fetched.paid.as_ref().map(|(_, amount)| *amount),
-            Some(PRICE.into())
+            Some(PRICE)
         );
     }
     assert_eq!(seller.stats.batch_paid.load(Ordering::Relaxed), 3);

@@ -24,7 +24,8 @@ const BUY_TIMEOUT: Duration = Duration::from_secs(120);
 pub(super) struct LegBuyers {
     /// The budgets every leg's buyer spends within.
     pub budgets: Arc<crate::budget::Budgets>,
-    /// The sellers' pinned TLS keys.
+    /// The sellers' pinned TLS keys (the EVM and Bitcoin buyers hold their own copies).
+    #[cfg(feature = "lightning")]
     trust: crate::tls::Trust,
     evm: Arc<Buyer>,
     btc: Option<Arc<BtcBuyer>>,
@@ -92,6 +93,7 @@ pub(super) async fn start(
     }
     let buyers = Arc::new(LegBuyers {
         budgets: shared.budgets.clone(),
+        #[cfg(feature = "lightning")]
         trust,
         evm,
         btc,
