@@ -368,7 +368,7 @@ async fn a_paying_client_reaches_a_loopback_upstream_only_when_a_rule_names_it()
         config.upstreams = rules.parse().unwrap();
         config
     };
-    let mut outcomes = Vec::new();
+    let (mut outcomes, mut socks_outcomes) = (Vec::new(), Vec::new());
     for (name, rules) in [
         ("default", "public:*".to_owned()),
         ("named", format!("127.0.0.1:{}", upstream.port())),
@@ -398,6 +398,23 @@ async fn a_paying_client_reaches_a_loopback_upstream_only_when_a_rule_names_it()
             };
             outcomes.push((name, target, answer));
         }
+        // The same port speaks SOCKS5 for applications that know only SOCKS: the same rules.
+        for target in [upstream, anvil] {
+            let socks = fast_socks5::client::Socks5Stream::connect(
+                client.local_addr,
+                target.ip().to_string(),
+                target.port(),
+                fast_socks5::client::Config::default(),
+            )
+            .await;
+            let opened = match socks {
+                Ok(stream) => get_hello(&mut stream.get_socket())
+                    .await
+                    .unwrap_or_default(),
+                Err(error) => error.to_string(),
+            };
+            socks_outcomes.push((name, target, opened));
+        }
         drop(client);
         server.shutdown().await;
     }
@@ -409,6 +426,16 @@ async fn a_paying_client_reaches_a_loopback_upstream_only_when_a_rule_names_it()
             assert!(
                 answer.starts_with("HTTP/1.1 403"),
                 "{name} {target}: {answer}"
+            );
+        }
+    }
+    for (name, target, answer) in &socks_outcomes {
+        if *name == "named" && *target == upstream {
+            assert!(answer.contains("xxxx"), "SOCKS {name} {target}: {answer}");
+        } else {
+            assert!(
+                answer.to_lowercase().contains("not allowed"),
+                "SOCKS {name} {target}: {answer}"
             );
         }
     }

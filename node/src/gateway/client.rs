@@ -1,7 +1,8 @@
 //! `m2m connect`: the client side of a metered session. It opens a session with a hash-chain
 //! commitment, sends one tick per `tick_secs`, pays a voucher (through [`Buyer`], so deposits,
-//! persistence and budget apply) for every K ticks, and offers applications a local CONNECT
-//! proxy that forwards through the gateway with the session's credentials.
+//! persistence and budget apply) for every K ticks, and offers applications a local proxy
+//! (HTTP CONNECT and SOCKS5: [`serve_local_proxy`]) that forwards through the gateway with the
+//! session's credentials.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -10,12 +11,10 @@ use std::time::Duration;
 
 use m2m_core::ticks::TickChain;
 use serde_json::{Value, json};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
 
+pub use super::local_proxy::serve_local_proxy;
 use crate::buyer::Buyer;
 use crate::events::{AgentEvent, EventBus, Leg, Payment};
-use crate::tls::Trust;
 
 /// Ticks in a session's chain (a day at one tick per second).
 pub const CHAIN_LENGTH: u32 = 86_400;
@@ -188,34 +187,6 @@ pub async fn connect_reporting(
     })
 }
 
-/// Serves the local CONNECT proxy on `listen`: each application's tunnel is replayed to the
-/// gateway with the current `session`'s credentials.
-pub async fn serve_local_proxy(
-    listen: SocketAddr,
-    gateway: &str,
-    trust: Trust,
-    session: Arc<AtomicU64>,
-) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), ConnectError> {
-    let listener = TcpListener::bind(listen).await?;
-    let local_addr = listener.local_addr()?;
-    let gateway: Arc<str> = gateway.trim_end_matches('/').into();
-    let proxy = tokio::spawn(async move {
-        loop {
-            let Ok((app, _)) = listener.accept().await else {
-                continue;
-            };
-            let (gateway, trust) = (gateway.clone(), trust.clone());
-            let id = session.load(Ordering::Relaxed);
-            tokio::spawn(async move {
-                if let Err(error) = forward(app, &gateway, &trust, id).await {
-                    tracing::debug!(%error, "tunnel");
-                }
-            });
-        }
-    });
-    Ok((local_addr, proxy))
-}
-
 /// Why a tick was not accepted.
 #[derive(Debug, thiserror::Error)]
 enum TickFailure {
@@ -280,52 +251,4 @@ async fn send_tick(
             response.text().await.unwrap_or_default(),
         )),
     }
-}
-
-/// Reads an application's `CONNECT host:port` and replays it to the gateway with the session's
-/// credentials, then relays bytes both ways.
-async fn forward(
-    mut app: TcpStream,
-    gateway: &str,
-    trust: &Trust,
-    session: u64,
-) -> std::io::Result<()> {
-    let head = read_head(&mut app).await?;
-    let target = head
-        .lines()
-        .next()
-        .and_then(|line| line.strip_prefix("CONNECT "))
-        .and_then(|rest| rest.split_whitespace().next())
-        .map(str::to_owned);
-    let Some(target) = target else {
-        app.write_all(b"HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\n\r\n")
-            .await?;
-        return Ok(());
-    };
-    let mut upstream = trust.connect(gateway).await?;
-    upstream
-        .write_all(format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\nProxy-Authorization: M2M {session}\r\n\r\n").as_bytes())
-        .await?;
-    let answer = read_head(&mut upstream).await?;
-    app.write_all(answer.as_bytes()).await?;
-    if answer.starts_with("HTTP/1.1 200") {
-        tokio::io::copy_bidirectional(&mut app, &mut upstream).await?;
-    }
-    Ok(())
-}
-
-/// Reads an HTTP head (up to the blank line), at most 8 KiB.
-async fn read_head(stream: &mut (impl AsyncRead + Unpin)) -> std::io::Result<String> {
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        if head.len() > 8192 || stream.read(&mut byte).await? == 0 {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                "bad HTTP head",
-            ));
-        }
-        head.push(byte[0]);
-    }
-    Ok(String::from_utf8_lossy(&head).into_owned())
 }

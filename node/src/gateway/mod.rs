@@ -19,6 +19,7 @@
 pub mod client;
 pub mod egress;
 mod http;
+mod local_proxy;
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
