@@ -18,6 +18,7 @@
 //! - [`buyer`]: `m2m get` — pays 402s by itself, inside a budget.
 //! - [`gateway`]: `m2m gateway` / `m2m connect` — connectivity sold by the minute.
 //! - [`ledger`]: every channel of the device (each leg, either side), read from the store.
+//! - [`l402_wire`]: L402 macaroons and headers (pure; the issuer and client are in `ln`).
 //! - `ln` (feature `lightning`): the embedded ldk-node.
 //! - [`shutdown`]: SIGINT and SIGTERM, handled alike by every long-running command.
 //! - [`tls`]: the device's TLS identity (derived from the seed), server TLS, buyers' pins.
@@ -38,6 +39,7 @@ pub mod events;
 pub mod evm;
 pub mod gateway;
 pub mod http_client;
+pub mod l402_wire;
 pub mod ledger;
 #[cfg(feature = "lightning")]
 pub mod ln;

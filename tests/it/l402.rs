@@ -11,8 +11,8 @@ use bitcoin::Amount;
 use m2m::node::btc::{BtcRoute, BtcSeller, PayeePolicy, serve_btc};
 use m2m::node::budget::{BudgetCaps, Budgets, BudgetsError};
 use m2m::node::events::Leg;
+use m2m::node::l402_wire::Macaroon;
 use m2m::node::ln::l402::{self, L402Issuer};
-use m2m::node::ln::macaroon::Macaroon;
 use m2m::node::seller::config::LimitsConfig;
 use m2m::node::seller::sensor::{SensorKind, SimulatedSensor};
 

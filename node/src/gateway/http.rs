@@ -13,10 +13,10 @@ use axum::routing::{get, post};
 use hyper_util::rt::TokioIo;
 use m2m_core::ticks::{TickCommitment, TickStream};
 use m2m_core::{Amount, Asset, ChannelId};
-use serde::Deserialize;
 use serde_json::json;
 use tokio::net::TcpListener;
 
+use super::wire::{self, OpenSession, TickBody};
 use super::{COVER_PATH, Gateway, Metering, Session, egress, lock};
 use crate::seller::ServerHandle;
 use crate::seller::batch::Refusal;
@@ -69,22 +69,6 @@ async fn offer(State(gateway): State<Arc<Gateway>>) -> Response {
         "lightning": gateway.lightning_offer(),
     }))
     .into_response()
-}
-
-/// `POST /sessions`: a tick chain, or `{"lightning": true}` for keysend payments.
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum OpenSession {
-    #[serde(rename_all = "camelCase")]
-    Ticks {
-        /// `c_n`, hex.
-        anchor: alloy::primitives::B256,
-        /// Ticks in the chain.
-        length: u32,
-    },
-    Lightning {
-        lightning: bool,
-    },
 }
 
 /// Session ids are random: the id is what `Proxy-Authorization: M2M <id>` presents, so a
@@ -190,17 +174,6 @@ async fn open_session(
         Err(refused) => return *refused,
     };
     axum::Json(json!({ "session": id, "cover": format!("/sessions/{id}/cover") })).into_response()
-}
-
-#[derive(Deserialize)]
-struct TickBody {
-    preimage: alloy::primitives::B256,
-    #[serde(default = "one")]
-    count: u32,
-}
-
-fn one() -> u32 {
-    1
 }
 
 /// One tick (or several proven by one preimage): one SHA-256 per tick to check.
@@ -345,8 +318,7 @@ async fn connect(State(gateway): State<Arc<Gateway>>, request: Request) -> Respo
         .headers()
         .get(header::PROXY_AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("M2M "))
-        .and_then(|v| v.trim().parse::<u64>().ok());
+        .and_then(wire::session_of_authorization);
     let Some((id, session)) = session_id.and_then(|id| Some((id, gateway.session(id)?))) else {
         let mut response = error(
             StatusCode::PROXY_AUTHENTICATION_REQUIRED,

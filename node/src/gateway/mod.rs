@@ -20,6 +20,7 @@ pub mod client;
 pub mod egress;
 mod http;
 mod local_proxy;
+pub mod wire;
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;

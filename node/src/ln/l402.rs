@@ -21,13 +21,12 @@ use base64::engine::general_purpose::STANDARD;
 use bitcoin::Amount;
 use bitcoin::hashes::{Hash, sha256};
 
-use super::macaroon::Macaroon;
 use super::{LnError, LnNode};
+use crate::l402_wire::{Macaroon, parse_authorization};
+pub use crate::l402_wire::{SCHEMES, parse_challenge};
 use crate::store::ChannelStore;
-use crate::x402::btc::{hex, unhex32};
+use crate::x402::btc::hex;
 
-/// The schemes accepted in `Authorization` (L402 and its former name).
-pub const SCHEMES: [&str; 2] = ["L402", "LSAT"];
 /// How long a challenge's invoice stays payable.
 pub const INVOICE_EXPIRY_SECS: u32 = 600;
 
@@ -193,20 +192,8 @@ impl L402Issuer {
         authorization: &str,
         now_secs: u64,
     ) -> Result<[u8; 32], L402Error> {
-        let (scheme, token) = authorization
-            .trim()
-            .split_once(' ')
-            .ok_or(L402Error::Malformed)?;
-        if !SCHEMES.iter().any(|s| s.eq_ignore_ascii_case(scheme)) {
-            return Err(L402Error::Malformed);
-        }
-        let (macaroon, preimage) = token.trim().split_once(':').ok_or(L402Error::Malformed)?;
-        let macaroon = STANDARD
-            .decode(macaroon)
-            .ok()
-            .and_then(|bytes| Macaroon::decode(&bytes).ok())
-            .ok_or(L402Error::Malformed)?;
-        let preimage = unhex32(preimage).ok_or(L402Error::Malformed)?;
+        let (macaroon, preimage) =
+            parse_authorization(authorization).ok_or(L402Error::Malformed)?;
         if !macaroon.verify(&self.root_key) {
             return Err(L402Error::BadMacaroon);
         }
@@ -232,26 +219,6 @@ impl L402Issuer {
         }
         Ok(payment_hash)
     }
-}
-
-/// The macaroon and invoice of an L402 (or LSAT) challenge.
-pub fn parse_challenge(value: &str) -> Option<(String, String)> {
-    let (scheme, params) = value.trim().split_once(' ')?;
-    if !SCHEMES.iter().any(|s| s.eq_ignore_ascii_case(scheme)) {
-        return None;
-    }
-    let mut macaroon = None;
-    let mut invoice = None;
-    for part in params.split(',') {
-        let (key, value) = part.trim().split_once('=')?;
-        let value = value.trim().trim_matches('"').to_owned();
-        match key.trim() {
-            "macaroon" => macaroon = Some(value),
-            "invoice" => invoice = Some(value),
-            _ => {}
-        }
-    }
-    Some((macaroon?, invoice?))
 }
 
 /// A reading bought over L402.

@@ -12,7 +12,6 @@
 
 mod events;
 pub mod l402;
-pub mod macaroon;
 pub mod ops;
 pub mod stream;
 
