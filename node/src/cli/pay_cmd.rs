@@ -147,7 +147,7 @@ pub(super) fn serve(global: &GlobalArgs, args: &ServeArgs) -> Result<(), CliErro
         if global.json {
             print_json(&info);
         } else {
-            println!("selling readings at http://{} (Ctrl-C stops)", server.local_addr);
+            println!("selling readings at {} (Ctrl-C stops)", server.url());
             for route in seller.routes() {
                 println!("  {}  {} units per reading", route.config.path, route.price);
             }
@@ -311,7 +311,7 @@ pub(super) fn connect(global: &GlobalArgs, args: &ConnectArgs) -> Result<(), Cli
             .map_err(|e| failed(&args.gateway)(&e))?;
         let mut stop = super::stop_signals()?;
         println!(
-            "paying {} by the minute; point applications at the CONNECT proxy http://{} (Ctrl-C stops)",
+            "paying {} by the minute; point applications at the local proxy (HTTP CONNECT or SOCKS5) {} (Ctrl-C stops)",
             args.gateway, client.local_addr
         );
         let _ = stop.recv().await;
@@ -415,7 +415,7 @@ fn connect_lightning(global: &GlobalArgs, args: &ConnectArgs) -> Result<(), CliE
             Ok(client) => {
                 let mut stop = super::stop_signals()?;
                 println!(
-                    "paying {} over Lightning every {} s; point applications at the CONNECT proxy http://{} (Ctrl-C stops)",
+                    "paying {} over Lightning every {} s; point applications at the local proxy (HTTP CONNECT or SOCKS5) {} (Ctrl-C stops)",
                     args.gateway, args.period_secs, client.local_addr
                 );
                 let _ = stop.recv().await;
