@@ -118,11 +118,7 @@ impl DeviceKeys {
     /// and chain code at [`LIGHTNING_PATH`]. Derived from the device seed, so one backup covers
     /// Lightning too and no second seed file is written. Wiped when dropped.
     pub fn lightning_entropy(&self) -> Result<zeroize::Zeroizing<[u8; 64]>, SeedError> {
-        let path = DerivationPath::from_str(LIGHTNING_PATH).map_err(SeedError::Derivation)?;
-        let mut child = self
-            .master
-            .derive_priv(&self.secp, &path)
-            .map_err(SeedError::Derivation)?;
+        let mut child = self.child(LIGHTNING_PATH)?;
         let mut entropy = zeroize::Zeroizing::new([0u8; 64]);
         entropy[..32].copy_from_slice(&child.private_key.secret_bytes());
         entropy[32..].copy_from_slice(child.chain_code.as_bytes());
@@ -133,14 +129,18 @@ impl DeviceKeys {
     /// The 32-byte Ed25519 seed of the device's TLS key, derived at [`TLS_PATH`]. Wiped when
     /// dropped.
     pub fn tls_secret(&self) -> Result<zeroize::Zeroizing<[u8; 32]>, SeedError> {
-        let path = DerivationPath::from_str(TLS_PATH).map_err(SeedError::Derivation)?;
-        let mut child = self
-            .master
-            .derive_priv(&self.secp, &path)
-            .map_err(SeedError::Derivation)?;
+        let mut child = self.child(TLS_PATH)?;
         let secret = zeroize::Zeroizing::new(child.private_key.secret_bytes());
         child.private_key.non_secure_erase();
         Ok(secret)
+    }
+
+    /// The extended private key at the hardened `path` (the caller erases it).
+    fn child(&self, path: &str) -> Result<Xpriv, SeedError> {
+        let path = DerivationPath::from_str(path).map_err(SeedError::Derivation)?;
+        self.master
+            .derive_priv(&self.secp, &path)
+            .map_err(SeedError::Derivation)
     }
 
     pub(crate) fn master(&self) -> &Xpriv {
