@@ -99,7 +99,7 @@ pub fn start_miner(rpc: &BitcoinRpc, every: std::time::Duration) -> tokio::task:
 
 /// Opens a channel of `capacity_sat` from `payer` to `payee`, expiring `blocks` from now, and
 /// confirms its funding.
-async fn opened(
+pub async fn opened(
     rpc: &BitcoinRpc,
     payer: &PayerChannels,
     payee: &PayeeChannels,
@@ -120,7 +120,7 @@ async fn opened(
     channel
 }
 
-fn policy(min_blocks_to_expiry: u32) -> PayeePolicy {
+pub fn policy(min_blocks_to_expiry: u32) -> PayeePolicy {
     PayeePolicy {
         min_blocks_to_expiry,
         ..PayeePolicy::default()
@@ -300,7 +300,7 @@ async fn the_watcher_closes_before_expiry_and_stale_spends_are_rejected() {
 }
 
 /// What a payee could build from an old voucher (the node itself only ever closes the newest).
-fn cosigned(payee: &BtcDevice, channel: &TaprootChannel, voucher: &BtcVoucher) -> Transaction {
+pub fn cosigned(payee: &BtcDevice, channel: &TaprootChannel, voucher: &BtcVoucher) -> Transaction {
     use m2m::wallet::{SchnorrKey, Signer};
     let sighash = channel.commitment_sighash(voucher.cumulative).unwrap();
     let signature = payee

@@ -9,6 +9,7 @@ mod bitcoind;
 mod btc_channel;
 mod btc_cli;
 mod btc_http;
+mod btc_watcher;
 mod children;
 mod cli;
 mod gateway;
