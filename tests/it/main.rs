@@ -12,6 +12,8 @@ mod btc_http;
 mod btc_watcher;
 mod children;
 mod cli;
+mod crash_soak;
+mod crash_soak_legs;
 mod gateway;
 #[cfg(feature = "lightning")]
 mod l402;

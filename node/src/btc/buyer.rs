@@ -130,6 +130,10 @@ pub struct BtcBuyer {
     http: reqwest::Client,
     offers: Mutex<HashMap<String, PaymentRequirements>>,
     opening: Mutex<()>,
+    /// Per channel, the seller's total as its last receipt in this process gave it. A channel
+    /// missing here (first use since start, or the last exchange ended without a receipt) may
+    /// or may not hold our newest voucher.
+    receipted: Mutex<HashMap<[u8; 32], Amount>>,
     budget: Option<std::sync::Arc<crate::budget::Budgets>>,
     /// Channel openings go here once an agent attaches its bus.
     pub events: crate::events::EventLink,
@@ -155,6 +159,7 @@ impl BtcBuyer {
             options,
             offers: Mutex::new(HashMap::new()),
             opening: Mutex::new(()),
+            receipted: Mutex::new(HashMap::new()),
             budget: None,
             events: crate::events::EventLink::default(),
         })
@@ -292,9 +297,15 @@ impl BtcBuyer {
                     .map_err(BtcBuyerError::Budget)?,
             );
         }
-        let mut charged_hint = None;
-        for _attempt in 0..2 {
-            let voucher = self.payer.pay_from(&id, charged_hint, price).await?;
+        // Without a receipt for our newest voucher the seller may never have got it (a crash
+        // on either side): send that amount again — no new exposure — and let a mismatch tell
+        // us its total, rather than sign a price on top of a voucher it may not hold.
+        let receipted = self.receipted.lock().await.remove(&id);
+        let highest = self.payer.signed(&id).await.unwrap_or(Amount::ZERO);
+        let mut base = receipted.unwrap_or_else(|| highest.checked_sub(price).unwrap_or_default());
+        let mut resynced = false;
+        loop {
+            let voucher = self.payer.pay_from(&id, Some(base), price).await?;
             let payment = PaymentPayload {
                 x402_version: X402_VERSION,
                 resource: None,
@@ -320,6 +331,7 @@ impl BtcBuyer {
                         voucher.cumulative
                     )));
                 }
+                self.receipted.lock().await.insert(id, voucher.cumulative);
                 return fetched(response, Some(price)).await;
             }
             if response.status() != StatusCode::PAYMENT_REQUIRED {
@@ -342,14 +354,14 @@ impl BtcBuyer {
                 .and_then(|e| e["chargedAmount"].as_str())
                 .and_then(|text| sats(text, "chargedAmount").ok());
             match (error.as_str(), reported) {
-                (BTC_CUMULATIVE_MISMATCH, Some(charged)) if charged_hint.is_none() => {
-                    tracing::info!(%charged, "seller holds less than signed: re-signing from its total");
-                    charged_hint = Some(charged);
+                (BTC_CUMULATIVE_MISMATCH, Some(charged)) if !resynced => {
+                    tracing::info!(%charged, "re-signing from the seller's total");
+                    base = charged;
+                    resynced = true;
                 }
                 _ => return Err(BtcBuyerError::Refused(error)),
             }
         }
-        Err(BtcBuyerError::Refused(BTC_CUMULATIVE_MISMATCH.into()))
     }
 
     /// A channel to `payee` with room for `price`, opened (and confirmed) if none has.

@@ -229,6 +229,11 @@ impl PayerChannels {
             .map(|payer| *payer.channel().terms())
     }
 
+    /// The highest amount ever signed on a channel (its exposure).
+    pub async fn signed(&self, id: &[u8; 32]) -> Option<Amount> {
+        self.channels.lock().await.get(id).map(BtcPayer::signed)
+    }
+
     /// What is left to spend on a channel.
     pub async fn remaining(&self, id: &[u8; 32]) -> Option<Amount> {
         self.channels.lock().await.get(id).map(BtcPayer::remaining)
