@@ -55,7 +55,7 @@ impl SoakPlan {
 pub struct Side {
     pub device: Device,
     pub args: Vec<String>,
-    log: PathBuf,
+    pub log: PathBuf,
     running: Option<Running>,
 }
 
@@ -95,13 +95,20 @@ impl Side {
         });
     }
 
+    /// Starts it and waits for its first line (a server's "listening" line).
+    pub fn start_ready(&mut self) {
+        self.start();
+        let ready = self.line(Duration::from_secs(60));
+        assert!(ready.is_some(), "it did not start: {}", self.log_text());
+    }
+
     /// The next line it printed, waiting up to `timeout`.
     fn line(&mut self, timeout: Duration) -> Option<String> {
         self.running.as_ref()?.lines.recv_timeout(timeout).ok()
     }
 
     /// SIGKILL; returns what it printed that was not read yet (up to the end of its output).
-    fn kill(&mut self) -> Vec<String> {
+    pub fn kill(&mut self) -> Vec<String> {
         let Some(mut running) = self.running.take() else {
             return Vec::new();
         };
@@ -123,7 +130,7 @@ impl Side {
     }
 
     /// SIGTERM, and its exit within `timeout`.
-    fn stop(&mut self, timeout: Duration) {
+    pub fn stop(&mut self, timeout: Duration) {
         let mut running = self.running.take().expect("running");
         let pid = running.child.id().to_string();
         Command::new("kill").args(["-TERM", &pid]).status().unwrap();
@@ -140,17 +147,29 @@ impl Side {
 
     /// Its channels as its store holds them (the process must be down).
     pub fn channels(&self) -> Vec<Value> {
-        let output = self.device.run(&["--json", "channels"]);
-        assert!(
-            output.status.success(),
-            "m2m channels: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        crate::cli::stdout_json(&output)
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
+        channels_of(&self.device)
     }
+}
+
+impl Drop for Side {
+    /// A failed test leaves no process behind.
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A device's channels as its store holds them (`m2m channels`; no process may hold it).
+pub fn channels_of(device: &Device) -> Vec<Value> {
+    let output = device.run(&["--json", "channels"]);
+    assert!(
+        output.status.success(),
+        "m2m channels: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    crate::cli::stdout_json(&output)
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
 }
 
 /// The totals of one role's channels: `field` summed, and how many channels.
@@ -212,7 +231,7 @@ pub fn soak(
     let count = |lines: Vec<String>, report: &mut SoakReport| {
         report.acknowledged += lines.iter().filter(|l| is_reading(l)).count() as u128;
     };
-    start_seller(seller);
+    seller.start_ready();
     buyer.start();
     let mut progress = Instant::now();
     while report.seller_kills < plan.seller_kills || report.buyer_kills < plan.buyer_kills {
@@ -243,7 +262,7 @@ pub fn soak(
         count(buyer.kill(), &mut report);
         check(seller, buyer, price, kill_seller, &mut report);
         if kill_seller {
-            start_seller(seller);
+            seller.start_ready();
         }
         buyer.start();
         if progress.elapsed() > Duration::from_secs(30) {
@@ -274,16 +293,6 @@ pub fn soak(
     check(seller, buyer, price, true, &mut report);
     report.elapsed = started.elapsed();
     report
-}
-
-fn start_seller(seller: &mut Side) {
-    seller.start();
-    let ready = seller.line(Duration::from_secs(60));
-    assert!(
-        ready.is_some(),
-        "the seller did not start: {}",
-        seller.log_text()
-    );
 }
 
 /// The invariants, on the stores of the processes that are down (the buyer always is here).
@@ -322,7 +331,7 @@ fn check(seller: &Side, buyer: &Side, price: u128, seller_down: bool, report: &m
     report.seller_total = held;
 }
 
-/// The data directory of a device (for the seller's configuration file).
+/// A file next to a device's data directory (its configuration, its logs).
 pub fn beside(device: &Device, name: &str) -> PathBuf {
     device
         .data_dir

@@ -2,26 +2,12 @@
 //! `m2m btc serve` and `m2m btc get` on regtest, with the settlement checked on chain to the unit.
 //! Short by default (the test command); `scripts/crash-soak` sets the long counts.
 
-use alloy::primitives::{Address, U256};
 use m2m::contracts::bindings::TestToken;
 use serde_json::Value;
 
-use crate::cli::{Device, stdout_json};
-use crate::crash_soak::{Side, SoakPlan, beside, free_port, soak, total};
-use crate::support::{LocalChain, give_eth, send};
-
-const EVM_PRICE: u128 = 1_000;
-const MINTED: u128 = 1_000_000_000_000;
-
-fn initialised() -> (Device, Value) {
-    let device = Device::new();
-    let info = stdout_json(&device.run_ok(&["--json", "init"]));
-    (device, info)
-}
-
-fn address(info: &Value, key: &str) -> String {
-    info[key].as_str().unwrap().to_owned()
-}
+use crate::crash_soak::{Side, SoakPlan, beside, soak, total};
+use crate::process_pairs::{BTC_PRICE, BtcPair, EVM_PRICE, EvmPair, MINTED};
+use crate::support::LocalChain;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn evm_seller_and_buyer_processes_survive_sigkills_without_losing_a_payment() {
@@ -31,71 +17,21 @@ async fn evm_seller_and_buyer_processes_survive_sigkills_without_losing_a_paymen
         max_delay_ms: 600,
     });
     let chain = LocalChain::start(31337).await;
-    let (seller_device, seller_info) = initialised();
-    let (buyer_device, buyer_info) = initialised();
-    let seller_address: Address = address(&seller_info, "ethereum").parse().unwrap();
-    let buyer_address: Address = address(&buyer_info, "ethereum").parse().unwrap();
-    give_eth(&chain, seller_address, 10u128.pow(20)).await; // it relays deposits and claims
+    let pair = EvmPair::new(&chain, 200_000).await;
     let token = TestToken::new(chain.token, &chain.facilitator);
-    send(token.mint(buyer_address, U256::from(MINTED)), "mint").await;
-
-    let port = free_port();
-    let config = beside(&seller_device, "seller.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"
-            listen = "127.0.0.1:{port}"
-            rpc_url = "{rpc}"
-            network = "eip155:31337"
-            [claim]
-            threshold = "200000"
-            check_secs = 1
-            [[route]]
-            path = "/temperature"
-            price = "{EVM_PRICE}"
-            asset = "{token}"
-            "#,
-            rpc = chain.anvil.endpoint(),
-            token = chain.token,
-        ),
-    )
-    .unwrap();
-    let seller_log = beside(&seller_device, "seller.log");
-    let buyer_log = beside(&buyer_device, "buyer.log");
-    let mut seller = Side::new(
-        seller_device,
-        vec![
-            "--json".into(),
-            "serve".into(),
-            "--config".into(),
-            config.display().to_string(),
-        ],
-        seller_log,
-    );
-    let mut buyer = Side::new(
-        buyer_device,
-        [
-            "--json",
-            "get",
-            &format!("http://127.0.0.1:{port}/temperature"),
-            "--count",
-            "1000000000",
-            "--scheme",
-            "batch-settlement",
-            "--deposit-readings",
-            "50",
-        ]
-        .map(String::from)
-        .to_vec(),
-        buyer_log,
-    );
+    let (seller_address, buyer_address) = (pair.seller_address, pair.buyer_address);
+    let args = pair.buyer_args(1_000_000_000);
+    let log = beside(&pair.buyer, "buyer.log");
+    let (mut seller, mut buyer) = (pair.seller, Side::new(pair.buyer, args, log));
     // Blocking child-process work: off the runtime's worker threads.
     let (report, seller, buyer) = tokio::task::spawn_blocking(move || {
-        // `--json` prints each reading as one pretty-printed object, written whole.
-        let report = soak(&mut seller, &mut buyer, EVM_PRICE, plan, |line| {
-            line.trim() == r#""scheme": "batch-settlement""#
-        });
+        let report = soak(
+            &mut seller,
+            &mut buyer,
+            EVM_PRICE,
+            plan,
+            EvmPair::is_reading,
+        );
         (report, seller, buyer)
     })
     .await
@@ -132,8 +68,6 @@ async fn evm_seller_and_buyer_processes_survive_sigkills_without_losing_a_paymen
     );
 }
 
-const BTC_PRICE: u128 = 10;
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn btc_seller_process_survives_sigkills_without_losing_a_payment() {
     let plan = SoakPlan::from_env(SoakPlan {
@@ -145,56 +79,21 @@ async fn btc_seller_process_survives_sigkills_without_losing_a_payment() {
         .await
         .expect("bitcoind (run scripts/bitcoind to build it)");
     let rpc = node.rpc().clone();
-    let (seller_device, _) = initialised();
-    let (buyer_device, buyer_info) = initialised();
-    rpc.mine_to(1, &address(&buyer_info, "bitcoin"))
-        .await
-        .unwrap();
-    crate::btc_channel::mine(&rpc, 100).await; // the coinbase matures
+    let pair = BtcPair::new(&node).await;
     // Fundings confirm while the buyer waits for them.
     let miner = crate::btc_channel::start_miner(&rpc, std::time::Duration::from_secs(1));
-
-    let port = free_port();
-    let cookie = node.cookie_path().display().to_string();
-    let btc = |args: &[&str]| {
-        let mut all = vec![
-            "--json",
-            "btc",
-            "--bitcoind",
-            node.rpc_url(),
-            "--cookie",
-            &cookie,
-        ];
-        all.extend_from_slice(args);
-        all.into_iter().map(String::from).collect::<Vec<_>>()
-    };
-    let listen = format!("127.0.0.1:{port}");
-    let route = format!("/temperature={BTC_PRICE}");
-    let url = format!("http://{listen}/temperature");
-    let seller_log = beside(&seller_device, "seller.log");
-    let buyer_log = beside(&buyer_device, "buyer.log");
-    let mut seller = Side::new(
-        seller_device,
-        btc(&["serve", "--listen", &listen, "--route", &route]),
-        seller_log,
-    );
-    let mut buyer = Side::new(
-        buyer_device,
-        btc(&[
-            "get",
-            &url,
-            "--count",
-            "1000000000",
-            "--capacity",
-            "2000000",
-        ]),
-        buyer_log,
-    );
+    let cli = pair.cli.clone();
+    let args = pair.buyer_args(1_000_000_000);
+    let log = beside(&pair.buyer, "buyer.log");
+    let (mut seller, mut buyer) = (pair.seller, Side::new(pair.buyer, args, log));
     let (report, seller, buyer) = tokio::task::spawn_blocking(move || {
-        // Each paid reading's body (a SenML pack) is one line of JSON.
-        let report = soak(&mut seller, &mut buyer, BTC_PRICE, plan, |line| {
-            line.starts_with("[{")
-        });
+        let report = soak(
+            &mut seller,
+            &mut buyer,
+            BTC_PRICE,
+            plan,
+            BtcPair::is_reading,
+        );
         (report, seller, buyer)
     })
     .await
@@ -217,7 +116,7 @@ async fn btc_seller_process_survives_sigkills_without_losing_a_payment() {
             .expect("the buyer knows it");
         let exposure: u128 = payer_row["exposure"].as_str().unwrap().parse().unwrap();
         assert!(held <= exposure, "{held} held, {exposure} signed");
-        let args = btc(&["close", id]);
+        let args = cli.args(&["close", id]);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let txid = String::from_utf8(seller.device.run_ok(&args).stdout).unwrap();
         let txid: bitcoin::Txid = txid.trim().parse().unwrap();

@@ -26,6 +26,8 @@ mod ln_gateway;
 mod paid_http;
 mod paid_http_hostile;
 mod payer_withdraw;
+mod process_pairs;
+mod restore;
 mod seller_downtime;
 mod settlement;
 mod sim;

@@ -57,6 +57,22 @@ impl BtcPayer {
         self.channel.max_payable() - self.signed
     }
 
+    /// Takes back a voucher of ours the payee shows (its signature over this channel's
+    /// commitment) as the highest signed, if it is above what we remember: a record restored
+    /// from an old backup forgot it, and the payee can broadcast it whatever we remember.
+    /// Returns the (possibly raised) highest; the caller persists it before signing on top.
+    pub fn adopt(&mut self, voucher: &BtcVoucher) -> Result<Amount, BtcChannelError> {
+        self.channel.verify_voucher(voucher)?;
+        if voucher.cumulative > self.channel.max_payable() {
+            return Err(BtcChannelError::ExceedsCapacity {
+                requested: voucher.cumulative,
+                max: self.channel.max_payable(),
+            });
+        }
+        self.signed = self.signed.max(voucher.cumulative);
+        Ok(self.signed)
+    }
+
     /// The next voucher's amount and message for a payment of `price`. Changes nothing.
     pub fn prepare(&self, price: Amount) -> Result<PreparedBtcPayment, BtcChannelError> {
         self.prepare_from(self.signed, price)

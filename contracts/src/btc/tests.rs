@@ -122,6 +122,36 @@ fn wrong_amounts_and_forged_signatures_are_refused() {
 }
 
 #[test]
+fn a_restored_payer_adopts_only_its_own_later_vouchers() {
+    let f = fixture(100_000);
+    let mut payer = BtcPayer::new(f.channel.clone(), Amount::ZERO).unwrap();
+    pay(&mut payer, &f.payer, 100);
+    let mut restored = payer.clone(); // the old backup
+    pay(&mut payer, &f.payer, 100);
+    let later = pay(&mut payer, &f.payer, 100);
+    // Someone else's signature, or ours moved to another amount, proves nothing.
+    let forged = BtcVoucher {
+        signature: sign(
+            &f.payee,
+            f.channel.commitment_sighash(later.cumulative).unwrap(),
+        ),
+        ..later
+    };
+    assert_eq!(restored.adopt(&forged), Err(BtcChannelError::BadSignature));
+    let moved = BtcVoucher {
+        cumulative: Amount::from_sat(900),
+        ..later
+    };
+    assert_eq!(restored.adopt(&moved), Err(BtcChannelError::BadSignature));
+    assert_eq!(restored.signed(), Amount::from_sat(100));
+    assert_eq!(restored.adopt(&later), Ok(Amount::from_sat(300)));
+    // An older voucher of ours lowers nothing.
+    let mut older = BtcPayer::new(f.channel.clone(), Amount::ZERO).unwrap();
+    let first = pay(&mut older, &f.payer, 100);
+    assert_eq!(restored.adopt(&first), Ok(Amount::from_sat(300)));
+}
+
+#[test]
 fn the_payer_cannot_sign_past_the_capacity() {
     let f = fixture(2_000);
     let mut payer = BtcPayer::new(f.channel.clone(), Amount::ZERO).unwrap();

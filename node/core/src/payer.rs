@@ -163,7 +163,10 @@ impl PayerChannel {
     }
 
     /// Corrective 402: the payee says it has charged `payee_charged` and shows the voucher it
-    /// holds. Adopted only if that voucher is ours, for this channel, and covers the total.
+    /// holds. Adopted only if that voucher is ours, for this channel, and covers the total. A
+    /// voucher of ours above the highest we remember (this record came back from an old backup)
+    /// raises that highest: the payee can claim it whatever we remember, and paying on from the
+    /// older total would pay the readings after the backup twice.
     pub fn resync<V: VoucherVerifier>(
         &mut self,
         payee_charged: Amount,
@@ -189,13 +192,16 @@ impl PayerChannel {
         ) {
             return Err(ChannelError::InvalidSignature);
         }
-        if charged > payee_voucher.max_claimable_units || charged > self.record.highest_signed_units
-        {
+        if charged > payee_voucher.max_claimable_units {
             return Err(ChannelError::UntrustedPayeeState {
                 claimed_units: charged,
-                highest_signed_units: self.record.highest_signed_units,
+                highest_signed_units: payee_voucher.max_claimable_units,
             });
         }
+        self.record.highest_signed_units = self
+            .record
+            .highest_signed_units
+            .max(payee_voucher.max_claimable_units);
         self.record.charged_units = charged;
         Ok(self.record)
     }

@@ -183,6 +183,35 @@ fn corrective_resync_adopts_only_proven_totals() {
 }
 
 #[test]
+fn a_payer_restored_from_an_old_record_adopts_its_own_later_vouchers() {
+    let (key, mut payer, mut payee) = pair(10_000);
+    pay(&key, &mut payer, &mut payee, 100, 100);
+    let backup = payer.clone();
+    pay(&key, &mut payer, &mut payee, 100, 100);
+    pay(&key, &mut payer, &mut payee, 100, 100);
+    let mut restored = backup;
+    assert_eq!(restored.record().highest_signed_units, 100);
+    // It signs from its old total; the payee holds more and proves it with our voucher.
+    let stale = restored.commit(restored.prepare_payment(usd(100), &key).unwrap());
+    assert!(matches!(
+        payee.accept(&stale, usd(100), usd(100), &TestVerifier::default()),
+        Err(ChannelError::CumulativeMismatch { .. })
+    ));
+    let (charged, held) = payee.corrective_state();
+    restored
+        .resync(charged, &held.unwrap(), &TestVerifier::default())
+        .unwrap();
+    assert_eq!(restored.record().charged_units, 300);
+    assert_eq!(restored.record().highest_signed_units, 300);
+    pay(&key, &mut restored, &mut payee, 100, 100);
+    assert_eq!(
+        payee.record().charged_units,
+        400,
+        "the readings after the backup paid once"
+    );
+}
+
+#[test]
 fn claims_follow_the_policy() {
     let (key, mut payer, mut payee) = pair(1_000_000);
     let policy = ClaimPolicy {

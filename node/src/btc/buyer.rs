@@ -347,14 +347,19 @@ impl BtcBuyer {
                 .as_ref()
                 .and_then(|r| r.error.clone())
                 .unwrap_or_default();
-            let reported = required
+            let extra = required
                 .as_ref()
                 .and_then(|r| r.accepts.first())
-                .and_then(|o| o.extra.as_ref())
+                .and_then(|o| o.extra.as_ref());
+            let reported = extra
                 .and_then(|e| e["chargedAmount"].as_str())
                 .and_then(|text| sats(text, "chargedAmount").ok());
             match (error.as_str(), reported) {
                 (BTC_CUMULATIVE_MISMATCH, Some(charged)) if !resynced => {
+                    if charged > self.payer.signed(&id).await.unwrap_or(Amount::ZERO) {
+                        // More than we remember signing: only our own voucher proves it.
+                        self.adopt_proven(&id, charged, extra).await?;
+                    }
                     tracing::info!(%charged, "re-signing from the seller's total");
                     base = charged;
                     resynced = true;
@@ -362,6 +367,28 @@ impl BtcBuyer {
                 _ => return Err(BtcBuyerError::Refused(error)),
             }
         }
+    }
+
+    /// Takes back our voucher for `charged` from a mismatch 402 (we signed it and forgot: a
+    /// store restored from an old backup); anything else claiming more than we signed is a lie.
+    async fn adopt_proven(
+        &self,
+        id: &[u8; 32],
+        charged: Amount,
+        extra: Option<&serde_json::Value>,
+    ) -> Result<(), BtcBuyerError> {
+        let lie =
+            || BtcBuyerError::Seller(format!("claims {charged} charged, more than we signed"));
+        let voucher = extra
+            .and_then(|e| {
+                serde_json::from_value::<BtcVoucherWire>(e["chargedVoucher"].clone()).ok()
+            })
+            .and_then(|wire| wire.to_voucher().ok())
+            .filter(|voucher| voucher.cumulative == charged)
+            .ok_or_else(lie)?;
+        self.payer.adopt(id, &voucher).await.map_err(|_| lie())?;
+        tracing::warn!(%charged, "the seller holds a voucher of ours this store had forgotten (restored from a backup?): adopted");
+        Ok(())
     }
 
     /// A channel to `payee` with room for `price`, opened (and confirmed) if none has.

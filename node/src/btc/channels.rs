@@ -229,6 +229,20 @@ impl PayerChannels {
             .map(|payer| *payer.channel().terms())
     }
 
+    /// Takes back a voucher of ours that the payee holds and we forgot (see
+    /// [`BtcPayer::adopt`]); the next voucher persists the raised highest before it leaves.
+    pub async fn adopt(
+        &self,
+        id: &[u8; 32],
+        voucher: &BtcVoucher,
+    ) -> Result<Amount, BtcChannelsError> {
+        let mut channels = self.channels.lock().await;
+        let payer = channels
+            .get_mut(id)
+            .ok_or_else(|| BtcChannelsError::Unknown(hex(id)))?;
+        Ok(payer.adopt(voucher)?)
+    }
+
     /// The highest amount ever signed on a channel (its exposure).
     pub async fn signed(&self, id: &[u8; 32]) -> Option<Amount> {
         self.channels.lock().await.get(id).map(BtcPayer::signed)

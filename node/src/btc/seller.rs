@@ -27,8 +27,8 @@ use crate::seller::sensor::{SensorKind, SensorSource};
 use crate::seller::{ServerHandle, serve_router};
 use crate::x402::btc::{
     BTC_ASSET, BTC_CHANNEL, BTC_CLOSING, BTC_CUMULATIVE_MISMATCH, BTC_EXCEEDS_CAPACITY,
-    BTC_FUNDING, BTC_SIGNATURE, BTC_TERMS, BtcChannelPayload, BtcOfferExtra, CLOSE_PATH,
-    CloseAnswerWire, CloseRequestWire, channel_id_hex,
+    BTC_FUNDING, BTC_SIGNATURE, BTC_TERMS, BtcChannelPayload, BtcOfferExtra, BtcVoucherWire,
+    CLOSE_PATH, CloseAnswerWire, CloseRequestWire, channel_id_hex,
 };
 use crate::x402::codes;
 use crate::x402::headers::{self, PAYMENT_REQUIRED, PAYMENT_RESPONSE, PAYMENT_SIGNATURE};
@@ -49,6 +49,9 @@ pub struct BtcRoute {
     /// Where its readings come from; `None` = the seller's fallback source.
     pub source: Option<Arc<dyn SensorSource>>,
 }
+
+/// What a payee holds on a channel: the charged total and the voucher that pays it.
+type Held = (Amount, Option<m2m_contracts::btc::BtcVoucher>);
 
 /// Counters for logs and the simulator.
 #[derive(Debug, Default)]
@@ -233,7 +236,7 @@ impl BtcSeller {
         route: &BtcRoute,
         offer: &PaymentRequirements,
         value: &HeaderValue,
-    ) -> Result<([u8; 32], Amount), (&'static str, Option<Amount>)> {
+    ) -> Result<([u8; 32], Amount), (&'static str, Option<Held>)> {
         let refused = |code| (code, None);
         let text = value
             .to_str()
@@ -267,9 +270,7 @@ impl BtcSeller {
             Err(error) => {
                 let code = code_of(&error);
                 let charged = match code {
-                    BTC_CUMULATIVE_MISMATCH => {
-                        self.payee.state(&id).await.ok().map(|(charged, _)| charged)
-                    }
+                    BTC_CUMULATIVE_MISMATCH => self.payee.state(&id).await.ok(),
                     _ => None,
                 };
                 Err((code, charged))
@@ -309,11 +310,15 @@ impl BtcSeller {
         offer: &PaymentRequirements,
         url: &str,
         error: Option<&str>,
-        charged: Option<Amount>,
+        charged: Option<Held>,
     ) -> Response {
         let mut offer = offer.clone();
-        if let (Some(charged), Some(extra)) = (charged, offer.extra.as_mut()) {
+        if let (Some((charged, held)), Some(extra)) = (charged, offer.extra.as_mut()) {
             extra["chargedAmount"] = json!(charged.to_sat().to_string());
+            // The payer's own signature on what we hold: proof for a payer that forgot it.
+            if let Some(held) = held {
+                extra["chargedVoucher"] = json!(BtcVoucherWire::from_voucher(&held));
+            }
         }
         let required = PaymentRequired {
             x402_version: X402_VERSION,
