@@ -45,9 +45,14 @@ impl Agent {
         &self.keys
     }
 
+    /// Where its node keeps its state (what a backup copies).
+    pub fn storage(&self) -> std::path::PathBuf {
+        self.dir.path().join("lightning")
+    }
+
     pub async fn start(&self, rpc: &BitcoinRpc) -> LnNode {
         let config = LnConfig {
-            storage_dir: self.dir.path().join("lightning"),
+            storage_dir: self.storage(),
             listen: self.listen,
             network: Network::Regtest,
             alias: self.alias.into(),

@@ -23,6 +23,8 @@ mod lightning;
 mod ln_cli;
 #[cfg(feature = "lightning")]
 mod ln_gateway;
+#[cfg(feature = "lightning")]
+mod ln_restore;
 mod paid_http;
 mod paid_http_hostile;
 mod payer_withdraw;

@@ -22,7 +22,7 @@ use crate::support::LocalChain;
 /// Readings per stretch of the stream.
 const STRETCH: u64 = 30;
 
-fn copy_dir(from: &Path, to: &Path) {
+pub fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for entry in std::fs::read_dir(from).unwrap() {
         let entry = entry.unwrap();
