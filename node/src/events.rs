@@ -93,9 +93,27 @@ pub enum AgentEvent {
 
 /// Where services publish events; cheap to clone. Publishing never blocks and never fails:
 /// with no subscriber an event is simply dropped.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct EventBus {
     sender: broadcast::Sender<AgentEvent>,
+    /// Sees every event synchronously, before any subscriber (counters that must not miss one,
+    /// as a lagging subscriber may).
+    observer: Arc<OnceLock<Arc<dyn EventObserver>>>,
+}
+
+impl std::fmt::Debug for EventBus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventBus")
+            .field("subscribers", &self.sender.receiver_count())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Something that must see every event as it is published (the agent's metrics); it must be
+/// quick and must not block, since publishing happens on the payment path.
+pub trait EventObserver: Send + Sync {
+    /// One event, as it is published.
+    fn observe(&self, event: &AgentEvent);
 }
 
 impl Default for EventBus {
@@ -109,11 +127,20 @@ impl EventBus {
     pub fn new(capacity: usize) -> Self {
         Self {
             sender: broadcast::channel(capacity.max(1)).0,
+            observer: Arc::new(OnceLock::new()),
         }
     }
 
-    /// Publishes `event` to every current subscriber.
+    /// Sets the observer that sees every event; a second call keeps the first.
+    pub fn observe_with(&self, observer: Arc<dyn EventObserver>) {
+        let _ = self.observer.set(observer);
+    }
+
+    /// Publishes `event` to the observer and every current subscriber.
     pub fn publish(&self, event: AgentEvent) {
+        if let Some(observer) = self.observer.get() {
+            observer.observe(&event);
+        }
         let _ = self.sender.send(event);
     }
 

@@ -18,6 +18,7 @@
 //! - [`buyer`]: `m2m get` — pays 402s by itself, inside a budget.
 //! - [`gateway`]: `m2m gateway` / `m2m connect` — connectivity sold by the minute.
 //! - [`ledger`]: every channel of the device (each leg, either side), read from the store.
+//! - [`metrics`]: the agent's Prometheus metrics (OpenMetrics text, `GET /metrics`).
 //! - [`l402_wire`]: L402 macaroons and headers (pure; the issuer and client are in `ln`).
 //! - `ln` (feature `lightning`): the embedded ldk-node.
 //! - [`shutdown`]: SIGINT and SIGTERM, handled alike by every long-running command.
@@ -43,6 +44,7 @@ pub mod l402_wire;
 pub mod ledger;
 #[cfg(feature = "lightning")]
 pub mod ln;
+pub mod metrics;
 pub mod seller;
 pub mod sessions;
 pub mod shutdown;

@@ -10,7 +10,7 @@ use bitcoin::bip32::{DerivationPath, Xpriv};
 use bitcoin::secp256k1::Secp256k1;
 use m2m::node::datadir::DataDir;
 
-const PASSPHRASE: &str = "device passphrase for tests";
+pub const PASSPHRASE: &str = "device passphrase for tests";
 const ABANDON_ABOUT: &str =
     "abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon about";
 

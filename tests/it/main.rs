@@ -25,6 +25,7 @@ mod ln_cli;
 mod ln_gateway;
 #[cfg(feature = "lightning")]
 mod ln_restore;
+mod metrics;
 mod paid_http;
 mod paid_http_hostile;
 mod payer_withdraw;

@@ -91,6 +91,21 @@ pub struct AgentConfig {
     /// agent): `"https://host:port" = "sha256//…"`.
     #[serde(default)]
     pub pins: std::collections::BTreeMap<String, crate::tls::Pin>,
+    /// `[metrics]`: serve Prometheus metrics (`GET /metrics`).
+    pub metrics: Option<MetricsConfig>,
+}
+
+/// `[metrics]`: where the agent's metrics are scraped.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Listening address (default loopback: balances are nobody else's business).
+    #[serde(default = "default_metrics_listen")]
+    pub listen: SocketAddr,
+    /// TLS on the listener: `auto` (TLS unless loopback), `on`, `off` (loopback only) or
+    /// `plaintext-beyond-loopback`.
+    #[serde(default)]
+    pub tls: crate::tls::TlsMode,
 }
 
 /// `[evm]`: where the device's EVM balances are read when it runs no EVM seller or gateway.
@@ -270,6 +285,9 @@ pub struct BuyConfig {
 
 fn default_btc_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 8403))
+}
+fn default_metrics_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9464))
 }
 fn default_ln_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 9735))

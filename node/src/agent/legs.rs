@@ -51,6 +51,20 @@ fn server_tls(
         .map_err(|e| AgentError::leg(what)(boxed(e)))
 }
 
+/// The `[metrics]` listener.
+pub(super) async fn serve_metrics(
+    config: &super::config::MetricsConfig,
+    shared: &Shared<'_>,
+    metrics: Arc<crate::metrics::AgentMetrics>,
+) -> Result<ServerHandle, AgentError> {
+    let tls = server_tls(config.tls, config.listen, shared, "the metrics listener")?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| AgentError::leg("the metrics listener")(boxed(e)))?;
+    crate::metrics::serve(metrics, listener, tls)
+        .map_err(|e| AgentError::leg("the metrics listener")(boxed(e)))
+}
+
 /// The EVM seller and its background claimer.
 pub(super) struct EvmLeg {
     pub seller: Arc<Seller>,

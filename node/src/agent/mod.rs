@@ -118,6 +118,8 @@ impl AgentBuilder {
         drop(passphrase);
         let store = Arc::new(ChannelStore::open(&data_dir).map_err(AgentError::Store)?);
         let events = Arc::new(EventBus::default());
+        let metrics = Arc::new(crate::metrics::AgentMetrics::new(store.clone()));
+        events.observe_with(metrics.clone());
         let budgets = Budgets::load((*store).clone(), &self.config.budget.caps())
             .map_err(AgentError::Budgets)?;
         budgets.events.attach(events.clone());
@@ -135,6 +137,10 @@ impl AgentBuilder {
         };
         let legs = legs::start(&self.config, &shared).await?;
         let (leg_buyers, buyers) = buying::start(&self.config, &shared, &legs).await?;
+        let metrics_server = match &self.config.metrics {
+            Some(config) => Some(legs::serve_metrics(config, &shared, metrics.clone()).await?),
+            None => None,
+        };
         let status = serde_json::json!({
             "dataDir": data_dir.path(),
             "ethereum": format!("{:#x}", m2m_wallet::Signer::evm_address(&*keystore)),
@@ -143,6 +149,7 @@ impl AgentBuilder {
             "evm": legs.evm.as_ref().map(|evm| evm.server.url()),
             "btc": legs.btc.as_ref().map(|btc| btc.server.url()),
             "gateway": legs.gateway.as_ref().map(|g| g.server.url()),
+            "metrics": metrics_server.as_ref().map(|m| format!("{}/metrics", m.url())),
         });
         let target = control::ControlTarget {
             evm: legs.evm.as_ref().map(|evm| evm.seller.clone()),
@@ -162,6 +169,8 @@ impl AgentBuilder {
             .map_err(|e| AgentError::leg("the control socket")(Box::new(e)))?;
         Ok(Agent {
             legs,
+            metrics,
+            metrics_server,
             status,
             buyers,
             control,
@@ -177,6 +186,8 @@ impl AgentBuilder {
 /// [`Agent::stop`].
 pub struct Agent {
     legs: legs::Legs,
+    metrics: Arc<crate::metrics::AgentMetrics>,
+    metrics_server: Option<crate::seller::ServerHandle>,
     /// What `m2m agent status` shows: addresses, the TLS pin, each server's URL.
     status: serde_json::Value,
     buyers: Vec<JoinHandle<()>>,
@@ -234,6 +245,11 @@ impl Agent {
         &self.status
     }
 
+    /// The agent's metrics (what `GET /metrics` on the `[metrics]` listener answers).
+    pub fn metrics(&self) -> &Arc<crate::metrics::AgentMetrics> {
+        &self.metrics
+    }
+
     /// Where the satoshi seller listens, if it runs.
     pub fn btc_listen(&self) -> Option<SocketAddr> {
         self.legs.btc.as_ref().map(|btc| btc.server.local_addr)
@@ -271,6 +287,9 @@ impl Agent {
     pub async fn stop(self) -> StopReport {
         self.events.publish(AgentEvent::Stopping);
         self.control.abort();
+        if let Some(server) = self.metrics_server {
+            server.shutdown().await;
+        }
         let _ = std::fs::remove_file(self._data_dir.path().join(control::SOCKET_FILE));
         for buyer in &self.buyers {
             buyer.abort();

@@ -96,7 +96,7 @@ fn build_into(prefix: &Path) -> Result<(), ToolError> {
         estimate(),
         cores()
     );
-    install_build_packages()?;
+    super::debian::ensure_packages("building bitcoind (or set BITCOIND_EXE)", &BUILD_PACKAGES)?;
     let work = cache_dir()
         .join("tools")
         .join(format!("bitcoind-build-{VERSION}"));
@@ -164,47 +164,6 @@ fn estimate() -> String {
 fn minutes(elapsed: Duration) -> String {
     let secs = elapsed.as_secs();
     format!("{}m{:02}s", secs / 60, secs % 60)
-}
-
-/// Installs the Debian build packages that are missing (as root), or says which to install.
-fn install_build_packages() -> Result<(), ToolError> {
-    let installed = |package: &str| {
-        Command::new("dpkg")
-            .args(["-s", package])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-    };
-    let mut missing = Vec::new();
-    for package in BUILD_PACKAGES {
-        match installed(package) {
-            Ok(status) if status.success() => {}
-            Ok(_) => missing.push(package),
-            // No dpkg: not Debian; cmake says what is missing, if anything.
-            Err(_) => return Ok(()),
-        }
-    }
-    if missing.is_empty() {
-        return Ok(());
-    }
-    let is_root = run_checked(Command::new("id").arg("-u")).is_ok_and(|uid| uid.trim() == "0");
-    if !is_root {
-        return Err(ToolError::MissingPackages {
-            packages: missing.join(" "),
-        });
-    }
-    eprintln!(
-        "m2m: bitcoind: installing the Debian packages {}",
-        missing.join(" ")
-    );
-    run_checked(Command::new("apt-get").args(["update", "-qq"]))?;
-    run_checked(
-        Command::new("apt-get")
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .args(["install", "-y", "-qq", "--no-install-recommends"])
-            .args(&missing),
-    )?;
-    Ok(())
 }
 
 /// Fetches the crate through cargo into its registry cache and unpacks it into `work`;

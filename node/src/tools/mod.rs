@@ -8,6 +8,7 @@
 mod anvil;
 mod bitcoind;
 mod bitcoind_build;
+mod debian;
 mod foundry;
 mod npm;
 mod reaper;
@@ -18,6 +19,7 @@ use std::path::{Path, PathBuf};
 pub use anvil::{AnvilHandle, start_anvil, start_anvil_on};
 pub use bitcoind::{BITCOIND_SOURCE, BitcoindHandle, start_bitcoind};
 pub use bitcoind_build::{ensure_bitcoind, find_bitcoind};
+pub use debian::{ensure_packages, promtool};
 pub use foundry::{FOUNDRY_VERSION, Foundry, SOLC_VERSION};
 pub use npm::{BundleFile, NpmBundle};
 pub use reaper::{GuardedChild, ReapOnExit};
@@ -67,11 +69,11 @@ pub enum ToolError {
         /// The pinned version.
         expected: &'static str,
     },
-    /// Debian packages a build needs are missing and we are not root to install them.
-    #[error(
-        "building bitcoind needs the Debian packages {packages}: `sudo apt-get install {packages}`, or set BITCOIND_EXE"
-    )]
+    /// Debian packages a tool needs are missing and we are not root to install them.
+    #[error("{purpose} needs the Debian packages {packages}: `sudo apt-get install {packages}`")]
     MissingPackages {
+        /// What needs them.
+        purpose: &'static str,
         /// Space-separated package names.
         packages: String,
     },

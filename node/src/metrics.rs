@@ -1,0 +1,418 @@
+//! The agent's metrics, in the OpenMetrics text format that Prometheus scrapes (`GET /metrics`
+//! on the `[metrics]` listener), with one registry per agent so that several agents in one
+//! process stay apart.
+//!
+//! Counters come from the agent's events, seen synchronously as they are published (a lagging
+//! event subscriber may miss some; these never do): payments received and sent per leg and
+//! scheme, in count and amount, buys that failed, budget refusals, claims confirmed, channels
+//! opened and closed, payees blocked. Gauges are read from the channel store at each scrape:
+//! channels per leg and side, their capacity and what was paid on them, and what an EVM payee
+//! has not claimed yet. Amounts are in each leg's unit: token atomic units (EVM), satoshi
+//! (Bitcoin channels), millisatoshi (Lightning).
+
+use std::sync::Arc;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use crate::events::{AgentEvent, EventObserver, Leg, Payment};
+use crate::ledger::Role;
+use crate::store::ChannelStore;
+
+/// The content type of [`AgentMetrics::encode`]'s text.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// The content type of [`AgentMetrics::encode_prometheus`]'s text.
+pub const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// The metrics could not be produced.
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    /// The channel store could not be read.
+    #[error("reading the channel store")]
+    Ledger(#[source] crate::ledger::LedgerError),
+    /// The text encoder failed.
+    #[error("encoding the metrics")]
+    Encode(#[source] std::fmt::Error),
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PaymentLabels {
+    leg: String,
+    scheme: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LegLabels {
+    leg: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SideLabels {
+    leg: String,
+    role: String,
+}
+
+/// Everything one agent counts.
+pub struct AgentMetrics {
+    registry: Registry,
+    store: Arc<ChannelStore>,
+    received: Family<PaymentLabels, Counter>,
+    received_units: Family<PaymentLabels, Counter>,
+    sent: Family<PaymentLabels, Counter>,
+    sent_units: Family<PaymentLabels, Counter>,
+    buy_failures: Counter,
+    budget_refusals: Family<LegLabels, Counter>,
+    claims: Family<LegLabels, Counter>,
+    opened: Family<LegLabels, Counter>,
+    closed: Family<LegLabels, Counter>,
+    blocked: Family<LegLabels, Counter>,
+    channels: Family<SideLabels, Gauge>,
+    capacity: Family<SideLabels, Gauge>,
+    paid: Family<SideLabels, Gauge>,
+    unclaimed: Family<LegLabels, Gauge>,
+}
+
+impl std::fmt::Debug for AgentMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentMetrics").finish_non_exhaustive()
+    }
+}
+
+fn leg_name(leg: Leg) -> &'static str {
+    match leg {
+        Leg::Evm => "evm",
+        Leg::Btc => "btc",
+        Leg::Lightning => "lightning",
+    }
+}
+
+fn legs(leg: Leg) -> LegLabels {
+    LegLabels {
+        leg: leg_name(leg).into(),
+    }
+}
+
+/// A gauge holds an `i64`; amounts beyond it (never met in practice) show as its maximum.
+fn gauge_value(amount: u128) -> i64 {
+    i64::try_from(amount).unwrap_or(i64::MAX)
+}
+
+impl AgentMetrics {
+    /// Metrics of the agent whose channels are in `store`.
+    pub fn new(store: Arc<ChannelStore>) -> Self {
+        let mut metrics = Self {
+            registry: Registry::with_prefix("m2m"),
+            store,
+            received: Family::default(),
+            received_units: Family::default(),
+            sent: Family::default(),
+            sent_units: Family::default(),
+            buy_failures: Counter::default(),
+            budget_refusals: Family::default(),
+            claims: Family::default(),
+            opened: Family::default(),
+            closed: Family::default(),
+            blocked: Family::default(),
+            channels: Family::default(),
+            capacity: Family::default(),
+            paid: Family::default(),
+            unclaimed: Family::default(),
+        };
+        metrics.register();
+        metrics
+    }
+
+    fn register(&mut self) {
+        let r = &mut self.registry;
+        r.register(
+            "payments_received",
+            "Payments accepted (durable before the reading was served)",
+            self.received.clone(),
+        );
+        r.register(
+            "received_units",
+            "Amount received, in the leg's unit (token atomic units, sat, msat)",
+            self.received_units.clone(),
+        );
+        r.register(
+            "payments_sent",
+            "Payments made whose purchase arrived",
+            self.sent.clone(),
+        );
+        r.register(
+            "sent_units",
+            "Amount sent, in the leg's unit (token atomic units, sat, msat)",
+            self.sent_units.clone(),
+        );
+        r.register(
+            "buy_failures",
+            "Buys that did not go through (refused, unreachable, over a limit)",
+            self.buy_failures.clone(),
+        );
+        r.register(
+            "budget_refusals",
+            "Payments a budget refused before they left the device",
+            self.budget_refusals.clone(),
+        );
+        r.register(
+            "claimed_channels",
+            "Channels whose claims were confirmed on chain",
+            self.claims.clone(),
+        );
+        r.register(
+            "channels_opened",
+            "Channels this device pays on that were opened",
+            self.opened.clone(),
+        );
+        r.register(
+            "channels_closed",
+            "Channels closed on chain by this device",
+            self.closed.clone(),
+        );
+        r.register(
+            "payees_blocked",
+            "Payees cut off for overcharging",
+            self.blocked.clone(),
+        );
+        r.register(
+            "channels",
+            "Channels in the store, per leg and side",
+            self.channels.clone(),
+        );
+        r.register(
+            "channel_capacity_units",
+            "Deposits (EVM) or capacities (Bitcoin) of the channels, in the leg's unit",
+            self.capacity.clone(),
+        );
+        r.register(
+            "channel_paid_units",
+            "Paid on the channels so far (payee: charged and held; payer: confirmed)",
+            self.paid.clone(),
+        );
+        r.register(
+            "unclaimed_units",
+            "Charged as payee but not yet claimed on chain",
+            self.unclaimed.clone(),
+        );
+    }
+
+    fn count_payment(
+        count: &Family<PaymentLabels, Counter>,
+        units: &Family<PaymentLabels, Counter>,
+        payment: &Payment,
+    ) {
+        let labels = PaymentLabels {
+            leg: leg_name(payment.leg).into(),
+            scheme: payment.scheme.clone(),
+        };
+        count.get_or_create(&labels).inc();
+        units
+            .get_or_create(&labels)
+            .inc_by(u64::try_from(payment.amount).unwrap_or(u64::MAX));
+    }
+
+    /// Reads the store's channels into the gauges.
+    fn refresh(&self) -> Result<(), MetricsError> {
+        let rows = crate::ledger::channels(&self.store).map_err(MetricsError::Ledger)?;
+        for leg in [Leg::Evm, Leg::Btc] {
+            for role in [Role::Payer, Role::Payee] {
+                let mine = rows.iter().filter(|r| r.leg == leg && r.role == role);
+                let (count, capacity, paid) = mine.fold((0u128, 0u128, 0u128), |acc, r| {
+                    (acc.0 + 1, acc.1 + r.capacity, acc.2 + r.paid.unwrap_or(0))
+                });
+                let side = SideLabels {
+                    leg: leg_name(leg).into(),
+                    role: match role {
+                        Role::Payer => "payer",
+                        Role::Payee => "payee",
+                    }
+                    .into(),
+                };
+                self.channels.get_or_create(&side).set(gauge_value(count));
+                self.capacity
+                    .get_or_create(&side)
+                    .set(gauge_value(capacity));
+                self.paid.get_or_create(&side).set(gauge_value(paid));
+            }
+        }
+        let unclaimed: u128 = rows
+            .iter()
+            .filter(|r| r.leg == Leg::Evm && r.role == Role::Payee)
+            .map(|r| r.paid.unwrap_or(0).saturating_sub(r.claimed.unwrap_or(0)))
+            .sum();
+        self.unclaimed
+            .get_or_create(&legs(Leg::Evm))
+            .set(gauge_value(unclaimed));
+        Ok(())
+    }
+
+    /// The text a scrape answers (after reading the store's channels).
+    pub fn encode(&self) -> Result<String, MetricsError> {
+        self.refresh()?;
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)
+            .map_err(MetricsError::Encode)?;
+        Ok(text)
+    }
+}
+
+impl AgentMetrics {
+    /// The same metrics in the Prometheus text format (0.0.4), for scrapers that do not ask
+    /// for OpenMetrics and for `promtool check metrics`.
+    pub fn encode_prometheus(&self) -> Result<String, MetricsError> {
+        Ok(openmetrics_to_prometheus(&self.encode()?))
+    }
+}
+
+/// Rewrites prometheus-client's OpenMetrics text as Prometheus text 0.0.4: a counter family's
+/// `HELP` and `TYPE` name its samples' `_total` name, and there is no `# EOF`. By hand because
+/// prometheus-client encodes OpenMetrics only; these two differences are all our families need
+/// (no `_created` samples, units or exemplars are emitted).
+fn openmetrics_to_prometheus(text: &str) -> String {
+    let counters: std::collections::HashSet<&str> = text
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE "))
+        .filter_map(|rest| rest.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(text.len() + 64);
+    for line in text.lines() {
+        if line == "# EOF" {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
+            let rest = line.strip_prefix(prefix)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters
+                .contains(name)
+                .then(|| format!("{prefix}{name}_total {tail}"))
+        });
+        out.push_str(renamed.as_deref().unwrap_or(line));
+        out.push('\n');
+    }
+    out
+}
+
+impl EventObserver for AgentMetrics {
+    fn observe(&self, event: &AgentEvent) {
+        match event {
+            AgentEvent::PaymentReceived(payment) => {
+                Self::count_payment(&self.received, &self.received_units, payment);
+            }
+            AgentEvent::PaymentSent(payment) => {
+                Self::count_payment(&self.sent, &self.sent_units, payment);
+            }
+            AgentEvent::BuyFailed { .. } => {
+                self.buy_failures.inc();
+            }
+            AgentEvent::BudgetRefused { leg, .. } => {
+                self.budget_refusals.get_or_create(&legs(*leg)).inc();
+            }
+            AgentEvent::ClaimConfirmed { leg, channels } => {
+                self.claims
+                    .get_or_create(&legs(*leg))
+                    .inc_by(*channels as u64);
+            }
+            AgentEvent::ChannelOpened { leg, .. } => {
+                self.opened.get_or_create(&legs(*leg)).inc();
+            }
+            AgentEvent::ChannelClosed { leg, .. } => {
+                self.closed.get_or_create(&legs(*leg)).inc();
+            }
+            AgentEvent::PeerBlocked { leg, .. } => {
+                self.blocked.get_or_create(&legs(*leg)).inc();
+            }
+            AgentEvent::Stopping => {}
+        }
+    }
+}
+
+/// Serves `GET /metrics` on `listener` with the hardened server setup.
+pub fn serve(
+    metrics: Arc<AgentMetrics>,
+    listener: tokio::net::TcpListener,
+    tls: crate::tls::ServerTls,
+) -> std::io::Result<crate::seller::ServerHandle> {
+    use axum::http::{StatusCode, header};
+    use axum::response::IntoResponse;
+    // OpenMetrics for scrapers that ask for it (Prometheus does), else Prometheus text.
+    let scrape = move |headers: axum::http::HeaderMap| {
+        let metrics = metrics.clone();
+        async move {
+            let openmetrics = headers
+                .get(header::ACCEPT)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|accept| accept.contains("application/openmetrics-text"));
+            let encoded = if openmetrics {
+                metrics.encode().map(|text| (CONTENT_TYPE, text))
+            } else {
+                metrics
+                    .encode_prometheus()
+                    .map(|text| (PROMETHEUS_CONTENT_TYPE, text))
+            };
+            match encoded {
+                Ok((kind, text)) => ([(header::CONTENT_TYPE, kind)], text).into_response(),
+                Err(error) => {
+                    tracing::warn!(error = %crate::events::error_line(&error), "metrics");
+                    (StatusCode::INTERNAL_SERVER_ERROR, "metrics unavailable\n").into_response()
+                }
+            }
+        }
+    };
+    let router = axum::Router::new().route("/metrics", axum::routing::get(scrape));
+    crate::seller::serve_router(
+        router,
+        listener,
+        &crate::seller::config::LimitsConfig::default(),
+        tls,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_become_counters_and_the_text_is_openmetrics() {
+        let dir = tempfile::tempdir().unwrap();
+        let data_dir = crate::datadir::DataDir::open(dir.path()).unwrap();
+        let store = Arc::new(ChannelStore::open(&data_dir).unwrap());
+        let metrics = AgentMetrics::new(store);
+        let payment = |amount| {
+            AgentEvent::PaymentReceived(Payment {
+                leg: Leg::Evm,
+                scheme: "batch-settlement".into(),
+                amount,
+                resource: "/temperature".into(),
+            })
+        };
+        metrics.observe(&payment(1_000));
+        metrics.observe(&payment(2_500));
+        metrics.observe(&AgentEvent::BudgetRefused {
+            leg: Leg::Btc,
+            payee: "x".into(),
+            reason: "cap".into(),
+        });
+        let text = metrics.encode().unwrap();
+        assert!(
+            text.contains(
+                "m2m_payments_received_total{leg=\"evm\",scheme=\"batch-settlement\"} 2\n"
+            )
+        );
+        assert!(
+            text.contains(
+                "m2m_received_units_total{leg=\"evm\",scheme=\"batch-settlement\"} 3500\n"
+            )
+        );
+        assert!(text.contains("m2m_budget_refusals_total{leg=\"btc\"} 1\n"));
+        assert!(text.contains("m2m_channels{leg=\"evm\",role=\"payee\"} 0\n"));
+        assert!(text.ends_with("# EOF\n"), "OpenMetrics ends with EOF");
+        let prometheus = metrics.encode_prometheus().unwrap();
+        assert!(prometheus.contains("# TYPE m2m_payments_received_total counter\n"));
+        assert!(prometheus.contains("# HELP m2m_payments_received_total Payments accepted"));
+        assert!(prometheus.contains("# TYPE m2m_channels gauge\n"));
+        assert!(!prometheus.contains("# EOF"));
+    }
+}
