@@ -5,9 +5,11 @@
 //! Counters come from the agent's events, seen synchronously as they are published (a lagging
 //! event subscriber may miss some; these never do): payments received and sent per leg and
 //! scheme, in count and amount, buys that failed, budget refusals, claims confirmed, channels
-//! opened and closed, payees blocked. Gauges are read from the channel store at each scrape:
+//! opened and closed, payees blocked. Gauges are read at each scrape: from the channel store,
 //! channels per leg and side, their capacity and what was paid on them, and what an EVM payee
-//! has not claimed yet. Amounts are in each leg's unit: token atomic units (EVM), satoshi
+//! has not claimed yet; from the budgets, each cap, the rolling day's spending per scope and
+//! the payee closest to its hourly cap; from the Lightning node, its synced height, connected
+//! peers, channels and balances. Amounts are in each leg's unit: token atomic units (EVM), satoshi
 //! (Bitcoin channels), millisatoshi (Lightning).
 
 use std::sync::Arc;
@@ -18,6 +20,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+use crate::budget::{Budgets, leg_name};
 use crate::events::{AgentEvent, EventObserver, Leg, Payment};
 use crate::ledger::Role;
 use crate::store::ChannelStore;
@@ -55,6 +58,31 @@ struct SideLabels {
     role: String,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CapLabels {
+    leg: String,
+    cap: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ScopeLabels {
+    scope: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: String,
+}
+
+/// What the Lightning node shows.
+#[derive(Default)]
+struct LightningGauges {
+    height: Gauge,
+    peers: Gauge,
+    channels: Family<KindLabels, Gauge>,
+    balance_sats: Family<KindLabels, Gauge>,
+}
+
 /// Everything one agent counts.
 pub struct AgentMetrics {
     registry: Registry,
@@ -73,19 +101,18 @@ pub struct AgentMetrics {
     capacity: Family<SideLabels, Gauge>,
     paid: Family<SideLabels, Gauge>,
     unclaimed: Family<LegLabels, Gauge>,
+    budgets: Arc<Budgets>,
+    budget_caps: Family<CapLabels, Gauge>,
+    budget_day: Family<ScopeLabels, Gauge>,
+    budget_hour_max: Family<LegLabels, Gauge>,
+    #[cfg(feature = "lightning")]
+    lightning: std::sync::OnceLock<Arc<crate::ln::LnNode>>,
+    ln: LightningGauges,
 }
 
 impl std::fmt::Debug for AgentMetrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AgentMetrics").finish_non_exhaustive()
-    }
-}
-
-fn leg_name(leg: Leg) -> &'static str {
-    match leg {
-        Leg::Evm => "evm",
-        Leg::Btc => "btc",
-        Leg::Lightning => "lightning",
     }
 }
 
@@ -101,8 +128,8 @@ fn gauge_value(amount: u128) -> i64 {
 }
 
 impl AgentMetrics {
-    /// Metrics of the agent whose channels are in `store`.
-    pub fn new(store: Arc<ChannelStore>) -> Self {
+    /// Metrics of the agent whose channels are in `store` and spending caps in `budgets`.
+    pub fn new(store: Arc<ChannelStore>, budgets: Arc<Budgets>) -> Self {
         let mut metrics = Self {
             registry: Registry::with_prefix("m2m"),
             store,
@@ -120,6 +147,13 @@ impl AgentMetrics {
             capacity: Family::default(),
             paid: Family::default(),
             unclaimed: Family::default(),
+            budgets,
+            budget_caps: Family::default(),
+            budget_day: Family::default(),
+            budget_hour_max: Family::default(),
+            #[cfg(feature = "lightning")]
+            lightning: std::sync::OnceLock::new(),
+            ln: LightningGauges::default(),
         };
         metrics.register();
         metrics
@@ -197,6 +231,49 @@ impl AgentMetrics {
             "Charged as payee but not yet claimed on chain",
             self.unclaimed.clone(),
         );
+        r.register(
+            "budget_cap_units",
+            "Spending caps per leg (per_request, per_payee_per_hour, per_day), in the leg's unit",
+            self.budget_caps.clone(),
+        );
+        r.register(
+            "budget_day_spent_units",
+            "Spent in the rolling day, per budget scope (an EVM token, or the leg)",
+            self.budget_day.clone(),
+        );
+        r.register(
+            "budget_hour_max_payee_spent_units",
+            "Spent in the rolling hour by the payee closest to its hourly cap",
+            self.budget_hour_max.clone(),
+        );
+        if cfg!(feature = "lightning") {
+            r.register(
+                "lightning_synced_height",
+                "Best block the Lightning node is synced to",
+                self.ln.height.clone(),
+            );
+            r.register(
+                "lightning_connected_peers",
+                "Peers the Lightning node is connected to",
+                self.ln.peers.clone(),
+            );
+            r.register(
+                "lightning_channels",
+                "Lightning channels, usable or not (yet)",
+                self.ln.channels.clone(),
+            );
+            r.register(
+                "lightning_balance_sats",
+                "The Lightning node's balances: onchain (spendable) and lightning",
+                self.ln.balance_sats.clone(),
+            );
+        }
+    }
+
+    /// Shows the agent's Lightning node (set once, when the node runs).
+    #[cfg(feature = "lightning")]
+    pub fn attach_lightning(&self, node: Arc<crate::ln::LnNode>) {
+        let _ = self.lightning.set(node);
     }
 
     fn count_payment(
@@ -246,7 +323,71 @@ impl AgentMetrics {
         self.unclaimed
             .get_or_create(&legs(Leg::Evm))
             .set(gauge_value(unclaimed));
+        self.refresh_budgets();
+        #[cfg(feature = "lightning")]
+        self.refresh_lightning();
         Ok(())
+    }
+
+    fn refresh_budgets(&self) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        for report in self.budgets.report(now) {
+            let leg = leg_name(report.leg);
+            if let Some(caps) = report.caps {
+                for (cap, value) in [
+                    ("per_request", caps.per_request),
+                    ("per_payee_per_hour", caps.per_payee_per_hour),
+                    ("per_day", caps.per_day),
+                ] {
+                    let labels = CapLabels {
+                        leg: leg.into(),
+                        cap: cap.into(),
+                    };
+                    self.budget_caps
+                        .get_or_create(&labels)
+                        .set(gauge_value(value));
+                }
+            }
+            for (scope, spent) in report.day {
+                self.budget_day
+                    .get_or_create(&ScopeLabels { scope })
+                    .set(gauge_value(spent));
+            }
+            let closest = report.payees.iter().map(|(_, spent)| *spent).max();
+            self.budget_hour_max
+                .get_or_create(&legs(report.leg))
+                .set(gauge_value(closest.unwrap_or(0)));
+        }
+    }
+
+    #[cfg(feature = "lightning")]
+    fn refresh_lightning(&self) {
+        let Some(node) = self.lightning.get() else {
+            return;
+        };
+        let inner = node.inner();
+        self.ln
+            .height
+            .set(i64::from(inner.status().current_best_block.height));
+        let connected = inner.list_peers().iter().filter(|p| p.is_connected).count();
+        self.ln.peers.set(gauge_value(connected as u128));
+        let channels = node.channels();
+        let usable = channels.iter().filter(|c| c.is_usable).count();
+        for (kind, count) in [("usable", usable), ("other", channels.len() - usable)] {
+            self.ln
+                .channels
+                .get_or_create(&KindLabels { kind: kind.into() })
+                .set(gauge_value(count as u128));
+        }
+        let (onchain, lightning) = node.balances();
+        for (kind, sats) in [("onchain", onchain), ("lightning", lightning)] {
+            self.ln
+                .balance_sats
+                .get_or_create(&KindLabels { kind: kind.into() })
+                .set(gauge_value(u128::from(sats.to_sat())));
+        }
     }
 
     /// The text a scrape answers (after reading the store's channels).
@@ -379,7 +520,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let data_dir = crate::datadir::DataDir::open(dir.path()).unwrap();
         let store = Arc::new(ChannelStore::open(&data_dir).unwrap());
-        let metrics = AgentMetrics::new(store);
+        let caps = crate::budget::BudgetCaps {
+            per_request: 10,
+            per_payee_per_hour: 100,
+            per_day: 1_000,
+        };
+        let budgets = Arc::new(Budgets::load((*store).clone(), &[(Leg::Btc, caps)]).unwrap());
+        let metrics = AgentMetrics::new(store, budgets);
         let payment = |amount| {
             AgentEvent::PaymentReceived(Payment {
                 leg: Leg::Evm,
@@ -408,6 +555,7 @@ mod tests {
         );
         assert!(text.contains("m2m_budget_refusals_total{leg=\"btc\"} 1\n"));
         assert!(text.contains("m2m_channels{leg=\"evm\",role=\"payee\"} 0\n"));
+        assert!(text.contains("m2m_budget_cap_units{leg=\"btc\",cap=\"per_day\"} 1000\n"));
         assert!(text.ends_with("# EOF\n"), "OpenMetrics ends with EOF");
         let prometheus = metrics.encode_prometheus().unwrap();
         assert!(prometheus.contains("# TYPE m2m_payments_received_total counter\n"));

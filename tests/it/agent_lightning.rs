@@ -63,11 +63,14 @@ max_price = {PRICE_SAT}
 per_request = {PRICE_SAT}
 per_payee_per_hour = 1000000
 per_day = 1000000
+[metrics]
+listen = "127.0.0.1:0"
 "#,
         free_listen()
     );
     let mut buying = RunningAgent::start(&buyer, &buyer_config);
-    buying.wait_for(Duration::from_secs(90), |seen| !seen.is_empty());
+    let ready = buying.wait_for(Duration::from_secs(90), |seen| !seen.is_empty())[0].clone();
+    let metrics_url = ready["metrics"].as_str().unwrap().to_owned();
 
     // Fund the buyer agent's node and open a channel to the seller's, all through `m2m ln`.
     let address = buyer.run_ok(&["ln", "address"]);
@@ -144,6 +147,30 @@ per_day = 1000000
             .any(|e| e["event"] == "budget_refused" && e["leg"] == "lightning")
     });
 
+    // What the buyer's metrics show: its L402 buys, the refusal, its node and its caps.
+    let metrics = reqwest::get(&metrics_url)
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    super::metrics::lint(&metrics);
+    let value = |name: &str| -> i64 {
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing from\n{metrics}"))
+    };
+    assert!(value("m2m_budget_refusals_total{leg=\"lightning\"}") >= 1);
+    assert_eq!(value("m2m_lightning_channels{kind=\"usable\"}"), 1);
+    assert_eq!(value("m2m_lightning_connected_peers"), 1);
+    assert!(value("m2m_lightning_synced_height") > 100);
+    assert_eq!(
+        value("m2m_budget_cap_units{leg=\"lightning\",cap=\"per_request\"}"),
+        PRICE_SAT as i64
+    );
+    let sent_metric = value("m2m_payments_sent_total{leg=\"lightning\",scheme=\"l402\"}");
+
     let (status, bought, log) = buying.stop();
     assert!(status.success(), "{log}");
     let (status, sold, log) = selling.stop();
@@ -168,6 +195,11 @@ per_day = 1000000
         count(&bought[refused_at..], "payment_sent", "lightning"),
         0,
         "nothing is paid once the cap refuses: {bought:?}"
+    );
+    assert_eq!(
+        sent_metric as usize,
+        count(&bought, "payment_sent", "lightning"),
+        "the metric counts every L402 buy"
     );
     eprintln!(
         "lightning agents: {} L402 readings, {paid} msat",

@@ -101,6 +101,12 @@ async fn the_agent_counts_what_it_sold_and_promtool_accepts_the_text() {
         );
     }
 
+    lint(&text);
+    agent.stop().await;
+}
+
+/// `promtool check metrics` on `text`; fails the test with what promtool said.
+pub fn lint(text: &str) {
     let promtool = m2m::node::tools::promtool().expect("promtool");
     let mut lint = Command::new(promtool)
         .args(["check", "metrics"])
@@ -121,5 +127,4 @@ async fn the_agent_counts_what_it_sold_and_promtool_accepts_the_text() {
         String::from_utf8_lossy(&linted.stdout),
         String::from_utf8_lossy(&linted.stderr)
     );
-    agent.stop().await;
 }

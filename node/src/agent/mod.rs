@@ -118,12 +118,15 @@ impl AgentBuilder {
         drop(passphrase);
         let store = Arc::new(ChannelStore::open(&data_dir).map_err(AgentError::Store)?);
         let events = Arc::new(EventBus::default());
-        let metrics = Arc::new(crate::metrics::AgentMetrics::new(store.clone()));
-        events.observe_with(metrics.clone());
         let budgets = Budgets::load((*store).clone(), &self.config.budget.caps())
             .map_err(AgentError::Budgets)?;
         budgets.events.attach(events.clone());
         let budgets = Arc::new(budgets);
+        let metrics = Arc::new(crate::metrics::AgentMetrics::new(
+            store.clone(),
+            budgets.clone(),
+        ));
+        events.observe_with(metrics.clone());
         let identity =
             crate::tls::DeviceIdentity::derive(keystore.keys()).map_err(AgentError::Tls)?;
         let shared = legs::Shared {
@@ -137,6 +140,10 @@ impl AgentBuilder {
         };
         let legs = legs::start(&self.config, &shared).await?;
         let (leg_buyers, buyers) = buying::start(&self.config, &shared, &legs).await?;
+        #[cfg(feature = "lightning")]
+        if let Some(ln) = &legs.ln {
+            metrics.attach_lightning(ln.clone());
+        }
         let metrics_server = match &self.config.metrics {
             Some(config) => Some(legs::serve_metrics(config, &shared, metrics.clone()).await?),
             None => None,

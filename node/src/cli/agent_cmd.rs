@@ -168,6 +168,7 @@ fn run_agent(global: &GlobalArgs, config: AgentConfig) -> Result<(), CliError> {
             "evm": status["evm"],
             "btc": status["btc"],
             "gateway": status["gateway"],
+            "metrics": status["metrics"],
         });
         if global.json {
             print_json_line(&ready);
