@@ -60,6 +60,9 @@ pub struct ChannelRow {
     pub expiry_height: Option<u32>,
     /// EVM: seconds a payer's withdrawal waits for the payee's last claim.
     pub withdraw_delay_secs: Option<u64>,
+    /// EVM payee: when the payer may finish its pending withdrawal (chain time, Unix seconds);
+    /// every claim must land before it.
+    pub withdraw_ready_at: Option<u64>,
 }
 
 /// Reading the channels failed.
@@ -112,6 +115,7 @@ fn evm_channels(store: &ChannelStore) -> Result<Vec<ChannelRow>, LedgerError> {
             state: "open",
             expiry_height: None,
             withdraw_delay_secs: Some(config.withdrawDelay.to::<u64>()),
+            withdraw_ready_at: None,
         };
         if let Some(record) = store.load_payer(&id)? {
             rows.push(ChannelRow {
@@ -126,6 +130,9 @@ fn evm_channels(store: &ChannelStore) -> Result<Vec<ChannelRow>, LedgerError> {
                 capacity: record.deposit_units,
                 paid: Some(record.charged_units),
                 claimed: Some(record.claimed_units),
+                withdraw_ready_at: record
+                    .withdraw_pending_since
+                    .map(|since| since.saturating_add(config.withdrawDelay.to::<u64>())),
                 state: if record.withdraw_pending_since.is_some() {
                     "withdrawing"
                 } else {
@@ -182,6 +189,7 @@ fn btc_channels(store: &ChannelStore) -> Result<Vec<ChannelRow>, LedgerError> {
             },
             expiry_height: Some(terms.parties.expiry_height),
             withdraw_delay_secs: None,
+            withdraw_ready_at: None,
         });
     }
     Ok(rows)
@@ -214,6 +222,7 @@ pub fn lightning_channels(ln: &crate::ln::LnNode) -> Vec<ChannelRow> {
             },
             expiry_height: None,
             withdraw_delay_secs: None,
+            withdraw_ready_at: None,
         })
         .collect()
 }

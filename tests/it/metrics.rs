@@ -13,7 +13,7 @@ use m2m::node::buyer::{Buyer, BuyerOptions};
 use m2m::wallet::Passphrase;
 
 use crate::cli::{Device, PASSPHRASE, stdout_json};
-use crate::paid_http::open_store;
+use crate::paid_http::{open_store, start_withdrawal};
 use crate::support::{LocalChain, funded_device, give_eth, send};
 
 const PRICE: u128 = 1_000;
@@ -56,7 +56,11 @@ async fn the_agent_counts_what_it_sold_and_promtool_accepts_the_text() {
     let holder = m2m::wallet::Signer::evm_address(&*buyer_keys);
     send(token.mint(holder, U256::from(1_000_000u64)), "mint").await;
     let dir = tempfile::tempdir().unwrap();
-    let buyer = Buyer::new(buyer_keys, open_store(dir.path()), BuyerOptions::default());
+    let buyer = Buyer::new(
+        buyer_keys.clone(),
+        open_store(dir.path()),
+        BuyerOptions::default(),
+    );
     let base = agent.status()["evm"].as_str().unwrap().to_owned();
     for _ in 0..READINGS {
         let fetched = buyer.get(&format!("{base}/temperature")).await.unwrap();
@@ -102,6 +106,33 @@ async fn the_agent_counts_what_it_sold_and_promtool_accepts_the_text() {
     }
 
     lint(&text);
+
+    // The payer starts a timed withdrawal: the seller sees it (and claims at once), and its
+    // deadline shows as a timestamp until the withdrawal is finished.
+    let seller = agent.evm_seller().unwrap().clone();
+    start_withdrawal(&chain, &buyer_keys, &seller).await;
+    let deadline_line = "m2m_withdrawal_deadline_timestamp_seconds{leg=\"evm\"} ";
+    let started = std::time::Instant::now();
+    let deadline: u64 = loop {
+        let (_, text) = scrape("*/*").await;
+        if let Some(value) = text.lines().find_map(|l| l.strip_prefix(deadline_line)) {
+            lint(&text);
+            break value.parse().unwrap();
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "no withdrawal deadline in\n{text}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!(
+        deadline > now && deadline <= now + 900 + 60,
+        "the payer may finish 900 s after it started: {deadline} vs now {now}"
+    );
     agent.stop().await;
 }
 

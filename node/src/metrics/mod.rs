@@ -25,10 +25,9 @@ use crate::events::{AgentEvent, EventObserver, Leg, Payment};
 use crate::ledger::Role;
 use crate::store::ChannelStore;
 
-/// The content type of [`AgentMetrics::encode`]'s text.
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-/// The content type of [`AgentMetrics::encode_prometheus`]'s text.
-pub const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+mod http;
+
+pub use http::{CONTENT_TYPE, PROMETHEUS_CONTENT_TYPE, serve};
 
 /// The metrics could not be produced.
 #[derive(Debug, thiserror::Error)]
@@ -101,6 +100,8 @@ pub struct AgentMetrics {
     capacity: Family<SideLabels, Gauge>,
     paid: Family<SideLabels, Gauge>,
     unclaimed: Family<LegLabels, Gauge>,
+    withdraw_deadline: Family<LegLabels, Gauge>,
+    expiry_height: Family<LegLabels, Gauge>,
     budgets: Arc<Budgets>,
     budget_caps: Family<CapLabels, Gauge>,
     budget_day: Family<ScopeLabels, Gauge>,
@@ -147,6 +148,8 @@ impl AgentMetrics {
             capacity: Family::default(),
             paid: Family::default(),
             unclaimed: Family::default(),
+            withdraw_deadline: Family::default(),
+            expiry_height: Family::default(),
             budgets,
             budget_caps: Family::default(),
             budget_day: Family::default(),
@@ -230,6 +233,16 @@ impl AgentMetrics {
             "unclaimed_units",
             "Charged as payee but not yet claimed on chain",
             self.unclaimed.clone(),
+        );
+        r.register(
+            "withdrawal_deadline_timestamp_seconds",
+            "Nearest time a payer may finish a pending withdrawal (claims must land before it)",
+            self.withdraw_deadline.clone(),
+        );
+        r.register(
+            "nearest_expiry_height",
+            "Lowest expiry height of an open Bitcoin channel paid to this device",
+            self.expiry_height.clone(),
         );
         r.register(
             "budget_cap_units",
@@ -323,6 +336,38 @@ impl AgentMetrics {
         self.unclaimed
             .get_or_create(&legs(Leg::Evm))
             .set(gauge_value(unclaimed));
+        // Deadlines exist only while something is due: no series otherwise.
+        let payees = |leg| {
+            rows.iter()
+                .filter(move |r| r.leg == leg && r.role == Role::Payee)
+        };
+        let nearest = [
+            (
+                &self.withdraw_deadline,
+                Leg::Evm,
+                payees(Leg::Evm).filter_map(|r| r.withdraw_ready_at).min(),
+            ),
+            (
+                &self.expiry_height,
+                Leg::Btc,
+                payees(Leg::Btc)
+                    .filter(|r| r.state == "open")
+                    .filter_map(|r| r.expiry_height.map(u64::from))
+                    .min(),
+            ),
+        ];
+        for (family, leg, value) in nearest {
+            match value {
+                Some(value) => {
+                    family
+                        .get_or_create(&legs(leg))
+                        .set(gauge_value(u128::from(value)));
+                }
+                None => {
+                    family.remove(&legs(leg));
+                }
+            }
+        }
         self.refresh_budgets();
         #[cfg(feature = "lightning")]
         self.refresh_lightning();
@@ -404,36 +449,8 @@ impl AgentMetrics {
     /// The same metrics in the Prometheus text format (0.0.4), for scrapers that do not ask
     /// for OpenMetrics and for `promtool check metrics`.
     pub fn encode_prometheus(&self) -> Result<String, MetricsError> {
-        Ok(openmetrics_to_prometheus(&self.encode()?))
+        Ok(http::openmetrics_to_prometheus(&self.encode()?))
     }
-}
-
-/// Rewrites prometheus-client's OpenMetrics text as Prometheus text 0.0.4: a counter family's
-/// `HELP` and `TYPE` name its samples' `_total` name, and there is no `# EOF`. By hand because
-/// prometheus-client encodes OpenMetrics only; these two differences are all our families need
-/// (no `_created` samples, units or exemplars are emitted).
-fn openmetrics_to_prometheus(text: &str) -> String {
-    let counters: std::collections::HashSet<&str> = text
-        .lines()
-        .filter_map(|line| line.strip_prefix("# TYPE "))
-        .filter_map(|rest| rest.strip_suffix(" counter"))
-        .collect();
-    let mut out = String::with_capacity(text.len() + 64);
-    for line in text.lines() {
-        if line == "# EOF" {
-            continue;
-        }
-        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
-            let rest = line.strip_prefix(prefix)?;
-            let (name, tail) = rest.split_once(' ')?;
-            counters
-                .contains(name)
-                .then(|| format!("{prefix}{name}_total {tail}"))
-        });
-        out.push_str(renamed.as_deref().unwrap_or(line));
-        out.push('\n');
-    }
-    out
 }
 
 impl EventObserver for AgentMetrics {
@@ -468,47 +485,6 @@ impl EventObserver for AgentMetrics {
             AgentEvent::Stopping => {}
         }
     }
-}
-
-/// Serves `GET /metrics` on `listener` with the hardened server setup.
-pub fn serve(
-    metrics: Arc<AgentMetrics>,
-    listener: tokio::net::TcpListener,
-    tls: crate::tls::ServerTls,
-) -> std::io::Result<crate::seller::ServerHandle> {
-    use axum::http::{StatusCode, header};
-    use axum::response::IntoResponse;
-    // OpenMetrics for scrapers that ask for it (Prometheus does), else Prometheus text.
-    let scrape = move |headers: axum::http::HeaderMap| {
-        let metrics = metrics.clone();
-        async move {
-            let openmetrics = headers
-                .get(header::ACCEPT)
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|accept| accept.contains("application/openmetrics-text"));
-            let encoded = if openmetrics {
-                metrics.encode().map(|text| (CONTENT_TYPE, text))
-            } else {
-                metrics
-                    .encode_prometheus()
-                    .map(|text| (PROMETHEUS_CONTENT_TYPE, text))
-            };
-            match encoded {
-                Ok((kind, text)) => ([(header::CONTENT_TYPE, kind)], text).into_response(),
-                Err(error) => {
-                    tracing::warn!(error = %crate::events::error_line(&error), "metrics");
-                    (StatusCode::INTERNAL_SERVER_ERROR, "metrics unavailable\n").into_response()
-                }
-            }
-        }
-    };
-    let router = axum::Router::new().route("/metrics", axum::routing::get(scrape));
-    crate::seller::serve_router(
-        router,
-        listener,
-        &crate::seller::config::LimitsConfig::default(),
-        tls,
-    )
 }
 
 #[cfg(test)]
