@@ -83,7 +83,8 @@ impl RunningAgent {
         &self.seen
     }
 
-    /// SIGTERM, then the exit status and the rest of the events.
+    /// SIGTERM, then the exit status and the rest of the events. An agent that has not exited
+    /// within [`STOP_WITHIN`] fails the test with its log (and is killed by `Drop`).
     pub(super) fn stop(mut self) -> (std::process::ExitStatus, Vec<Value>, String) {
         let pid = self.child.id().to_string();
         assert!(
@@ -93,7 +94,18 @@ impl RunningAgent {
                 .unwrap()
                 .success()
         );
-        let status = self.child.wait().unwrap();
+        let deadline = Instant::now() + STOP_WITHIN;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the agent did not stop within {STOP_WITHIN:?} of SIGTERM; log:\n{}",
+                std::fs::read_to_string(self.log.path()).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
         self.seen.extend(self.events.try_iter());
         let log = std::fs::read_to_string(self.log.path()).unwrap_or_default();
         (status, std::mem::take(&mut self.seen), log)
@@ -255,6 +267,9 @@ async fn echo_through(proxy: &str) -> String {
     tunnel.read_exact(&mut answer).await.unwrap();
     String::from_utf8_lossy(&answer).into_owned()
 }
+
+/// How long an agent may take to stop: the servers' grace, the claims, Lightning's settling.
+const STOP_WITHIN: Duration = Duration::from_secs(120);
 
 impl Drop for RunningAgent {
     /// A test that fails midway must not leave its agent running (after `stop` it has exited).

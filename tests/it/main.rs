@@ -14,6 +14,7 @@ mod children;
 mod cli;
 mod crash_soak;
 mod crash_soak_legs;
+mod evm_sender;
 mod gateway;
 #[cfg(feature = "lightning")]
 mod l402;

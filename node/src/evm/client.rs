@@ -7,12 +7,35 @@ use alloy::providers::{DynProvider, Provider, ProviderBuilder};
 use alloy::sol_types::Eip712Domain;
 use m2m_contracts::bindings::{BatchSettlement, ChannelConfig, IBatchSettlement, TestToken};
 use m2m_contracts::eip712::{self, ClaimEntry};
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
 use tokio::sync::Mutex;
 
 use super::{SharedSigner, WalletTxSigner};
 
 /// How often receipts are polled on a loopback RPC endpoint.
 pub const LOCAL_RECEIPT_POLL: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// How long a sent transaction may stay unmined before the send fails (a claim or relay that
+/// failed is retried by its caller; one that waited for ever would hold a stop for ever).
+const RECEIPT_TIMEOUT: Duration = Duration::from_secs(600);
+/// The same on a loopback endpoint (a dev chain mines at once).
+const LOCAL_RECEIPT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The one send lock of each sender on each chain in this process. Every client of one device
+/// key (the EVM seller, the gateway, the control socket's withdrawals) takes it across filling
+/// and submitting, and nonces come from the node's pending count under it: two clients with
+/// nonce caches of their own would hand out one nonce twice or leave a gap, and a transaction
+/// behind a gap is never mined.
+fn sender_lock(chain_id: u64, sender: Address) -> Arc<Mutex<()>> {
+    type SendLocks = HashMap<(u64, Address), Arc<Mutex<()>>>;
+    static LOCKS: LazyLock<std::sync::Mutex<SendLocks>> = LazyLock::new(Default::default);
+    let mut locks = LOCKS
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    locks.entry((chain_id, sender)).or_default().clone()
+}
 
 /// A chain operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -99,8 +122,10 @@ pub struct SettlementClient {
     chain_id: u64,
     settlement: Address,
     domain: Eip712Domain,
-    /// One sender: transactions are submitted one at a time so nonces never collide.
-    send_lock: Mutex<()>,
+    /// This sender's lock on this chain, shared with every client of it (see [`sender_lock`]).
+    send_lock: Arc<Mutex<()>>,
+    /// How long [`Self::send`] waits for a receipt.
+    receipt_timeout: Duration,
 }
 
 impl SettlementClient {
@@ -114,12 +139,17 @@ impl SettlementClient {
             .parse()
             .map_err(|_| ChainError::Endpoint(rpc_url.to_owned()))?;
         let provider = ProviderBuilder::new()
+            .disable_recommended_fillers()
+            .with_gas_estimation()
+            .with_simple_nonce_management()
+            .fetch_chain_id()
             .wallet(EthereumWallet::new(WalletTxSigner(signer.clone())))
             // Our client, with connect and response deadlines: a wedged node fails a call
             // instead of holding a claim or a relayed deposit for ever.
             .connect_reqwest(crate::http_client::client(), url)
             .erased();
-        if provider.client().is_local() {
+        let local = provider.client().is_local();
+        if local {
             // A local dev chain (anvil) mines at once; alloy's 250 ms default for local
             // endpoints would make every on-chain payment wait a quarter second for its receipt.
             provider.client().set_poll_interval(LOCAL_RECEIPT_POLL);
@@ -131,13 +161,19 @@ impl SettlementClient {
                 what: "reading the chain id",
                 source,
             })?;
+        let signer_address = signer.evm_address();
         Ok(Self {
             provider,
             signer: WalletTxSigner(signer),
             chain_id,
             settlement,
             domain: eip712::settlement_domain(chain_id, settlement),
-            send_lock: Mutex::new(()),
+            send_lock: sender_lock(chain_id, signer_address),
+            receipt_timeout: if local {
+                LOCAL_RECEIPT_TIMEOUT
+            } else {
+                RECEIPT_TIMEOUT
+            },
         })
     }
 
@@ -348,6 +384,7 @@ impl SettlementClient {
                 .map_err(|source| ChainError::Contract { what, source })?
         };
         let receipt = pending
+            .with_timeout(Some(self.receipt_timeout))
             .get_receipt()
             .await
             .map_err(|source| ChainError::Pending { what, source })?;
