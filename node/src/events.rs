@@ -11,7 +11,9 @@ use serde::Serialize;
 use tokio::sync::broadcast;
 
 /// Which payment leg an event is about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Leg {
     /// EVM escrow channels and `exact` transfers (amounts in the token's atomic units).
@@ -96,9 +98,9 @@ pub enum AgentEvent {
 #[derive(Clone)]
 pub struct EventBus {
     sender: broadcast::Sender<AgentEvent>,
-    /// Sees every event synchronously, before any subscriber (counters that must not miss one,
+    /// See every event synchronously, before any subscriber (counters that must not miss one,
     /// as a lagging subscriber may).
-    observer: Arc<OnceLock<Arc<dyn EventObserver>>>,
+    observers: Arc<OnceLock<Vec<Arc<dyn EventObserver>>>>,
 }
 
 impl std::fmt::Debug for EventBus {
@@ -109,7 +111,8 @@ impl std::fmt::Debug for EventBus {
     }
 }
 
-/// Something that must see every event as it is published (the agent's metrics); it must be
+/// Something that must see every event as it is published (the agent's metrics, the
+/// dashboard's activity); it must be
 /// quick and must not block, since publishing happens on the payment path.
 pub trait EventObserver: Send + Sync {
     /// One event, as it is published.
@@ -127,18 +130,19 @@ impl EventBus {
     pub fn new(capacity: usize) -> Self {
         Self {
             sender: broadcast::channel(capacity.max(1)).0,
-            observer: Arc::new(OnceLock::new()),
+            observers: Arc::new(OnceLock::new()),
         }
     }
 
-    /// Sets the observer that sees every event; a second call keeps the first.
-    pub fn observe_with(&self, observer: Arc<dyn EventObserver>) {
-        let _ = self.observer.set(observer);
+    /// Sets the observers that see every event, in this order; a second call keeps the first
+    /// set (set once, so publishing reads them without a lock).
+    pub fn observe_with(&self, observers: Vec<Arc<dyn EventObserver>>) {
+        let _ = self.observers.set(observers);
     }
 
-    /// Publishes `event` to the observer and every current subscriber.
+    /// Publishes `event` to the observers and every current subscriber.
     pub fn publish(&self, event: AgentEvent) {
-        if let Some(observer) = self.observer.get() {
+        for observer in self.observers.get().into_iter().flatten() {
             observer.observe(&event);
         }
         let _ = self.sender.send(event);

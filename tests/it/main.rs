@@ -6,6 +6,7 @@ mod agent;
 mod agent_lightning;
 mod anvil;
 mod bitcoind;
+mod browser;
 mod btc_channel;
 mod btc_cli;
 mod btc_http;
@@ -14,6 +15,7 @@ mod children;
 mod cli;
 mod crash_soak;
 mod crash_soak_legs;
+mod dashboard;
 mod evm_sender;
 mod gateway;
 #[cfg(feature = "lightning")]

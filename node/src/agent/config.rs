@@ -106,6 +106,14 @@ pub struct MetricsConfig {
     /// `plaintext-beyond-loopback`.
     #[serde(default)]
     pub tls: crate::tls::TlsMode,
+    /// Serve the dashboard (`/dashboard`, behind the token `m2m dashboard` prints) beside the
+    /// metrics (default on).
+    #[serde(default = "yes")]
+    pub dashboard: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// `[evm]`: where the device's EVM balances are read when it runs no EVM seller or gateway.

@@ -94,6 +94,8 @@ pub enum ControlRequest {
         /// Most all payees together may receive in any rolling day.
         per_day: u64,
     },
+    /// The dashboard's URL with this run's token (`m2m dashboard`).
+    Dashboard,
 }
 
 /// The control socket could not be used.
@@ -141,6 +143,8 @@ pub(super) struct ControlTarget {
     pub events: Arc<EventBus>,
     /// The fixed part of `status` (addresses, listening URLs).
     pub status: Value,
+    /// The dashboard's URL with its token, when the `[metrics]` listener serves it.
+    pub dashboard: Option<String>,
 }
 
 /// Binds `<data dir>/control.sock` and answers on it until the task is aborted. A socket file
@@ -194,7 +198,11 @@ async fn answer_connection(stream: UnixStream, target: Arc<ControlTarget>) {
     }
 }
 
-async fn handle(request: &ControlRequest, target: &ControlTarget) -> Result<Value, String> {
+/// Answers one request (also for the dashboard, which asks only what changes nothing).
+pub(super) async fn handle(
+    request: &ControlRequest,
+    target: &ControlTarget,
+) -> Result<Value, String> {
     match request {
         ControlRequest::Status => {
             let mut status = target.status.clone();
@@ -241,6 +249,15 @@ async fn handle(request: &ControlRequest, target: &ControlTarget) -> Result<Valu
         | ControlRequest::LnInvoice { .. }
         | ControlRequest::LnPay { .. } => lightning(request, target).await,
         ControlRequest::Budget => Ok(budget_report(target)),
+        ControlRequest::Dashboard => target
+            .dashboard
+            .as_ref()
+            .map(|url| json!({ "url": url }))
+            .ok_or_else(|| {
+                "this agent serves no dashboard (add [metrics] to agent.toml; \
+                 dashboard = false turns it off)"
+                    .to_owned()
+            }),
         ControlRequest::SetBudget {
             leg,
             per_request,

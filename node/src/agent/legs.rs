@@ -51,18 +51,43 @@ fn server_tls(
         .map_err(|e| AgentError::leg(what)(boxed(e)))
 }
 
-/// The `[metrics]` listener.
-pub(super) async fn serve_metrics(
+/// The `[metrics]` listener, bound (so its URL is known) but not yet serving.
+pub(super) struct BoundListener {
+    listener: tokio::net::TcpListener,
+    tls: crate::tls::ServerTls,
+    /// `http://` or `https://` and the bound address.
+    pub url: String,
+}
+
+/// Binds the `[metrics]` listener.
+pub(super) async fn bind_metrics(
     config: &super::config::MetricsConfig,
     shared: &Shared<'_>,
-    metrics: Arc<crate::metrics::AgentMetrics>,
-) -> Result<ServerHandle, AgentError> {
-    let tls = server_tls(config.tls, config.listen, shared, "the metrics listener")?;
+) -> Result<BoundListener, AgentError> {
+    let what = "the metrics listener";
+    let tls = server_tls(config.tls, config.listen, shared, what)?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
-        .map_err(|e| AgentError::leg("the metrics listener")(boxed(e)))?;
-    crate::metrics::serve(metrics, listener, tls)
-        .map_err(|e| AgentError::leg("the metrics listener")(boxed(e)))
+        .map_err(|e| AgentError::leg(what)(boxed(e)))?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| AgentError::leg(what)(boxed(e)))?;
+    let url = format!("{}://{local}", tls.scheme());
+    Ok(BoundListener { listener, tls, url })
+}
+
+/// Serves `router` (the metrics, and the dashboard when on) on the bound listener.
+pub(super) fn serve_metrics(
+    bound: BoundListener,
+    router: axum::Router,
+) -> Result<ServerHandle, AgentError> {
+    crate::seller::serve_router(
+        router,
+        bound.listener,
+        &crate::seller::config::LimitsConfig::default(),
+        bound.tls,
+    )
+    .map_err(|e| AgentError::leg("the metrics listener")(boxed(e)))
 }
 
 /// The EVM seller and its background claimer.

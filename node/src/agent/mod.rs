@@ -13,10 +13,12 @@
 //! - `control`: the control socket other `m2m` commands reach a running agent through.
 //! - `legs`: starting each seller and the chains it needs.
 //! - `buying`: the periodic paid fetches.
+//! - `dashboard`: the web page on the `[metrics]` listener.
 
 mod buying;
 pub mod config;
 pub mod control;
+pub mod dashboard;
 mod legs;
 
 use std::net::SocketAddr;
@@ -126,7 +128,8 @@ impl AgentBuilder {
             store.clone(),
             budgets.clone(),
         ));
-        events.observe_with(metrics.clone());
+        let activity = Arc::new(dashboard::activity::Activity::new(crate::now_secs()));
+        events.observe_with(vec![metrics.clone(), activity.clone()]);
         let identity =
             crate::tls::DeviceIdentity::derive(keystore.keys()).map_err(AgentError::Tls)?;
         let shared = legs::Shared {
@@ -144,10 +147,18 @@ impl AgentBuilder {
         if let Some(ln) = &legs.ln {
             metrics.attach_lightning(ln.clone());
         }
-        let metrics_server = match &self.config.metrics {
-            Some(config) => Some(legs::serve_metrics(config, &shared, metrics.clone()).await?),
+        let bound = match &self.config.metrics {
+            Some(config) => Some(legs::bind_metrics(config, &shared).await?),
             None => None,
         };
+        let dashboard_token = match &self.config.metrics {
+            Some(config) if config.dashboard => Some(
+                dashboard::DashboardToken::generate()
+                    .map_err(|e| AgentError::leg("the dashboard")(Box::new(e)))?,
+            ),
+            _ => None,
+        };
+        let listener_url = bound.as_ref().map(|b| b.url.clone());
         let status = serde_json::json!({
             "dataDir": data_dir.path(),
             "ethereum": format!("{:#x}", m2m_wallet::Signer::evm_address(&*keystore)),
@@ -156,9 +167,11 @@ impl AgentBuilder {
             "evm": legs.evm.as_ref().map(|evm| evm.server.url()),
             "btc": legs.btc.as_ref().map(|btc| btc.server.url()),
             "gateway": legs.gateway.as_ref().map(|g| g.server.url()),
-            "metrics": metrics_server.as_ref().map(|m| format!("{}/metrics", m.url())),
+            "metrics": listener_url.as_ref().map(|url| format!("{url}/metrics")),
+            "dashboard": listener_url.as_ref().filter(|_| dashboard_token.is_some())
+                .map(|url| format!("{url}{}", dashboard::PATH)),
         });
-        let target = control::ControlTarget {
+        let target = Arc::new(control::ControlTarget {
             evm: legs.evm.as_ref().map(|evm| evm.seller.clone()),
             btc: legs.btc.as_ref().map(|btc| btc.seller.clone()),
             buyers: leg_buyers,
@@ -171,13 +184,33 @@ impl AgentBuilder {
             budget_config: self.config.budget.clone(),
             events: events.clone(),
             status: status.clone(),
+            dashboard: listener_url
+                .as_ref()
+                .zip(dashboard_token.as_ref())
+                .map(|(url, token)| token.url(url)),
+        });
+        let dashboard_url = target.dashboard.clone();
+        let metrics_server = match bound {
+            Some(bound) => {
+                let mut router = crate::metrics::router(metrics.clone());
+                if let Some(token) = dashboard_token {
+                    router = router.merge(dashboard::router(Arc::new(dashboard::Dashboard {
+                        token,
+                        target: target.clone(),
+                        activity,
+                    })));
+                }
+                Some(legs::serve_metrics(bound, router)?)
+            }
+            None => None,
         };
-        let control = control::serve(data_dir.path(), Arc::new(target))
+        let control = control::serve(data_dir.path(), target)
             .map_err(|e| AgentError::leg("the control socket")(Box::new(e)))?;
         Ok(Agent {
             legs,
             metrics,
             metrics_server,
+            dashboard_url,
             status,
             buyers,
             control,
@@ -195,6 +228,8 @@ pub struct Agent {
     legs: legs::Legs,
     metrics: Arc<crate::metrics::AgentMetrics>,
     metrics_server: Option<crate::seller::ServerHandle>,
+    /// The dashboard's URL with its token.
+    dashboard_url: Option<String>,
     /// What `m2m agent status` shows: addresses, the TLS pin, each server's URL.
     status: serde_json::Value,
     buyers: Vec<JoinHandle<()>>,
@@ -247,9 +282,15 @@ impl Agent {
     }
 
     /// The agent's public facts: data directory, addresses, TLS pin (`tlsPin`) and the URL of
-    /// each server it runs (`evm`, `btc`, `gateway`), as `m2m agent status` shows them.
+    /// each server it runs (`evm`, `btc`, `gateway`, `metrics`, `dashboard` without its
+    /// token), as `m2m agent status` shows them.
     pub fn status(&self) -> &serde_json::Value {
         &self.status
+    }
+
+    /// The dashboard's URL with this run's token (what `m2m dashboard` prints), if it is served.
+    pub fn dashboard_url(&self) -> Option<&str> {
+        self.dashboard_url.as_deref()
     }
 
     /// The agent's metrics (what `GET /metrics` on the `[metrics]` listener answers).

@@ -169,6 +169,8 @@ fn run_agent(global: &GlobalArgs, config: AgentConfig) -> Result<(), CliError> {
             "btc": status["btc"],
             "gateway": status["gateway"],
             "metrics": status["metrics"],
+            // Without its token (a credential stays out of logs): `m2m dashboard` prints it.
+            "dashboard": status["dashboard"],
         });
         if global.json {
             print_json_line(&ready);

@@ -73,6 +73,18 @@ pub(super) fn show_answer(global: &GlobalArgs, answer: serde_json::Value) -> Res
     Ok(())
 }
 
+/// `m2m dashboard`: the URL (with its token) of the running agent's dashboard; `--json` gives
+/// `{ "url": … }`.
+pub(super) fn dashboard(global: &GlobalArgs) -> Result<(), CliError> {
+    let answer = ask(global, &ControlRequest::Dashboard)?;
+    if global.json {
+        super::output::print_json(&answer);
+    } else {
+        println!("{}", answer["url"].as_str().unwrap_or_default());
+    }
+    Ok(())
+}
+
 /// Shows the running agent's budgets, after changing one leg's caps if `set` says so.
 pub(super) fn budget(global: &GlobalArgs, set: Option<&SetBudgetArgs>) -> Result<(), CliError> {
     let request = match set {

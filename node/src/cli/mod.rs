@@ -72,6 +72,8 @@ enum Command {
     Balance(channels_cmd::BalanceArgs),
     /// Take an EVM payer channel's deposit back (timed withdrawal: start, then finish).
     Withdraw(channels_cmd::WithdrawArgs),
+    /// Print the running agent's dashboard URL (with this run's token; open it in a browser).
+    Dashboard,
     /// Print a top-up request (BIP-21 or EIP-681 URI) and its QR code.
     Topup(wallet_cmd::TopupArgs),
     /// Print the seed words for a paper backup (terminal only).
@@ -160,6 +162,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Budget(args) => channels_cmd::budget(global, args),
         Command::Withdraw(args) => channels_cmd::withdraw(global, args),
         Command::Balance(args) => channels_cmd::balance(global, args),
+        Command::Dashboard => control_client::dashboard(global),
         Command::Topup(args) => wallet_cmd::topup(global, args),
         Command::Backup(args) => wallet_cmd::backup(global, args),
         Command::Serve(args) => pay_cmd::serve(global, args),

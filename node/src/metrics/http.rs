@@ -1,4 +1,4 @@
-//! The metrics over HTTP: `GET /metrics` with the hardened server setup, OpenMetrics to a
+//! The metrics over HTTP: the `GET /metrics` route, OpenMetrics to a
 //! scraper that asks for it (Prometheus does), Prometheus text 0.0.4 to anyone else (`curl`,
 //! `promtool check metrics`).
 
@@ -39,12 +39,8 @@ pub(super) fn openmetrics_to_prometheus(text: &str) -> String {
     out
 }
 
-/// Serves `GET /metrics` on `listener` with the hardened server setup.
-pub fn serve(
-    metrics: Arc<AgentMetrics>,
-    listener: tokio::net::TcpListener,
-    tls: crate::tls::ServerTls,
-) -> std::io::Result<crate::seller::ServerHandle> {
+/// `GET /metrics`, for the agent's `[metrics]` listener (served with the hardened setup).
+pub fn router(metrics: Arc<AgentMetrics>) -> axum::Router {
     use axum::http::{StatusCode, header};
     use axum::response::IntoResponse;
     // OpenMetrics for scrapers that ask for it (Prometheus does), else Prometheus text.
@@ -71,11 +67,5 @@ pub fn serve(
             }
         }
     };
-    let router = axum::Router::new().route("/metrics", axum::routing::get(scrape));
-    crate::seller::serve_router(
-        router,
-        listener,
-        &crate::seller::config::LimitsConfig::default(),
-        tls,
-    )
+    axum::Router::new().route("/metrics", axum::routing::get(scrape))
 }

@@ -27,7 +27,7 @@ use crate::store::ChannelStore;
 
 mod http;
 
-pub use http::{CONTENT_TYPE, PROMETHEUS_CONTENT_TYPE, serve};
+pub use http::{CONTENT_TYPE, PROMETHEUS_CONTENT_TYPE, router};
 
 /// The metrics could not be produced.
 #[derive(Debug, thiserror::Error)]

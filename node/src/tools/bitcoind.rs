@@ -6,7 +6,6 @@
 //! process is killed. Its RPC is reached through [`crate::btc::BitcoinRpc`] with cookie
 //! authentication.
 
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -15,7 +14,7 @@ use serde_json::{Value, json};
 
 use crate::btc::{BitcoinRpc, RpcAuth, RpcError};
 
-use super::{ReapOnExit, ToolError};
+use super::{ReapOnExit, ToolError, free_port};
 
 /// The Bitcoin Core source a missing bitcoind is built from.
 pub const BITCOIND_SOURCE: &str = "libbitcoinkernel-sys 0.4.1";
@@ -35,18 +34,6 @@ impl Drop for BitcoindHandle {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> Result<u16, ToolError> {
-    let io = |source| ToolError::Io {
-        path: PathBuf::from("127.0.0.1:0"),
-        source,
-    };
-    TcpListener::bind("127.0.0.1:0")
-        .map_err(io)?
-        .local_addr()
-        .map(|a| a.port())
-        .map_err(io)
 }
 
 /// Starts `bitcoind -regtest` on loopback and waits until its RPC answers; builds bitcoind

@@ -17,14 +17,21 @@ pub fn ensure_packages(purpose: &'static str, packages: &[&str]) -> Result<(), T
             .output()
             .map(|out| out.stdout == b"install ok installed")
     };
-    let mut missing = Vec::new();
-    for package in packages {
-        match installed(package) {
-            Ok(true) => {}
-            Ok(false) => missing.push(*package),
-            Err(_) => return Ok(()),
-        }
+    let missing = || -> Vec<&str> {
+        packages
+            .iter()
+            .copied()
+            // No dpkg-query at all: not Debian; the caller finds the tool missing and says so.
+            .filter(|package| matches!(installed(package), Ok(false)))
+            .collect()
+    };
+    if missing().is_empty() {
+        return Ok(());
     }
+    // One installer at a time (tests in parallel, several test processes): apt's own lock
+    // would fail the second one instead of making it wait.
+    let _lock = super::ProvisionLock::acquire(&super::cache_dir().join("debian"))?;
+    let missing = missing();
     if missing.is_empty() {
         return Ok(());
     }

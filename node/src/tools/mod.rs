@@ -8,6 +8,7 @@
 mod anvil;
 mod bitcoind;
 mod bitcoind_build;
+mod chromium;
 mod debian;
 mod foundry;
 mod npm;
@@ -19,6 +20,7 @@ use std::path::{Path, PathBuf};
 pub use anvil::{AnvilHandle, start_anvil, start_anvil_on};
 pub use bitcoind::{BITCOIND_SOURCE, BitcoindHandle, start_bitcoind};
 pub use bitcoind_build::{ensure_bitcoind, find_bitcoind};
+pub use chromium::{ChromeDriverHandle, start_chromedriver};
 pub use debian::{ensure_packages, promtool};
 pub use foundry::{FOUNDRY_VERSION, Foundry, SOLC_VERSION};
 pub use npm::{BundleFile, NpmBundle};
@@ -104,6 +106,19 @@ pub fn cache_dir() -> PathBuf {
         Some(home) => home.join(".cache/m2m"),
         None => std::env::temp_dir().join("m2m-cache"),
     }
+}
+
+/// A loopback port free at the time of asking (for a child told which port to listen on).
+pub(crate) fn free_port() -> Result<u16, ToolError> {
+    let io = |source| ToolError::Io {
+        path: PathBuf::from("127.0.0.1:0"),
+        source,
+    };
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .map_err(io)?
+        .local_addr()
+        .map(|a| a.port())
+        .map_err(io)
 }
 
 /// Holds an exclusive lock on `<dir>/.lock` while a tool is provisioned; other processes wait.
