@@ -91,6 +91,11 @@ pub struct BitcoinFigures {
     pub fees: u64,
     /// Conservation violations (empty: every satoshi accounted for).
     pub violations: Vec<String>,
+    /// Where every satoshi topped up ended.
+    pub ledger: crate::events::Ledger,
+    /// Each paid reading (for the report's plots).
+    #[serde(skip)]
+    pub timeline: crate::events::Timeline,
 }
 
 struct Device {
@@ -271,29 +276,30 @@ pub async fn run_leg(
         let rate = leg.readings_per_sec;
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ (index as u64 + 0xb7c));
         tasks.push(tokio::spawn(async move {
-            let (mut latencies, mut failures) = (Vec::new(), 0u64);
+            let (mut timeline, mut failures) = (crate::events::Timeline::default(), 0u64);
             while started.elapsed() < duration {
                 let gap = -(1.0 - rng.random::<f64>()).ln() / rate;
                 tokio::time::sleep(Duration::from_secs_f64(gap.min(5.0))).await;
                 let sent = Instant::now();
                 match buyer.get(&url).await {
                     Ok(fetched) if fetched.paid.is_some() => {
-                        latencies.push(sent.elapsed().as_secs_f64() * 1e3);
+                        let took = sent.elapsed().as_secs_f64() * 1e3;
+                        timeline.push(started.elapsed().as_secs_f64(), took);
                     }
                     Ok(_) | Err(_) => failures += 1,
                 }
             }
             // Done: the buyer closes its channel cooperatively (MuSig2 key path).
             let closes = buyer.close(&url).await;
-            (latencies, failures, closes)
+            (timeline, failures, closes)
         }));
     }
-    let mut latencies = Vec::new();
+    let mut timeline = crate::events::Timeline::default();
     let mut failures = 0;
     let mut cooperative = HashMap::new(); // funding outpoint → close
     for task in tasks {
-        let (mut l, f, closes) = task.await.map_err(|e| failed("buyer task")(&e))?;
-        latencies.append(&mut l);
+        let (t, f, closes) = task.await.map_err(|e| failed("buyer task")(&e))?;
+        timeline.extend(t);
         failures += f;
         // A refused cooperative close is no violation: the seller closes by itself below.
         for txid in closes.unwrap_or_default() {
@@ -412,7 +418,7 @@ pub async fn run_leg(
     for (_, _, _, server) in sellers.drain(..) {
         server.shutdown().await;
     }
-    let latency_ms = crate::p50_p99(&mut latencies);
+    let latency_ms = crate::p50_p99(&mut timeline.latencies());
     drop(node); // stops bitcoind
     let mean = |v: &[f64]| {
         if v.is_empty() {
@@ -423,9 +429,9 @@ pub async fn run_leg(
     };
     Ok(Some(BitcoinFigures {
         devices: leg.sellers + leg.buyers,
-        paid: latencies.len() as u64,
+        paid: timeline.len() as u64,
         failed: failures,
-        paid_per_sec: latencies.len() as f64 / paying.as_secs_f64(),
+        paid_per_sec: timeline.len() as f64 / paying.as_secs_f64(),
         latency_ms,
         channels: funding_vbytes.len(),
         funding_vbytes: mean(&funding_vbytes),
@@ -434,5 +440,16 @@ pub async fn run_leg(
         sellers_received: sellers_received.to_sat(),
         fees: (fees + top_up_fees).to_sat(),
         violations,
+        ledger: crate::events::Ledger {
+            asset: "satoshi (Bitcoin leg)",
+            total: topped_up.to_sat().into(),
+            parts: vec![
+                ("sellers", sellers_received.to_sat().into()),
+                ("buyers", buyers_hold.to_sat().into()),
+                ("fees", fees.to_sat().into()),
+                ("unused channels", locked.to_sat().into()),
+            ],
+        },
+        timeline,
     }))
 }

@@ -65,6 +65,11 @@ impl Recorder {
         }
     }
 
+    /// When the paying phase began.
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+
     /// Time since the start.
     pub fn elapsed(&self) -> Duration {
         self.started.elapsed()
@@ -159,6 +164,76 @@ impl Figures {
             p99_ms: percentile(0.99),
         }
     }
+}
+
+/// The paid requests of one leg: when each completed (seconds since the leg's paying phase
+/// began) and how long it took (ms). What the report's per-leg plots are drawn from.
+#[derive(Debug, Clone, Default)]
+pub struct Timeline(Vec<(f64, f64)>);
+
+impl Timeline {
+    /// One paid request that completed `at_secs` into the paying phase after `latency_ms`.
+    pub fn push(&mut self, at_secs: f64, latency_ms: f64) {
+        self.0.push((at_secs, latency_ms));
+    }
+
+    /// Takes in another device's timeline.
+    pub fn extend(&mut self, other: Timeline) {
+        self.0.extend(other.0);
+    }
+
+    /// Paid requests.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether none was paid.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The EVM leg's, from the recorder's events (vouchers and `exact`).
+    pub fn of_events(events: &[Event]) -> Self {
+        Self(
+            events
+                .iter()
+                .filter(|e| matches!(e.outcome, Outcome::Voucher | Outcome::Exact))
+                .map(|e| {
+                    let latency_ms = e.latency_us as f64 / 1000.0;
+                    (e.at_ms as f64 / 1000.0 + latency_ms / 1000.0, latency_ms)
+                })
+                .collect(),
+        )
+    }
+
+    /// Latencies (ms), sorted.
+    pub fn latencies(&self) -> Vec<f64> {
+        let mut latencies: Vec<f64> = self.0.iter().map(|p| p.1).collect();
+        latencies.sort_by(f64::total_cmp);
+        latencies
+    }
+
+    /// Paid so far at each completion: (seconds, count), in time order.
+    pub fn cumulative(&self) -> Vec<(f64, f64)> {
+        let mut times: Vec<f64> = self.0.iter().map(|p| p.0).collect();
+        times.sort_by(f64::total_cmp);
+        times
+            .into_iter()
+            .enumerate()
+            .map(|(i, at)| (at, (i + 1) as f64))
+            .collect()
+    }
+}
+
+/// Where every unit of one asset ended up: the report's conservation picture.
+#[derive(Debug, Clone, Serialize)]
+pub struct Ledger {
+    /// What is counted, with its unit.
+    pub asset: &'static str,
+    /// What went in (top-ups).
+    pub total: u128,
+    /// Where it is at the end, by holder; sums to `total` when every unit is accounted for.
+    pub parts: Vec<(&'static str, u128)>,
 }
 
 /// Resident memory of this process in bytes (Linux `/proc/self/status`), if known.

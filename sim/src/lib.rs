@@ -8,7 +8,8 @@
 //! an overcharging seller, a buyer sending forged and stale vouchers, a payer starting a timed
 //! withdrawal. Then every seller claims, withdrawals complete, and [`check`] verifies
 //! conservation of the token to the unit from the chain and the stores. [`report`] writes
-//! `summary.md`, `summary.json` and SVG plots.
+//! `summary.md`, `summary.json`, SVG plots (`plots`: one series per leg, latency on a log axis,
+//! where every unit ended) and `report.html` (`report_html`: all of it as one offline page).
 //!
 //! - [`scenario`]: the TOML scenario format and the built-in `quick` scenario.
 //! - [`fleet`]: devices (restartable sellers, buyers).
@@ -28,11 +29,14 @@ pub mod cli;
 pub mod events;
 pub mod fleet;
 pub mod lightning;
+mod plots;
 pub mod proxy;
 pub mod report;
+mod report_html;
 pub mod roaming;
 pub mod run;
 pub mod scenario;
+mod summary;
 
 use std::path::PathBuf;
 

@@ -92,6 +92,11 @@ pub struct LightningFigures {
     pub first_failure: Option<String>,
     /// Conservation violations (empty: every millisatoshi accounted for).
     pub violations: Vec<String>,
+    /// Where every millisatoshi topped up ended.
+    pub ledger: crate::events::Ledger,
+    /// Each paid reading (for the report's plots).
+    #[serde(skip)]
+    pub timeline: crate::events::Timeline,
 }
 
 /// Runs the leg for `duration` (its paying phase). `None` if the scenario has no Lightning leg.

@@ -217,7 +217,7 @@ async fn top_up(hub: &LnNode, buyers: &[Device], leg: &LightningLeg) -> Result<(
 
 /// What the buyers did.
 struct Paying {
-    latencies: Vec<f64>,
+    timeline: crate::events::Timeline,
     failures: u64,
     first_failure: Option<String>,
     took: Duration,
@@ -247,14 +247,16 @@ async fn pay_readings(
         );
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ (index as u64 + 0x1e7));
         tasks.push(tokio::spawn(async move {
-            let (mut latencies, mut failures, mut first_failure) = (Vec::new(), 0u64, None);
+            let mut timeline = crate::events::Timeline::default();
+            let (mut failures, mut first_failure) = (0u64, None);
             while started.elapsed() < duration {
                 let gap = -(1.0 - rng.random::<f64>()).ln() / rate;
                 tokio::time::sleep(Duration::from_secs_f64(gap.min(5.0))).await;
                 let sent = Instant::now();
                 let failure = match l402::get(&http, &ln, &url, max_msat, None, WAIT).await {
                     Ok(fetched) if fetched.status == 200 && fetched.paid_msat > 0 => {
-                        latencies.push(sent.elapsed().as_secs_f64() * 1e3);
+                        let took = sent.elapsed().as_secs_f64() * 1e3;
+                        timeline.push(started.elapsed().as_secs_f64(), took);
                         continue;
                     }
                     Ok(fetched) => format!("HTTP {}", fetched.status),
@@ -263,18 +265,19 @@ async fn pay_readings(
                 failures += 1;
                 first_failure.get_or_insert(failure);
             }
-            (latencies, failures, first_failure)
+            (timeline, failures, first_failure)
         }));
     }
-    let (mut latencies, mut failures, mut first_failure) = (Vec::new(), 0, None);
+    let mut timeline = crate::events::Timeline::default();
+    let (mut failures, mut first_failure) = (0, None);
     for task in tasks {
-        let (mut l, f, first) = task.await.map_err(|e| failed("buyer task")(&e))?;
-        latencies.append(&mut l);
+        let (t, f, first) = task.await.map_err(|e| failed("buyer task")(&e))?;
+        timeline.extend(t);
         failures += f;
         first_failure = first_failure.or(first);
     }
     Ok(Paying {
-        latencies,
+        timeline,
         failures,
         first_failure,
         took: started.elapsed(),
@@ -358,7 +361,7 @@ async fn run_on(
     }
 
     let Paying {
-        mut latencies,
+        timeline,
         failures,
         first_failure,
         took: paying,
@@ -378,7 +381,8 @@ async fn run_on(
             ));
         }
     }
-    let (mut buyers_sent, mut fees) = (0, 0);
+    let (mut buyers_sent, mut fees) = (0u64, 0u64);
+    let topped_up = leg.top_up_sat * 1_000 * leg.buyers as u64;
     for buyer in buyers {
         let received = buyer.ln.received_msat();
         let (sent, fee) = buyer.ln.sent_msat();
@@ -413,17 +417,30 @@ async fn run_on(
     for shop in shops {
         shop.server.shutdown().await;
     }
-    let latency_ms = crate::p50_p99(&mut latencies);
+    let latency_ms = crate::p50_p99(&mut timeline.latencies());
     Ok(LightningFigures {
         nodes: 1 + leg.sellers + leg.buyers,
         top_ups: leg.buyers,
-        paid: latencies.len() as u64,
+        paid: timeline.len() as u64,
         failed: failures,
-        paid_per_sec: latencies.len() as f64 / paying.as_secs_f64(),
+        paid_per_sec: timeline.len() as f64 / paying.as_secs_f64(),
         latency_ms,
         sellers_received_msat: sellers_received,
         routing_fees_msat: fees,
         first_failure,
         violations,
+        ledger: crate::events::Ledger {
+            asset: "millisatoshi (Lightning leg)",
+            total: u128::from(topped_up),
+            parts: vec![
+                ("sellers", u128::from(sellers_received)),
+                (
+                    "buyers",
+                    u128::from(topped_up.saturating_sub(buyers_sent + fees)),
+                ),
+                ("routing fees (hub)", u128::from(fees)),
+            ],
+        },
+        timeline,
     })
 }

@@ -1,17 +1,18 @@
-//! The report of a run: progress while it runs, then `summary.md`, `summary.json` and three SVG
-//! plots in the output folder.
+//! The report of a run: progress while it runs, then `summary.md`, `summary.json`,
+//! `devices.csv`, four SVG plots (`plots`) and `report.html` (`report_html`) in the output folder.
 
 use std::path::Path;
 use std::time::Duration;
 
-use plotters::prelude::*;
 use serde::Serialize;
 
 use crate::SimError;
 use crate::adversary::ForgeryOutcome;
 use crate::check::Audit;
-use crate::events::{Event, Figures, Outcome, Sample};
+use crate::events::{Event, Figures, Ledger, Outcome, Sample, Timeline};
+use crate::plots::LegSeries;
 use crate::scenario::Scenario;
+pub use crate::summary::Section;
 
 /// A progress bar on stderr (hidden when not wanted).
 pub(crate) struct Progress(indicatif::ProgressBar);
@@ -85,6 +86,9 @@ pub struct Roaming {
     pub cutoffs: (usize, u64, u64),
     /// Tunnels still open 5 s after payments stopped (violations).
     pub not_cut: u64,
+    /// Each request answered through a paid tunnel, from every client.
+    #[serde(skip)]
+    pub timeline: Timeline,
 }
 
 impl Roaming {
@@ -132,6 +136,10 @@ impl Roaming {
                 cutoffs.last().copied().unwrap_or(0),
             ),
             not_cut: roamed.iter().map(|r| r.not_cut).sum(),
+            timeline: roamed.iter().fold(Timeline::default(), |mut all, r| {
+                all.extend(r.timeline.clone());
+                all
+            }),
         })
     }
 }
@@ -183,6 +191,8 @@ pub struct RunReport {
     events: Vec<Event>,
     #[serde(skip)]
     samples: Vec<Sample>,
+    #[serde(skip)]
+    evm_timeline: Timeline,
 }
 
 impl RunReport {
@@ -223,148 +233,58 @@ impl RunReport {
             lightning: inputs.lightning,
             audit: inputs.audit,
             passed,
+            evm_timeline: Timeline::of_events(&inputs.events),
             events: inputs.events,
             samples: inputs.samples,
         }
     }
 
+    /// Where every unit ended, per asset: the EVM token, and the Bitcoin and Lightning legs'.
+    pub fn ledgers(&self) -> Vec<Ledger> {
+        let a = &self.audit;
+        let units = |text: &str| text.parse::<u128>().unwrap_or_default();
+        let mut ledgers = vec![Ledger {
+            asset: "test token (EVM leg)",
+            total: units(&a.topped_up),
+            parts: vec![
+                ("buyers", units(&a.buyers)),
+                ("sellers", units(&a.sellers)),
+                ("escrow", units(&a.escrow)),
+                ("overcharging sellers", units(&a.cheats)),
+            ],
+        }];
+        ledgers.extend(self.bitcoin.as_ref().map(|b| b.ledger.clone()));
+        ledgers.extend(self.lightning.as_ref().map(|l| l.ledger.clone()));
+        ledgers
+    }
+
     /// The Markdown summary.
     pub fn markdown(&self) -> String {
-        let f = &self.figures;
         let verdict = if self.passed { "PASS" } else { "FAIL" };
-        let mut text = format!(
-            "# Simulation `{}`: {verdict}\n\n\
-             | | |\n|---|---|\n\
-             | devices | {} |\n| channels opened before the paying phase | {} in {:.1} s |\n\
-             | paying phase | {} s |\n\
-             | paid readings | {} ({} by voucher, {} by `exact`) |\n\
-             | paid readings per second | {:.1} |\n\
-             | latency of paid readings | p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms |\n\
-             | payments refused by sellers | {} |\n| payments refused by buyers (budget, blocked) | {} |\n\
-             | overcharging caught by buyers | {} |\n| requests failed in transit | {} |\n\
-             | forged or stale vouchers refused / served | {} / {} |\n\
-             | responses dropped by the fault proxy | {} |\n| seller restarts | {} |\n\
-             | timed withdrawals | {} |\n\
-             | on-chain transactions | {} |\n| gas | {} ({:.0} per paid reading) |\n",
-            self.scenario,
-            self.devices,
-            self.channels_opened,
-            self.opening_secs,
-            self.duration_secs,
-            f.vouchers + f.exact,
-            f.vouchers,
-            f.exact,
-            f.paid_per_sec,
-            f.p50_ms,
-            f.p90_ms,
-            f.p99_ms,
-            f.refused,
-            f.buyer_refused,
-            f.sellers_caught,
-            f.failed,
-            self.forgeries_refused,
-            self.forgeries_served,
-            self.lost_responses,
-            self.restarts,
-            self.withdrawals,
-            self.transactions,
-            self.gas,
-            self.gas_per_payment,
-        );
-        if let Some(bytes) = self.memory_per_device {
-            text.push_str(&format!(
-                "| memory per device | {:.1} KiB |\n",
-                bytes as f64 / 1024.0
-            ));
-        }
-        if let Some(r) = &self.roaming {
-            text.push_str(&format!(
-                "\n## Pay per minute ({} hotspots, {} roaming clients)\n\n\
-                 | | |\n|---|---|\n| sessions | {} ({} failed) |\n| requests through paid tunnels | {} |\n\
-                 | minutes sold | {:.2} ({} ticks received) |\n| bytes metered | {} |\n| revenue (claimed) | {} |\n\
-                 | cut-offs after payments stopped | {} (median {} ms, worst {} ms; {} tunnels not cut) |\n",
-                r.hotspots, r.clients, r.sessions, r.failed, r.requests, r.minutes_sold, r.ticks, r.bytes,
-                r.revenue, r.cutoffs.0, r.cutoffs.1, r.cutoffs.2, r.not_cut
-            ));
-        }
-        if let Some(b) = &self.bitcoin {
-            text.push_str(&format!(
-                "\n## Bitcoin leg (regtest, Taproot channels; {} devices)\n\n\
-                 | | |\n|---|---|\n| paid readings | {} ({:.1}/s; {} failed) |\n\
-                 | latency p50 / p99 | {:.1} ms / {:.1} ms |\n| channels opened and closed | {} |\n\
-                 | vbytes per channel | funding {:.0} + cooperative close {:.0} = {:.0} |\n\
-                 | closes by the seller alone | {} ({:.0} vB each) |\n\
-                 | sellers received | {} sat |\n| fees (top-ups, fundings, closes) | {} sat |\n",
-                b.devices,
-                b.paid,
-                b.paid_per_sec,
-                b.failed,
-                b.latency_ms.0,
-                b.latency_ms.1,
-                b.channels,
-                b.funding_vbytes,
-                b.close_vbytes,
-                b.funding_vbytes + b.close_vbytes,
-                b.unilateral_closes.0,
-                b.unilateral_closes.1,
-                b.sellers_received,
-                b.fees
-            ));
-            if b.violations.is_empty() {
-                text.push_str("\nEvery satoshi accounted for (sellers = charged; buyers = top-up − paid − fees).\n");
+        let mut text = format!("# Simulation `{}`: {verdict}\n", self.scenario);
+        for section in self.sections() {
+            text.push_str(&format!("\n## {}\n\n| | |\n|---|---|\n", section.title));
+            for (label, value) in &section.rows {
+                text.push_str(&format!("| {label} | {value} |\n"));
             }
-            for violation in &b.violations {
-                text.push_str(&format!("- VIOLATION (bitcoin): {violation}\n"));
-            }
-        }
-        if let Some(l) = &self.lightning {
-            text.push_str(&format!(
-                "\n## Lightning leg (regtest, ldk-node; a hub and {} devices)\n\n\
-                 | | |\n|---|---|\n| top-ups over Lightning | {} |\n\
-                 | readings paid over L402 | {} ({:.1}/s; {} failed) |\n\
-                 | latency p50 / p99 (402, payment, paid request) | {:.1} ms / {:.1} ms |\n\
-                 | sellers received | {} msat |\n| routing fees to the hub | {} msat |\n",
-                l.nodes - 1,
-                l.top_ups,
-                l.paid,
-                l.paid_per_sec,
-                l.failed,
-                l.latency_ms.0,
-                l.latency_ms.1,
-                l.sellers_received_msat,
-                l.routing_fees_msat
-            ));
-            if let Some(failure) = &l.first_failure {
-                text.push_str(&format!("\nFirst failed request: {failure}\n"));
-            }
-            if l.violations.is_empty() {
-                text.push_str("\nEvery millisatoshi accounted for (sellers = served × price = buyers sent; buyers = top-up − sent − fees).\n");
-            }
-            for violation in &l.violations {
-                text.push_str(&format!("- VIOLATION (lightning): {violation}\n"));
-            }
-        }
-        let a = &self.audit;
-        text.push_str(&format!(
-            "\n## Conservation (test token, atomic units)\n\n\
-             buyers {} + sellers {} + overcharging sellers {} + escrow {} = topped up {} \
-             ({} channels; {} charged = claimed on chain)\n\n",
-            a.buyers, a.sellers, a.cheats, a.escrow, a.topped_up, a.channels, a.charged
-        ));
-        if a.violations.is_empty() {
-            text.push_str("No violations.\n");
-        } else {
-            for violation in &a.violations {
-                text.push_str(&format!("- VIOLATION: {violation}\n"));
+            for note in &section.notes {
+                let bullet = if note.starts_with("VIOLATION") {
+                    "- "
+                } else {
+                    "\n"
+                };
+                text.push_str(&format!("{bullet}{note}\n"));
             }
         }
         text.push_str(
-            "\nPer device: `devices.csv`. Plots: `payments.svg`, `latency.svg`, `gas_per_payment.svg`.\n",
+            "\nPer device: `devices.csv`. Page: `report.html`. Plots: `payments.svg`, `latency.svg`, \
+             `gas_per_payment.svg`, `conservation.svg`.\n",
         );
         text
     }
 
-    /// Writes `summary.md`, `summary.json` and the plots into `dir`.
+    /// Writes `summary.md`, `summary.json`, `devices.csv`, the plots and `report.html` (the
+    /// same, as one page that opens offline) into `dir`.
     pub fn write(&self, dir: &Path) -> Result<(), SimError> {
         let write = |name: &str, bytes: &[u8]| {
             std::fs::write(dir.join(name), bytes).map_err(|e| SimError::Output(dir.join(name), e))
@@ -375,13 +295,29 @@ impl RunReport {
             "summary.json",
             &serde_json::to_vec_pretty(self).unwrap_or_default(),
         )?;
-        self.plot_payments(&dir.join("payments.svg"))?;
-        self.plot_latency(&dir.join("latency.svg"))?;
-        self.plot_gas(&dir.join("gas_per_payment.svg"))
+        let plot = |name: &str, drawn: Result<String, crate::plots::PlotError>| {
+            let svg = drawn.map_err(|e| SimError::Plot(dir.join(name), e.0))?;
+            write(name, svg.as_bytes())?;
+            Ok::<_, SimError>(svg)
+        };
+        let legs = self.leg_series();
+        let plots = crate::report_html::Plots {
+            payments: plot("payments.svg", crate::plots::payments(&legs))?,
+            latency: plot("latency.svg", crate::plots::latency(&legs))?,
+            gas: plot("gas_per_payment.svg", crate::plots::gas(&self.gas_points()))?,
+            conservation: plot(
+                "conservation.svg",
+                crate::plots::conservation(&self.ledgers()),
+            )?,
+        };
+        write(
+            "report.html",
+            crate::report_html::page(self, &plots, &self.device_rows()).as_bytes(),
+        )
     }
 
-    /// One line per device: what it paid for or earned, and what it holds at the end.
-    fn devices_csv(&self) -> String {
+    /// Each device at the end: what it paid for or earned, and what it holds.
+    pub fn device_rows(&self) -> Vec<DeviceSummary> {
         let mut per_buyer: std::collections::HashMap<u32, (u64, u64, u64)> =
             std::collections::HashMap::new();
         for event in &self.events {
@@ -392,111 +328,106 @@ impl RunReport {
                 _ => row.1 += 1,
             }
         }
+        let mut buyer_index = 0u32;
+        self.audit
+            .devices
+            .iter()
+            .map(|device| {
+                let (paid, refused, failed) = if device.kind == "buyer" {
+                    buyer_index += 1;
+                    per_buyer
+                        .get(&(buyer_index - 1))
+                        .copied()
+                        .unwrap_or_default()
+                } else {
+                    (0, 0, 0)
+                };
+                DeviceSummary {
+                    kind: device.kind,
+                    address: format!("{:#x}", device.address),
+                    paid,
+                    refused,
+                    failed,
+                    channels: device.channels,
+                    charged: device.charged,
+                    tokens: device.tokens.to_string(),
+                }
+            })
+            .collect()
+    }
+
+    fn devices_csv(&self) -> String {
         let mut csv = String::from(
             "kind,address,paid_readings,refused,failed,channels,charged,tokens_at_end\n",
         );
-        let mut buyer_index = 0u32;
-        for device in &self.audit.devices {
-            let (paid, refused, failed) = if device.kind == "buyer" {
-                buyer_index += 1;
-                per_buyer
-                    .get(&(buyer_index - 1))
-                    .copied()
-                    .unwrap_or_default()
-            } else {
-                (0, 0, 0)
-            };
+        for d in self.device_rows() {
             csv.push_str(&format!(
-                "{},{:#x},{paid},{refused},{failed},{},{},{}\n",
-                device.kind, device.address, device.channels, device.charged, device.tokens
+                "{},{},{},{},{},{},{},{}\n",
+                d.kind, d.address, d.paid, d.refused, d.failed, d.channels, d.charged, d.tokens
             ));
         }
         csv
     }
 
-    fn plot_payments(&self, path: &Path) -> Result<(), SimError> {
-        let points: Vec<(f64, f64)> = self
-            .samples
-            .iter()
-            .map(|s| (s.at_secs, s.paid as f64))
-            .collect();
-        line_chart(
-            path,
-            "Paid readings over time",
-            "seconds",
-            "paid readings",
-            &points,
-        )
+    /// One series per leg that ran: EVM readings, Bitcoin readings, Lightning readings (L402),
+    /// and requests through the gateway's paid tunnels.
+    fn leg_series(&self) -> Vec<LegSeries<'_>> {
+        let mut legs = vec![LegSeries {
+            name: "EVM",
+            colour: crate::plots::EVM,
+            timeline: &self.evm_timeline,
+        }];
+        if let Some(b) = &self.bitcoin {
+            legs.push(LegSeries {
+                name: "Bitcoin",
+                colour: crate::plots::BITCOIN,
+                timeline: &b.timeline,
+            });
+        }
+        if let Some(l) = &self.lightning {
+            legs.push(LegSeries {
+                name: "Lightning",
+                colour: crate::plots::LIGHTNING,
+                timeline: &l.timeline,
+            });
+        }
+        if let Some(r) = &self.roaming {
+            legs.push(LegSeries {
+                name: "gateway",
+                colour: crate::plots::GATEWAY,
+                timeline: &r.timeline,
+            });
+        }
+        legs.retain(|leg| !leg.timeline.is_empty());
+        legs
     }
 
-    fn plot_gas(&self, path: &Path) -> Result<(), SimError> {
-        let points: Vec<(f64, f64)> = self
-            .samples
+    fn gas_points(&self) -> Vec<(f64, f64)> {
+        self.samples
             .iter()
             .filter(|s| s.paid > 0)
             .map(|s| (s.paid as f64, s.gas as f64 / s.paid as f64))
-            .collect();
-        line_chart(
-            path,
-            "Gas per paid reading",
-            "paid readings",
-            "gas per reading",
-            &points,
-        )
-    }
-
-    fn plot_latency(&self, path: &Path) -> Result<(), SimError> {
-        let mut latencies: Vec<f64> = self
-            .events
-            .iter()
-            .filter(|e| matches!(e.outcome, Outcome::Voucher | Outcome::Exact))
-            .map(|e| e.latency_us as f64 / 1000.0)
-            .collect();
-        latencies.sort_by(f64::total_cmp);
-        // The distribution as a CDF: robust to the long on-chain tail of `exact`.
-        let count = latencies.len().max(1) as f64;
-        let points: Vec<(f64, f64)> = latencies
-            .iter()
-            .enumerate()
-            .map(|(i, ms)| (*ms, (i + 1) as f64 / count * 100.0))
-            .collect();
-        line_chart(
-            path,
-            "Latency of paid readings (CDF)",
-            "milliseconds",
-            "% of readings",
-            &points,
-        )
+            .collect()
     }
 }
 
-fn line_chart(
-    path: &Path,
-    title: &str,
-    x_label: &str,
-    y_label: &str,
-    points: &[(f64, f64)],
-) -> Result<(), SimError> {
-    let fail = |e: &dyn std::fmt::Display| SimError::Plot(path.to_owned(), e.to_string());
-    let x_max = points.iter().map(|p| p.0).fold(1.0, f64::max);
-    let y_max = points.iter().map(|p| p.1).fold(1.0, f64::max);
-    let root = SVGBackend::new(path, (800, 480)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| fail(&e))?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 22))
-        .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(70)
-        .build_cartesian_2d(0.0..x_max * 1.05, 0.0..y_max * 1.1)
-        .map_err(|e| fail(&e))?;
-    chart
-        .configure_mesh()
-        .x_desc(x_label)
-        .y_desc(y_label)
-        .draw()
-        .map_err(|e| fail(&e))?;
-    chart
-        .draw_series(LineSeries::new(points.iter().copied(), &BLUE))
-        .map_err(|e| fail(&e))?;
-    root.present().map_err(|e| fail(&e))
+/// One device at the end of a run, as `devices.csv` and the page list it.
+#[derive(Debug, Clone)]
+pub struct DeviceSummary {
+    /// `buyer`, `seller`, `gateway` or `overcharging-seller`.
+    pub kind: &'static str,
+    /// Its EVM address.
+    pub address: String,
+    /// Readings it paid for (buyers).
+    pub paid: u64,
+    /// Its payments refused (buyers).
+    pub refused: u64,
+    /// Its requests that failed (buyers).
+    pub failed: u64,
+    /// Channels it is paid on (sellers).
+    pub channels: usize,
+    /// What it charged (sellers).
+    pub charged: u128,
+    /// Test tokens it holds at the end.
+    pub tokens: String,
 }

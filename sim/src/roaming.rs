@@ -124,16 +124,19 @@ pub struct RoamingFigures {
     pub cutoffs_ms: Vec<u64>,
     /// Sessions whose tunnel stayed open 5 s after payments stopped (violations).
     pub not_cut: u64,
+    /// Each request answered through a paid tunnel (for the report's plots).
+    #[serde(skip)]
+    pub timeline: crate::events::Timeline,
 }
 
 /// Roams until `deadline`: a random hotspot, a session of `session` with a request a second,
-/// then payments stop and the cut-off is timed.
+/// then payments stop and the cut-off is timed. Times in the timeline count from `started`.
 pub async fn roam(
     buyer: Arc<Buyer>,
     hotspots: Vec<String>,
     target: SocketAddr,
     session: Duration,
-    deadline: Instant,
+    (started, deadline): (Instant, Instant),
     seed: u64,
 ) -> RoamingFigures {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
@@ -158,11 +161,14 @@ pub async fn roam(
         };
         let ends = Instant::now() + session;
         while Instant::now() < ends {
+            let sent = Instant::now();
             if get_through(&mut stream)
                 .await
                 .is_ok_and(|answer| answer.starts_with("HTTP/1.1 200"))
             {
                 figures.requests += 1;
+                let took = sent.elapsed().as_secs_f64() * 1e3;
+                figures.timeline.push(started.elapsed().as_secs_f64(), took);
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
         }

@@ -339,7 +339,7 @@ pub async fn run(scenario: &Scenario, options: &RunOptions) -> Result<RunReport,
                 hotspot_urls.clone(),
                 internet,
                 Duration::from_secs(scenario.gateways.session_secs),
-                deadline,
+                (recorder.started(), deadline),
                 rng.random(),
             ))
         })

@@ -118,8 +118,74 @@ async fn a_faulty_fleet_conserves_every_unit() {
         "payments.svg",
         "latency.svg",
         "gas_per_payment.svg",
+        "conservation.svg",
+        "report.html",
     ] {
         let bytes = std::fs::read(out.path().join(file)).unwrap();
         assert!(bytes.len() > 300, "{file} written");
     }
+    the_page_shows_the_run(&report, &out.path().join("report.html")).await;
+}
+
+/// `report.html` in headless Chromium, opened from the file as a user would: the verdict, a
+/// plot with one series per leg, latency with p50 and p99, the conservation picture, the
+/// summary tables and a row per device; a screenshot is kept.
+async fn the_page_shows_the_run(report: &m2m::sim::report::RunReport, page: &std::path::Path) {
+    let browser = crate::browser::Browser::start(1280, 1000).await;
+    browser.open(&format!("file://{}", page.display())).await;
+    let shown = browser
+        .run(
+            r##"
+const svgText = (id) => [...document.querySelectorAll("#" + id + " svg text")].map((t) => t.textContent).join("|");
+const plotWidth = (id) => { const s = document.querySelector("#" + id + " svg"); return s ? s.getBoundingClientRect().width : 0; };
+return {
+  verdict: document.getElementById("verdict").textContent,
+  payments: svgText("plot-payments"),
+  latency: svgText("plot-latency"),
+  conservation: svgText("plot-conservation"),
+  widths: ["plot-payments", "plot-latency", "plot-conservation", "plot-gas"].map(plotWidth),
+  sections: [...document.querySelectorAll("section.summary h2")].map((h) => h.textContent),
+  devices: document.querySelectorAll("#devices tbody tr").length,
+  violations: document.querySelectorAll(".violation").length,
+};
+"##,
+        )
+        .await;
+    assert_eq!(shown["verdict"], "PASS", "{shown}");
+    let payments = shown["payments"].as_str().unwrap();
+    for leg in ["EVM", "Bitcoin", "Lightning", "gateway"] {
+        assert!(
+            payments.contains(&format!("{leg} (")),
+            "{leg} in {payments}"
+        );
+    }
+    let latency = shown["latency"].as_str().unwrap();
+    assert!(
+        latency.contains("p50") && latency.contains("p99") && latency.contains("log"),
+        "{latency}"
+    );
+    let conservation = shown["conservation"].as_str().unwrap();
+    for asset in ["test token", "satoshi", "millisatoshi"] {
+        assert!(conservation.contains(asset), "{asset} in {conservation}");
+    }
+    for width in shown["widths"].as_array().unwrap() {
+        assert!(
+            width.as_f64().unwrap() > 300.0,
+            "every plot is drawn: {shown}"
+        );
+    }
+    assert_eq!(
+        shown["sections"].as_array().unwrap().len(),
+        report.sections().len(),
+        "{shown}"
+    );
+    assert_eq!(
+        shown["devices"].as_u64().unwrap() as usize,
+        report.device_rows().len()
+    );
+    assert_eq!(shown["violations"], 0);
+    browser
+        .screenshot(&crate::browser::artifact("sim-report.png"))
+        .await;
+    browser.close().await;
 }
