@@ -98,6 +98,13 @@ async fn the_agent_counts_what_it_sold_and_promtool_accepts_the_text() {
             READINGS * PRICE
         ),
         format!("m2m_unclaimed_units{{leg=\"evm\"}} {}\n", READINGS * PRICE),
+        // Every paid reading was one GET answered 200 by the EVM seller.
+        format!(
+            "m2m_http_request_duration_seconds_count{{server=\"evm\",method=\"GET\",status=\"200\"}} {READINGS}\n"
+        ),
+        // The scrape before this one was timed too.
+        "m2m_http_request_duration_seconds_count{server=\"metrics\",method=\"GET\",status=\"200\"} 1\n"
+            .to_owned(),
     ] {
         assert!(
             text.contains(&expected),

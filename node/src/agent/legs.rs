@@ -36,6 +36,8 @@ pub(super) struct Shared<'a> {
     pub store: &'a Arc<ChannelStore>,
     pub events: &'a Arc<EventBus>,
     pub budgets: &'a Arc<crate::budget::Budgets>,
+    /// Times each server's requests.
+    pub metrics: &'a Arc<crate::metrics::AgentMetrics>,
     /// The device's TLS identity, for listeners beyond loopback.
     pub identity: &'a crate::tls::DeviceIdentity,
 }
@@ -80,12 +82,14 @@ pub(super) async fn bind_metrics(
 pub(super) fn serve_metrics(
     bound: BoundListener,
     router: axum::Router,
+    shared: &Shared<'_>,
 ) -> Result<ServerHandle, AgentError> {
-    crate::seller::serve_router(
+    crate::seller::serve_router_timed(
         router,
         bound.listener,
         &crate::seller::config::LimitsConfig::default(),
         bound.tls,
+        Some(shared.metrics.request_timer("metrics")),
     )
     .map_err(|e| AgentError::leg("the metrics listener")(boxed(e)))
 }
@@ -307,6 +311,7 @@ async fn start_evm(config: &SellerConfig, shared: &Shared<'_>) -> Result<EvmLeg,
     .await
     .map_err(|e| AgentError::leg("the EVM seller")(boxed(e)))?;
     seller.events.attach(shared.events.clone());
+    seller.requests.attach(shared.metrics.request_timer("evm"));
     let tls = server_tls(
         config.tls,
         config.listen,
@@ -360,6 +365,9 @@ async fn start_gateway(
     if let (Some(_), Some(ln)) = (config.lightning_msat_per_minute, ln) {
         gateway.accept_lightning(ln).map_err(refused)?;
     }
+    gateway
+        .requests
+        .attach(shared.metrics.request_timer("gateway"));
     let tls = server_tls(config.tls, config.listen, shared, "the gateway's listener")?;
     let server = crate::gateway::serve(gateway.clone(), None, tls)
         .await
@@ -405,6 +413,7 @@ async fn btc_seller(
     payee.events.attach(shared.events.clone());
     let seller = BtcSeller::new(Arc::new(payee), &policy, network, routes, fallback);
     seller.events.attach(shared.events.clone());
+    seller.requests.attach(shared.metrics.request_timer("btc"));
     Ok(seller)
 }
 

@@ -139,6 +139,7 @@ impl AgentBuilder {
             store: &store,
             events: &events,
             budgets: &budgets,
+            metrics: &metrics,
             identity: &identity,
         };
         let legs = legs::start(&self.config, &shared).await?;
@@ -200,7 +201,7 @@ impl AgentBuilder {
                         activity,
                     })));
                 }
-                Some(legs::serve_metrics(bound, router)?)
+                Some(legs::serve_metrics(bound, router, &shared)?)
             }
             None => None,
         };

@@ -24,7 +24,7 @@ use super::channels::{BtcChannelsError, PayeeChannels, PayeePolicy};
 use crate::events::{AgentEvent, EventLink, Leg, Payment};
 use crate::seller::config::LimitsConfig;
 use crate::seller::sensor::{SensorKind, SensorSource};
-use crate::seller::{ServerHandle, serve_router};
+use crate::seller::{ServerHandle, serve_router_timed};
 use crate::x402::btc::{
     BTC_ASSET, BTC_CHANNEL, BTC_CLOSING, BTC_CUMULATIVE_MISMATCH, BTC_EXCEEDS_CAPACITY,
     BTC_FUNDING, BTC_SIGNATURE, BTC_TERMS, BtcChannelPayload, BtcOfferExtra, BtcVoucherWire,
@@ -75,6 +75,8 @@ pub struct BtcSeller {
     pub stats: BtcSellerStats,
     /// Payments received go here once an agent attaches its bus.
     pub events: EventLink,
+    /// Its requests' latency, once an agent attaches its metrics.
+    pub requests: crate::metrics::RequestTiming,
 }
 
 impl std::fmt::Debug for BtcSeller {
@@ -124,6 +126,7 @@ impl BtcSeller {
             l402: None,
             stats: BtcSellerStats::default(),
             events: EventLink::default(),
+            requests: Default::default(),
         }
     }
 
@@ -416,6 +419,7 @@ pub fn serve_btc(
     limits: &LimitsConfig,
     tls: crate::tls::ServerTls,
 ) -> std::io::Result<ServerHandle> {
+    let timer = seller.requests.timer();
     let router = Router::new()
         .route(CLOSE_PATH, axum::routing::post(close))
         .fallback(
@@ -427,5 +431,5 @@ pub fn serve_btc(
             },
         )
         .with_state(seller);
-    serve_router(router, listener, limits, tls)
+    serve_router_timed(router, listener, limits, tls, timer)
 }

@@ -38,6 +38,7 @@ pub async fn serve(
         None => TcpListener::bind(gateway.config.listen).await?,
     };
     let limits = gateway.config.limits.clone();
+    let timer = gateway.requests.timer();
     let router = Router::new()
         .route("/", get(offer))
         .route("/sessions", post(open_session))
@@ -45,7 +46,7 @@ pub async fn serve(
         .route("/sessions/{id}/cover", get(cover))
         .fallback(connect)
         .with_state(gateway);
-    crate::seller::serve_router(router, listener, &limits, tls)
+    crate::seller::serve_router_timed(router, listener, &limits, tls, timer)
 }
 
 fn error(status: StatusCode, code: &str, message: impl std::fmt::Display) -> Response {

@@ -247,6 +247,8 @@ pub struct Gateway {
     sessions: Mutex<HashMap<u64, Arc<Mutex<Session>>>>,
     /// The node id Lightning sessions pay (hex), once a node is attached.
     lightning_node: std::sync::OnceLock<String>,
+    /// Its requests' latency, once an agent attaches its metrics.
+    pub requests: crate::metrics::RequestTiming,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -282,6 +284,7 @@ impl Gateway {
             store,
             sessions: Mutex::new(HashMap::new()),
             lightning_node: std::sync::OnceLock::new(),
+            requests: Default::default(),
         };
         gateway.restore_lightning_sessions()?;
         Ok(Arc::new(gateway))

@@ -9,7 +9,8 @@
 //! channels per leg and side, their capacity and what was paid on them, and what an EVM payee
 //! has not claimed yet; from the budgets, each cap, the rolling day's spending per scope and
 //! the payee closest to its hourly cap; from the Lightning node, its synced height, connected
-//! peers, channels and balances. Amounts are in each leg's unit: token atomic units (EVM), satoshi
+//! peers, channels and balances. Histograms of HTTP request latency come from the agent's
+//! servers (`requests`). Amounts are in each leg's unit: token atomic units (EVM), satoshi
 //! (Bitcoin channels), millisatoshi (Lightning).
 
 use std::sync::Arc;
@@ -26,8 +27,10 @@ use crate::ledger::Role;
 use crate::store::ChannelStore;
 
 mod http;
+mod requests;
 
 pub use http::{CONTENT_TYPE, PROMETHEUS_CONTENT_TYPE, router};
+pub use requests::{RequestTimer, RequestTiming};
 
 /// The metrics could not be produced.
 #[derive(Debug, thiserror::Error)]
@@ -109,6 +112,7 @@ pub struct AgentMetrics {
     #[cfg(feature = "lightning")]
     lightning: std::sync::OnceLock<Arc<crate::ln::LnNode>>,
     ln: LightningGauges,
+    requests: requests::RequestHistograms,
 }
 
 impl std::fmt::Debug for AgentMetrics {
@@ -157,13 +161,24 @@ impl AgentMetrics {
             #[cfg(feature = "lightning")]
             lightning: std::sync::OnceLock::new(),
             ln: LightningGauges::default(),
+            requests: requests::histograms(),
         };
         metrics.register();
         metrics
     }
 
+    /// Times the requests of the agent's server `server` (`evm`, `btc`, `gateway`, `metrics`).
+    pub fn request_timer(&self, server: &'static str) -> RequestTimer {
+        RequestTimer::new(self.requests.clone(), server)
+    }
+
     fn register(&mut self) {
         let r = &mut self.registry;
+        r.register(
+            "http_request_duration_seconds",
+            "Time from a request's head to its response's head, per server, method and status",
+            self.requests.clone(),
+        );
         r.register(
             "payments_received",
             "Payments accepted (durable before the reading was served)",

@@ -6,7 +6,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Body;
@@ -80,8 +80,9 @@ pub async fn serve(
             .map_err(|source| SellerError::Listen { addr, source })?,
     };
     let limits = seller.config.limits.clone();
+    let timer = seller.requests.timer();
     let state = AppState { seller };
-    serve_router(router(state), listener, &limits, tls)
+    serve_router_timed(router(state), listener, &limits, tls, timer)
         .map_err(|source| SellerError::Listen { addr, source })
 }
 
@@ -94,6 +95,18 @@ pub fn serve_router(
     listener: TcpListener,
     limits: &super::config::LimitsConfig,
     tls: ServerTls,
+) -> std::io::Result<ServerHandle> {
+    serve_router_timed(router, listener, limits, tls, None)
+}
+
+/// [`serve_router`], each request's latency observed by `timer` (the agent's metrics) when
+/// there is one, refusals by the rate limit included.
+pub fn serve_router_timed(
+    router: Router,
+    listener: TcpListener,
+    limits: &super::config::LimitsConfig,
+    tls: ServerTls,
+    timer: Option<crate::metrics::RequestTimer>,
 ) -> std::io::Result<ServerHandle> {
     let local_addr = listener.local_addr()?;
     let tls = tls
@@ -127,15 +140,21 @@ pub fn serve_router(
                 continue; // over the connection cap: close at once
             };
             let _ = stream.set_nodelay(true);
-            let (router, limiter) = (router.clone(), limiter.clone());
+            let (router, limiter, timer) = (router.clone(), limiter.clone(), timer.clone());
             let service =
                 hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
-                    let (router, limiter) = (router.clone(), limiter.clone());
+                    let (router, limiter, timer) = (router.clone(), limiter.clone(), timer.clone());
                     async move {
-                        if !limiter.allow(peer.ip()) {
-                            return Ok(too_many_requests());
+                        let (begun, method) = (Instant::now(), request.method().clone());
+                        let response = if limiter.allow(peer.ip()) {
+                            router.oneshot(request.map(Body::new)).await?
+                        } else {
+                            too_many_requests()
+                        };
+                        if let Some(timer) = &timer {
+                            timer.observe(&method, response.status().as_u16(), begun.elapsed());
                         }
-                        router.oneshot(request.map(Body::new)).await
+                        Ok::<_, std::convert::Infallible>(response)
                     }
                 });
             let mut builder = hyper::server::conn::http1::Builder::new();

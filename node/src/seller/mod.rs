@@ -37,7 +37,7 @@ use crate::evm::{ChainError, SettlementClient, SharedSigner, TokenInfo};
 use crate::store::{ChannelStore, StoreError};
 use crate::x402::types::{PaymentRequired, PaymentRequirements, ResourceInfo, X402_VERSION};
 pub use config::{Scheme, SellerConfig};
-pub use http::{ServerHandle, serve, serve_router};
+pub use http::{ServerHandle, serve, serve_router, serve_router_timed};
 use sensor::{SensorError, SensorSource};
 
 /// The seller could not start or stopped.
@@ -145,6 +145,8 @@ pub struct Seller {
     pub stats: SellerStats,
     /// Payments received and claims confirmed go here once an agent attaches its bus.
     pub events: EventLink,
+    /// Its requests' latency, once an agent attaches its metrics.
+    pub requests: crate::metrics::RequestTiming,
 }
 
 impl std::fmt::Debug for Seller {
@@ -213,6 +215,7 @@ impl Seller {
             claim_policy,
             stats: SellerStats::default(),
             events: EventLink::default(),
+            requests: Default::default(),
             config,
         };
         let offers: Vec<(String, Vec<PaymentRequirements>)> = seller
