@@ -19,6 +19,7 @@
 //! - [`gateway`]: `m2m gateway` / `m2m connect` — connectivity sold by the minute.
 //! - [`ledger`]: every channel of the device (each leg, either side), read from the store.
 //! - [`metrics`]: the agent's Prometheus metrics (OpenMetrics text, `GET /metrics`).
+//! - [`mqtt`]: the device as an MQTT 5 client over TLS (priced topics, issue 17).
 //! - [`l402_wire`]: L402 macaroons and headers (pure; the issuer and client are in `ln`).
 //! - `ln` (feature `lightning`): the embedded ldk-node.
 //! - [`shutdown`]: SIGINT and SIGTERM, handled alike by every long-running command.
@@ -45,6 +46,7 @@ pub mod ledger;
 #[cfg(feature = "lightning")]
 pub mod ln;
 pub mod metrics;
+pub mod mqtt;
 pub mod seller;
 pub mod sessions;
 pub mod shutdown;

@@ -3,7 +3,7 @@
 //! no. Headless Chromium opens each agent's dashboard from the URL `m2m dashboard` printed, waits
 //! for live data, and what the page shows — payments each way, the channel table, the budget
 //! gauge, the token balance, the top-up QR codes — is checked against the control API
-//! (`m2m channels`, `m2m balance`). The API refuses a missing or wrong token; the token never
+//! (`m2m channels`, `m2m balance`) and with `/metrics` (linted). The API refuses a missing or wrong token; the token never
 //! shows in `agent status` or the ready line. A screenshot of each page is kept in
 //! `$CARGO_TARGET_DIR/m2m-artifacts/` (the README's picture is one of them).
 
@@ -160,6 +160,25 @@ async fn the_dashboard_shows_in_a_browser_what_the_control_api_says() {
         assert_eq!(token.len(), 64, "{url}");
         let status = json(device, &["agent", "status"]);
         assert!(!status.to_string().contains(token), "status shows no token");
+        // The same payments in the metrics, linted by promtool.
+        let scrape = reqwest::get(status["metrics"].as_str().unwrap())
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let evm = r#"leg="evm",scheme="batch-settlement""#;
+        for expected in [
+            format!("m2m_payments_received_total{{{evm}}} {READINGS}\n"),
+            format!("m2m_payments_sent_total{{{evm}}} {READINGS}\n"),
+            format!("m2m_sent_units_total{{{evm}}} {}\n", READINGS * PRICE),
+        ] {
+            assert!(
+                scrape.contains(&expected),
+                "{expected:?} missing from\n{scrape}"
+            );
+        }
+        crate::metrics::lint(&scrape);
         refuses_without_the_token(base).await;
 
         browser.open(&url).await;

@@ -29,6 +29,7 @@ mod ln_gateway;
 #[cfg(feature = "lightning")]
 mod ln_restore;
 mod metrics;
+mod mqtt;
 mod paid_http;
 mod paid_http_hostile;
 mod payer_withdraw;

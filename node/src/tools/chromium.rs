@@ -57,10 +57,7 @@ impl Drop for ChromeDriverHandle {
 }
 
 fn find(program: &str) -> Option<PathBuf> {
-    let paths = std::env::var_os("PATH")?;
-    std::env::split_paths(&paths)
-        .map(|dir| dir.join(program))
-        .find(|candidate| candidate.is_file())
+    super::on_path(program, &[])
 }
 
 /// chromedriver and Chromium, installed from Debian when either is missing.

@@ -58,13 +58,7 @@ pub fn ensure_packages(purpose: &'static str, packages: &[&str]) -> Result<(), T
 
 /// `promtool` (Debian package `prometheus`), installed when missing; for linting metrics.
 pub fn promtool() -> Result<std::path::PathBuf, ToolError> {
-    let on_path = || {
-        std::env::var_os("PATH").and_then(|paths| {
-            std::env::split_paths(&paths)
-                .map(|dir| dir.join("promtool"))
-                .find(|candidate| candidate.is_file())
-        })
-    };
+    let on_path = || super::on_path("promtool", &[]);
     if let Some(found) = on_path() {
         return Ok(found);
     }

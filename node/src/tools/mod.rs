@@ -11,6 +11,7 @@ mod bitcoind_build;
 mod chromium;
 mod debian;
 mod foundry;
+mod mosquitto;
 mod npm;
 mod reaper;
 
@@ -23,6 +24,7 @@ pub use bitcoind_build::{ensure_bitcoind, find_bitcoind};
 pub use chromium::{ChromeDriverHandle, start_chromedriver};
 pub use debian::{ensure_packages, promtool};
 pub use foundry::{FOUNDRY_VERSION, Foundry, SOLC_VERSION};
+pub use mosquitto::{MosquittoHandle, MqttAccount, start_mosquitto};
 pub use npm::{BundleFile, NpmBundle};
 pub use reaper::{GuardedChild, ReapOnExit};
 
@@ -106,6 +108,16 @@ pub fn cache_dir() -> PathBuf {
         Some(home) => home.join(".cache/m2m"),
         None => std::env::temp_dir().join("m2m-cache"),
     }
+}
+
+/// `program` in a directory of `PATH`, else in `extra` (Debian's sbin directories are not on
+/// every user's `PATH`).
+pub(crate) fn on_path(program: &str, extra: &[&str]) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(extra.iter().map(PathBuf::from))
+        .map(|dir| dir.join(program))
+        .find(|candidate| candidate.is_file())
 }
 
 /// A loopback port free at the time of asking (for a child told which port to listen on).

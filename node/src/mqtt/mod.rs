@@ -1,0 +1,127 @@
+//! MQTT: the device as a client of a broker (MQTT 5 over TLS, `rumqttc`), where priced topics
+//! will be sold and paid for (issue 17). No broker of our own: deployments run mosquitto (or any
+//! MQTT 5 broker) with password accounts and topic ACLs; tests start one with
+//! `tools::start_mosquitto`.
+//!
+//! This first part is the connection: TLS always (the broker's CA, or its pinned roots), user
+//! and password, clean or persistent sessions, and typed refusals (wrong password, no account).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rumqttc::v5::mqttbytes::v5::{ConnectReturnCode, Packet};
+use rumqttc::v5::{AsyncClient, ConnectionError, Event, EventLoop, MqttOptions};
+use rumqttc::{TlsConfiguration, Transport};
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+
+/// How long a connection attempt may take before it is given up.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Where and as whom the device meets its broker.
+#[derive(Clone)]
+pub struct MqttEndpoint {
+    /// Host name or address (checked against the broker's certificate).
+    pub host: String,
+    /// TLS port (8883 by convention).
+    pub port: u16,
+    /// The CA certificates (PEM) the broker's certificate must chain to.
+    pub ca_pem: String,
+    /// The account.
+    pub user: String,
+    /// Its password.
+    pub password: String,
+}
+
+impl std::fmt::Debug for MqttEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MqttEndpoint")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("user", &self.user)
+            .finish_non_exhaustive() // never the password
+    }
+}
+
+/// A connection could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum MqttError {
+    /// The CA file holds no usable certificate.
+    #[error("the broker's CA certificates (PEM) hold no usable certificate")]
+    BadCa(#[source] Option<rustls::pki_types::pem::Error>),
+    /// The CA was not accepted as a trust root.
+    #[error("the broker's CA certificate")]
+    Trust(#[source] rustls::Error),
+    /// The broker refused the session (`BadUserNamePassword`, `NotAuthorized`, …).
+    #[error("the broker refused the connection: {0:?}")]
+    Refused(ConnectReturnCode),
+    /// The connection failed (TCP, TLS, protocol).
+    #[error("connecting to the broker")]
+    Connection(#[source] ConnectionError),
+    /// No answer in time.
+    #[error("the broker did not answer within {0:?}")]
+    Timeout(Duration),
+}
+
+/// A rustls client configuration that trusts exactly the CAs in `ca_pem` (ring, TLS 1.2/1.3).
+fn tls_config(ca_pem: &str) -> Result<rustls::ClientConfig, MqttError> {
+    let mut roots = rustls::RootCertStore::empty();
+    let mut any = false;
+    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        let cert = cert.map_err(|e| MqttError::BadCa(Some(e)))?;
+        roots.add(cert).map_err(MqttError::Trust)?;
+        any = true;
+    }
+    if !any {
+        return Err(MqttError::BadCa(None));
+    }
+    let config = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+        .with_safe_default_protocol_versions()
+        .map_err(MqttError::Trust)?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(config)
+}
+
+/// Connects as `client_id`; `clean_start = false` resumes the broker's session for that id
+/// (subscriptions and messages queued while away). Returns once the broker has accepted the
+/// session; the event loop must then be polled for the connection to make progress.
+pub async fn connect(
+    endpoint: &MqttEndpoint,
+    client_id: &str,
+    clean_start: bool,
+) -> Result<(AsyncClient, EventLoop), MqttError> {
+    let mut options = MqttOptions::new(client_id, endpoint.host.clone(), endpoint.port);
+    options
+        .set_credentials(endpoint.user.clone(), endpoint.password.clone())
+        .set_clean_start(clean_start)
+        .set_keep_alive(Duration::from_secs(30))
+        .set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
+            Arc::new(tls_config(&endpoint.ca_pem)?),
+        )));
+    if !clean_start {
+        // Keep the session (and what is queued for it) for a day while the device is away.
+        options.set_session_expiry_interval(Some(24 * 3600));
+    }
+    let (client, mut events) = AsyncClient::new(options, 64);
+    let accepted = tokio::time::timeout(CONNECT_TIMEOUT, async {
+        loop {
+            match events.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                    return match ack.code {
+                        ConnectReturnCode::Success => Ok(()),
+                        code => Err(MqttError::Refused(code)),
+                    };
+                }
+                Ok(_) => {}
+                Err(ConnectionError::ConnectionRefused(code)) => {
+                    return Err(MqttError::Refused(code));
+                }
+                Err(error) => return Err(MqttError::Connection(error)),
+            }
+        }
+    })
+    .await
+    .map_err(|_| MqttError::Timeout(CONNECT_TIMEOUT))?;
+    accepted.map(|()| (client, events))
+}

@@ -1,0 +1,257 @@
+//! A mosquitto MQTT broker on a free loopback port, as deployed: TLS only (a throwaway CA and a
+//! server certificate made for this broker), password accounts (no anonymous clients), a topic
+//! ACL per account, and persistence (a restart keeps sessions and queued messages).
+//!
+//! mosquitto comes from Debian (package `mosquitto`, which also ships `mosquitto_passwd`),
+//! installed when missing. The broker is registered with the reaper, so it dies with this
+//! process however that ends; [`MosquittoHandle::restart`] stops and starts it on the same port
+//! and state, for tests of a broker restart mid-stream.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::{ReapOnExit, ToolError, free_port};
+
+const PURPOSE: &str = "the MQTT broker (mosquitto)";
+
+/// One account of the broker and the topics it may use.
+#[derive(Debug, Clone)]
+pub struct MqttAccount {
+    /// User name.
+    pub user: String,
+    /// Password.
+    pub password: String,
+    /// ACL lines for this user, in mosquitto's form: `read a/#`, `write a/b`, `readwrite c/+`.
+    pub topics: Vec<String>,
+}
+
+/// A running broker. Dropping it stops the broker and removes its files.
+#[derive(Debug)]
+pub struct MosquittoHandle {
+    child: Option<(Child, ReapOnExit)>,
+    exe: PathBuf,
+    port: u16,
+    ca_pem: String,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for MosquittoHandle {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ToolError + '_ {
+    move |source| ToolError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+fn find(program: &str) -> Option<PathBuf> {
+    super::on_path(program, &["/usr/sbin", "/usr/bin"])
+}
+
+/// `mosquitto` and `mosquitto_passwd`, installed from Debian when missing.
+fn ensure() -> Result<(PathBuf, PathBuf), ToolError> {
+    let found = || Some((find("mosquitto")?, find("mosquitto_passwd")?));
+    if let Some(pair) = found() {
+        return Ok(pair);
+    }
+    super::ensure_packages(PURPOSE, &["mosquitto"])?;
+    found().ok_or(ToolError::MissingPackages {
+        purpose: PURPOSE,
+        packages: "mosquitto".into(),
+    })
+}
+
+fn tls_failed(error: rcgen::Error) -> ToolError {
+    ToolError::Start {
+        tool: "mosquitto",
+        detail: format!("making its test certificates: {error}"),
+    }
+}
+
+/// A CA and a certificate for `localhost` / 127.0.0.1 signed by it: (CA PEM, cert PEM, key PEM).
+fn certificates() -> Result<(String, String, String), ToolError> {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().map_err(tls_failed)?;
+    let mut ca = CertificateParams::new(Vec::<String>::new()).map_err(tls_failed)?;
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(DnType::CommonName, "m2m throwaway broker CA");
+    let ca_pem = ca.self_signed(&ca_key).map_err(tls_failed)?.pem();
+    let issuer = Issuer::new(ca, &ca_key);
+    let key = KeyPair::generate().map_err(tls_failed)?;
+    let server = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+        .map_err(tls_failed)?;
+    let cert_pem = server.signed_by(&key, &issuer).map_err(tls_failed)?.pem();
+    Ok((ca_pem, cert_pem, key.serialize_pem()))
+}
+
+/// Starts a broker with `accounts` on a free loopback port and waits until it accepts
+/// connections.
+pub async fn start_mosquitto(accounts: &[MqttAccount]) -> Result<MosquittoHandle, ToolError> {
+    let (exe, passwd) =
+        tokio::task::spawn_blocking(ensure)
+            .await
+            .map_err(|e| ToolError::Start {
+                tool: "mosquitto",
+                detail: format!("provisioning task: {e}"),
+            })??;
+    let dir = tempfile::tempdir().map_err(io(&std::env::temp_dir()))?;
+    let path = |name: &str| dir.path().join(name);
+    let (ca_pem, cert_pem, key_pem) = certificates()?;
+    for (name, text) in [
+        ("ca.pem", &ca_pem),
+        ("server.pem", &cert_pem),
+        ("server.key", &key_pem),
+    ] {
+        std::fs::write(path(name), text).map_err(io(&path(name)))?;
+    }
+    let passwords = path("passwords");
+    std::fs::write(&passwords, "").map_err(io(&passwords))?;
+    let mut acl = String::new();
+    for account in accounts {
+        // `-b`: the password on the command line (a test's throwaway accounts only).
+        super::run_checked(
+            Command::new(&passwd)
+                .arg("-b")
+                .arg(&passwords)
+                .arg(&account.user)
+                .arg(&account.password),
+        )?;
+        acl.push_str(&format!("user {}\n", account.user));
+        for topic in &account.topics {
+            acl.push_str(&format!("topic {topic}\n"));
+        }
+        acl.push('\n');
+    }
+    std::fs::write(path("acl"), acl).map_err(io(&path("acl")))?;
+    std::fs::create_dir_all(path("data")).map_err(io(&path("data")))?;
+    let port = free_port()?;
+    // Only this user may read the key, the passwords and the ACL (mosquitto warns otherwise).
+    for name in ["server.key", "passwords", "acl"] {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path(name), std::fs::Permissions::from_mode(0o600))
+            .map_err(io(&path(name)))?;
+    }
+    let config = format!(
+        // `user`: started as root, mosquitto would switch to its own user, which cannot read
+        // this directory; a non-root user keeps itself either way.
+        "user {user}\n\
+         per_listener_settings false\n\
+         allow_anonymous false\n\
+         password_file {passwords}\n\
+         acl_file {acl}\n\
+         persistence true\n\
+         persistence_location {data}/\n\
+         autosave_interval 1\n\
+         log_dest file {log}\n\
+         listener {port} 127.0.0.1\n\
+         protocol mqtt\n\
+         cafile {ca}\n\
+         certfile {cert}\n\
+         keyfile {key}\n\
+         tls_version tlsv1.2\n",
+        user = std::env::var("USER").unwrap_or_else(|_| "root".into()),
+        passwords = passwords.display(),
+        acl = path("acl").display(),
+        data = path("data").display(),
+        log = path("mosquitto.log").display(),
+        ca = path("ca.pem").display(),
+        cert = path("server.pem").display(),
+        key = path("server.key").display(),
+    );
+    std::fs::write(path("mosquitto.conf"), config).map_err(io(&path("mosquitto.conf")))?;
+    let mut handle = MosquittoHandle {
+        child: None,
+        exe,
+        port,
+        ca_pem,
+        dir,
+    };
+    handle.launch().await?;
+    Ok(handle)
+}
+
+impl MosquittoHandle {
+    /// The broker's port on 127.0.0.1 (TLS).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The throwaway CA's certificate (PEM), which clients trust for this broker.
+    pub fn ca_pem(&self) -> &str {
+        &self.ca_pem
+    }
+
+    /// The broker's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("mosquitto.log")).unwrap_or_default()
+    }
+
+    /// Stops the broker (SIGTERM: it saves its state) and starts it again on the same port.
+    pub async fn restart(&mut self) -> Result<(), ToolError> {
+        self.stop();
+        self.launch().await
+    }
+
+    fn stop(&mut self) {
+        if let Some((mut child, _reaper)) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    async fn launch(&mut self) -> Result<(), ToolError> {
+        let child = Command::new(&self.exe)
+            .arg("-c")
+            .arg(self.dir.path().join("mosquitto.conf"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| ToolError::Start {
+                tool: "mosquitto",
+                detail: format!("{}: {e}", self.exe.display()),
+            })?;
+        let reaper = ReapOnExit::register(child.id());
+        self.child = Some((child, reaper));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some((child, _)) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                return Err(ToolError::Start {
+                    tool: "mosquitto",
+                    detail: format!(
+                        "exited with {status}: {}",
+                        super::last_lines(&self.log(), 15)
+                    ),
+                });
+            }
+            if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+                .await
+                .is_ok()
+            {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(ToolError::Start {
+                    tool: "mosquitto",
+                    detail: "not listening within 20 s".into(),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
