@@ -30,6 +30,7 @@ mod ln_gateway;
 mod ln_restore;
 mod metrics;
 mod mqtt;
+mod mqtt_paid;
 mod paid_http;
 mod paid_http_hostile;
 mod payer_withdraw;

@@ -162,7 +162,7 @@ impl DeviceKeys {
 
 /// The Ethereum address of a public key: the last 20 bytes of keccak256 of its uncompressed
 /// coordinates (without the 0x04 prefix).
-pub(crate) fn evm_address_of(public_key: &PublicKey) -> EvmAddress {
+pub fn evm_address_of(public_key: &PublicKey) -> EvmAddress {
     let uncompressed = public_key.serialize_uncompressed();
     EvmAddress::from_slice(&keccak256(&uncompressed[1..])[12..])
 }

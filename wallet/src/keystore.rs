@@ -372,6 +372,12 @@ impl Signer for Keystore {
     fn sign_evm_digest(&self, digest: &B256) -> Result<EvmSignature, SignerError> {
         self.keys.sign_evm_digest(digest)
     }
+    fn evm_public_key(&self) -> bitcoin::secp256k1::PublicKey {
+        self.keys.evm_public_key()
+    }
+    fn evm_key_agreement(&self, peer: &bitcoin::secp256k1::PublicKey) -> [u8; 32] {
+        self.keys.evm_key_agreement(peer)
+    }
     fn taproot_internal_key(&self) -> XOnlyPublicKey {
         self.keys.taproot_internal_key()
     }

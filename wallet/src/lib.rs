@@ -21,7 +21,7 @@ mod signer;
 pub mod topup;
 
 pub use error::{KeystoreError, SeedError, SignerError};
-pub use keys::{Addresses, DeviceKeys};
+pub use keys::{Addresses, DeviceKeys, evm_address_of};
 pub use keystore::{DeviceMetadata, KEYSTORE_FORMAT_VERSION, KdfParams, Keystore, Passphrase};
 pub use seed::{DeviceSeed, SeedLength};
 pub use signer::{SchnorrKey, Signer};

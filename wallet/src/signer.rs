@@ -6,7 +6,7 @@
 //! domain by anything but its caller. Implementations must not log their input keys.
 
 use alloy_primitives::{Address as EvmAddress, B256, Signature as EvmSignature, U256};
-use bitcoin::secp256k1::{Message, XOnlyPublicKey, schnorr};
+use bitcoin::secp256k1::{Message, PublicKey, XOnlyPublicKey, ecdh, schnorr};
 
 use crate::error::SignerError;
 use crate::keys::DeviceKeys;
@@ -28,6 +28,15 @@ pub trait Signer {
     /// Signs a 32-byte digest (an EIP-712 `hashStruct` digest, an EIP-191 hash) with recoverable
     /// secp256k1 ECDSA. Deterministic (RFC 6979), low-s, `v` encoded as 27/28 in the bytes.
     fn sign_evm_digest(&self, digest: &B256) -> Result<EvmSignature, SignerError>;
+
+    /// The public key of the EVM key (its address is [`Signer::evm_address`]), which peers use
+    /// for key agreement with this device.
+    fn evm_public_key(&self) -> PublicKey;
+
+    /// ECDH between the EVM key and `peer`: SHA-256 of the shared point (libsecp256k1's ECDH).
+    /// The result is key material for a KDF with a purpose label, never a key by itself; the
+    /// secret key never leaves the signer.
+    fn evm_key_agreement(&self, peer: &PublicKey) -> [u8; 32];
 
     /// The Taproot internal (untweaked) x-only public key.
     fn taproot_internal_key(&self) -> XOnlyPublicKey;
@@ -66,6 +75,14 @@ impl Signer for DeviceKeys {
         let r = U256::from_be_slice(&compact[..32]);
         let s = U256::from_be_slice(&compact[32..]);
         Ok(EvmSignature::new(r, s, recovery_id.to_i32() == 1))
+    }
+
+    fn evm_public_key(&self) -> PublicKey {
+        self.evm_secret().public_key(self.secp())
+    }
+
+    fn evm_key_agreement(&self, peer: &PublicKey) -> [u8; 32] {
+        ecdh::SharedSecret::new(peer, self.evm_secret()).secret_bytes()
     }
 
     fn taproot_internal_key(&self) -> XOnlyPublicKey {
@@ -148,6 +165,15 @@ mod tests {
         assert_eq!(evm_address_of(&public), keys.evm_address());
         // Deterministic: the same digest gives the same signature.
         assert_eq!(keys.sign_evm_digest(&digest).unwrap(), signature);
+    }
+
+    #[test]
+    fn key_agreement_is_symmetric_and_the_public_key_is_the_address_key() {
+        let (alice, bob) = (keys(), keys());
+        assert_eq!(evm_address_of(&alice.evm_public_key()), alice.evm_address());
+        let shared = alice.evm_key_agreement(&bob.evm_public_key());
+        assert_eq!(shared, bob.evm_key_agreement(&alice.evm_public_key()));
+        assert_ne!(shared, alice.evm_key_agreement(&keys().evm_public_key()));
     }
 
     #[test]

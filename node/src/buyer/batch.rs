@@ -11,7 +11,8 @@ use m2m_core::payer::PayerChannel;
 use m2m_core::{Amount, ChannelId, ChannelTerms, EvmAddress, Signature65, Voucher};
 use serde_json::{Value, json};
 
-use super::{Buyer, BuyerError, Fetched, asset_of, bump, refusal, settlement};
+use super::carrier::{PaidAnswer, PaymentCarrier};
+use super::{Buyer, BuyerError, Fetched, asset_of, bump, refused};
 use crate::channel_crypto::WalletVoucherSigner;
 use crate::store::RecordWrite;
 use crate::x402::codes;
@@ -30,7 +31,7 @@ const MAX_RESYNCS: usize = 1;
 impl Buyer {
     pub(super) async fn pay_batch(
         &self,
-        url: &str,
+        carrier: &impl PaymentCarrier,
         required: &PaymentRequired,
         offer: &PaymentRequirements,
         price: u128,
@@ -47,24 +48,26 @@ impl Buyer {
             let (payload, deposit) = self
                 .batch_payload(&mut channel, &context, offer, price_amount)
                 .await?;
-            let response = self.send_paid(url, required, offer, payload).await?;
-            if response.status().as_u16() == 402 {
-                let headers = response.headers().clone();
-                let body = response.bytes().await.unwrap_or_default();
-                let corrective = super::payment_required(&headers, Some(&body))?;
-                if attempt < MAX_RESYNCS && self.resync(&mut channel, &corrective).await? {
-                    continue;
+            let message = Self::paid_message(required, offer, payload);
+            let (status, body, settled) = match carrier.carry(message).await? {
+                PaidAnswer::PaymentRequired(corrective) => {
+                    if attempt < MAX_RESYNCS && self.resync(&mut channel, &corrective).await? {
+                        continue;
+                    }
+                    return Err(refused(corrective));
                 }
-                return Err(BuyerError::Refused {
-                    code: corrective.error.unwrap_or_else(|| "unspecified".into()),
-                });
-            }
-            if !response.status().is_success() {
-                return Err(refusal(response).await);
-            }
-            let settled = settlement(response.headers())?.ok_or_else(|| {
-                BuyerError::SellerMisbehaved("served without PAYMENT-RESPONSE".into())
-            })?;
+                PaidAnswer::Served {
+                    status,
+                    body,
+                    settlement,
+                } => (
+                    status,
+                    body,
+                    settlement.ok_or_else(|| {
+                        BuyerError::SellerMisbehaved("served without PAYMENT-RESPONSE".into())
+                    })?,
+                ),
+            };
             let (charge, balance) = check_settlement(&channel, &settled, price)?;
             let record = channel.on_charged(terms.amount(charge), price_amount)?;
             let record = if balance >= record.charged_units && balance != record.deposit_units {
@@ -91,8 +94,8 @@ impl Buyer {
                 }
             }
             return Ok(Fetched {
-                status: 200,
-                body: response.bytes().await?.to_vec(),
+                status,
+                body,
                 settlement: Some(settled),
                 paid: Some((offer.scheme.clone(), charge)),
             });

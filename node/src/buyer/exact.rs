@@ -7,13 +7,14 @@ use m2m_contracts::eip712::{self, TransferWithAuthorization};
 use serde_json::json;
 
 use super::batch::offer_token_names;
-use super::{Buyer, BuyerError, Fetched, bump, refusal, settlement};
+use super::carrier::{PaidAnswer, PaymentCarrier};
+use super::{Buyer, BuyerError, Fetched, bump, refused};
 use crate::x402::types::{PaymentRequired, PaymentRequirements};
 
 impl Buyer {
     pub(super) async fn pay_exact(
         &self,
-        url: &str,
+        carrier: &impl PaymentCarrier,
         required: &PaymentRequired,
         offer: &PaymentRequirements,
         price: u128,
@@ -54,11 +55,15 @@ impl Buyer {
                 "nonce": authorization.nonce,
             },
         });
-        let response = self.send_paid(url, required, offer, payload).await?;
-        if !response.status().is_success() {
-            return Err(refusal(response).await);
-        }
-        let settled = settlement(response.headers())?;
+        let message = Self::paid_message(required, offer, payload);
+        let (status, body, settled) = match carrier.carry(message).await? {
+            PaidAnswer::PaymentRequired(refusal) => return Err(refused(refusal)),
+            PaidAnswer::Served {
+                status,
+                body,
+                settlement,
+            } => (status, body, settlement),
+        };
         match &settled {
             Some(s) if s.success && !s.transaction.is_empty() => {}
             _ => {
@@ -69,8 +74,8 @@ impl Buyer {
         }
         bump(&self.stats.exact);
         Ok(Fetched {
-            status: response.status().as_u16(),
-            body: response.bytes().await?.to_vec(),
+            status,
+            body,
             settlement: settled,
             paid: Some((offer.scheme.clone(), price)),
         })

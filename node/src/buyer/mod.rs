@@ -6,10 +6,14 @@
 //! channel per seller/token in the store, deposits (EIP-3009, relayed by the seller) when the
 //! channel runs low, persists each voucher before sending it, and checks the seller's
 //! `PAYMENT-RESPONSE` before it signs the next one (x402 client rules). A seller that charges
-//! more than it may is blocked.
+//! more than it may is blocked. [`Buyer::pay_over`] runs the same payment over another carrier
+//! (a priced MQTT topic).
 
 mod batch;
+mod carrier;
 mod exact;
+
+pub use carrier::{PaidAnswer, PaymentCarrier};
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,7 +30,7 @@ use crate::events::Leg;
 use crate::evm::{SharedSigner, parse_eip155};
 use crate::store::{ChannelStore, StoreError};
 use crate::x402::codes;
-use crate::x402::headers::{self, PAYMENT_REQUIRED, PAYMENT_RESPONSE, PAYMENT_SIGNATURE};
+use crate::x402::headers::{self, PAYMENT_REQUIRED, PAYMENT_RESPONSE};
 use crate::x402::types::{
     PaymentPayload, PaymentRequired, PaymentRequirements, SettlementResponse, X402_VERSION,
 };
@@ -215,10 +219,14 @@ impl Buyer {
         url: &str,
         max_price: Option<u128>,
     ) -> Result<Fetched, BuyerError> {
+        let carrier = carrier::HttpCarrier {
+            http: &self.http,
+            url,
+        };
         if let Some(required) = self.cached_requirements(url) {
             // Pay up front with what this URL asked last time (saves the 402 round trip). If the
             // seller changed its terms, forget them and start over from a fresh 402.
-            match self.pay(url, &required, max_price).await {
+            match self.pay_over(&carrier, &required, max_price).await {
                 Err(BuyerError::Refused { code })
                     if code == codes::INVALID_PAYMENT_REQUIREMENTS
                         || code == codes::UNSUPPORTED_SCHEME =>
@@ -237,17 +245,18 @@ impl Buyer {
             return unpaid(first).await;
         }
         let required = payment_required(first.headers(), None)?;
-        let outcome = self.pay(url, &required, max_price).await;
+        let outcome = self.pay_over(&carrier, &required, max_price).await;
         if outcome.is_ok() {
             self.lock_known().insert(url.to_owned(), Arc::new(required));
         }
         outcome
     }
 
-    /// Pays one request of `url` under `required`.
-    async fn pay(
+    /// Pays one request under `required` (a seller's `PAYMENT-REQUIRED`, however it came) and
+    /// sends it by `carrier`, inside the budget and below `max_price`.
+    pub async fn pay_over(
         &self,
-        url: &str,
+        carrier: &impl PaymentCarrier,
         required: &PaymentRequired,
         max_price: Option<u128>,
     ) -> Result<Fetched, BuyerError> {
@@ -265,7 +274,7 @@ impl Buyer {
             // The voucher's record is queued after the budget's and is durable before the
             // voucher leaves, so the budget's is too: no second wait.
             drop(recorded);
-            self.pay_batch(url, required, offer, price).await
+            self.pay_batch(carrier, required, offer, price).await
         } else {
             // `exact` writes nothing of its own before the transfer leaves.
             if let Some(recorded) = recorded {
@@ -274,7 +283,7 @@ impl Buyer {
                     .await
                     .map_err(|e| BuyerError::Budget(e.into()))?;
             }
-            self.pay_exact(url, required, offer, price).await
+            self.pay_exact(carrier, required, offer, price).await
         };
         if let Err(BuyerError::SellerMisbehaved(_)) = &outcome
             && let Some(budget) = &self.options.budget
@@ -340,27 +349,19 @@ impl Buyer {
             .map_err(BuyerError::Budget)
     }
 
-    /// Sends the paid retry.
-    async fn send_paid(
-        &self,
-        url: &str,
+    /// The paid request's message: `offer` of `required`, paid with `payload`.
+    fn paid_message(
         required: &PaymentRequired,
         offer: &PaymentRequirements,
         payload: serde_json::Value,
-    ) -> Result<reqwest::Response, BuyerError> {
-        let message = PaymentPayload {
+    ) -> PaymentPayload {
+        PaymentPayload {
             x402_version: X402_VERSION,
             resource: Some(required.resource.clone()),
             accepted: offer.clone(),
             payload,
             extensions: None,
-        };
-        Ok(self
-            .http
-            .get(url)
-            .header(PAYMENT_SIGNATURE, headers::encode(&message))
-            .send()
-            .await?)
+        }
     }
 
     /// The wallet's address.
@@ -419,22 +420,10 @@ fn settlement(headers: &HeaderMap) -> Result<Option<SettlementResponse>, BuyerEr
         .map_err(|e| BuyerError::Protocol(e.to_string()))
 }
 
-/// The error code of a refused payment's `402`.
-async fn refusal(response: reqwest::Response) -> BuyerError {
-    let status = response.status().as_u16();
-    let headers = response.headers().clone();
-    let body = response.bytes().await.unwrap_or_default();
-    if status != 402 {
-        return BuyerError::Unavailable {
-            status,
-            message: crate::http_client::failure_message(&body),
-        };
-    }
-    match payment_required(&headers, Some(&body)) {
-        Ok(required) => BuyerError::Refused {
-            code: required.error.unwrap_or_else(|| "unspecified".into()),
-        },
-        Err(error) => error,
+/// The error code of a refusal.
+fn refused(required: PaymentRequired) -> BuyerError {
+    BuyerError::Refused {
+        code: required.error.unwrap_or_else(|| "unspecified".into()),
     }
 }
 

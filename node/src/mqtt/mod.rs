@@ -3,13 +3,22 @@
 //! MQTT 5 broker) with password accounts and topic ACLs; tests start one with
 //! `tools::start_mosquitto`.
 //!
-//! This first part is the connection: TLS always (the broker's CA, or its pinned roots), user
-//! and password, clean or persistent sessions, and typed refusals (wrong password, no account).
+//! - here: the connection — TLS always (the broker's CA), user and password, clean or
+//!   persistent sessions, and typed refusals (wrong password, no account);
+//! - [`pack`]: a reading as published on a priced topic — the core's fractionally encrypted SenML
+//!   pack, signed by the seller's key;
+//! - [`wire`]: the priced-topic protocol (topics, MQTT 5 properties);
+//! - [`seller`] and [`buyer`]: both ends of it, on the seller's and buyer's payment engines.
+
+pub mod buyer;
+pub mod pack;
+pub mod seller;
+pub mod wire;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use rumqttc::v5::mqttbytes::v5::{ConnectReturnCode, Packet};
+use rumqttc::v5::mqttbytes::v5::{ConnectReturnCode, LastWill, Packet, Publish};
 use rumqttc::v5::{AsyncClient, ConnectionError, Event, EventLoop, MqttOptions};
 use rumqttc::{TlsConfiguration, Transport};
 use rustls::pki_types::CertificateDer;
@@ -91,6 +100,17 @@ pub async fn connect(
     client_id: &str,
     clean_start: bool,
 ) -> Result<(AsyncClient, EventLoop), MqttError> {
+    connect_with_will(endpoint, client_id, clean_start, None).await
+}
+
+/// [`connect`] with a last will: the message the broker publishes for this client when its
+/// connection drops without a DISCONNECT (a crash, a cut link, a missed keep-alive).
+pub async fn connect_with_will(
+    endpoint: &MqttEndpoint,
+    client_id: &str,
+    clean_start: bool,
+    will: Option<LastWill>,
+) -> Result<(AsyncClient, EventLoop), MqttError> {
     let mut options = MqttOptions::new(client_id, endpoint.host.clone(), endpoint.port);
     options
         .set_credentials(endpoint.user.clone(), endpoint.password.clone())
@@ -99,6 +119,9 @@ pub async fn connect(
         .set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
             Arc::new(tls_config(&endpoint.ca_pem)?),
         )));
+    if let Some(will) = will {
+        options.set_last_will(will);
+    }
     if !clean_start {
         // Keep the session (and what is queued for it) for a day while the device is away.
         options.set_session_expiry_interval(Some(24 * 3600));
@@ -124,4 +147,56 @@ pub async fn connect(
     .await
     .map_err(|_| MqttError::Timeout(CONNECT_TIMEOUT))?;
     accepted.map(|()| (client, events))
+}
+
+/// What the broker delivered, as the pump hands it on.
+#[derive(Debug)]
+pub(crate) enum Delivery {
+    /// A (re)connection was accepted; `session_present` says whether the broker kept the
+    /// session (subscriptions) from before.
+    Connected {
+        /// The CONNACK's session-present flag.
+        session_present: bool,
+    },
+    /// A message on a subscribed topic.
+    Message(Box<Publish>),
+}
+
+/// Polls `events` until the client disconnects or `sink` closes: deliveries go to `sink`, and a
+/// dropped connection is retried (rumqttc reconnects on the next poll) after a pause that grows to 5 s.
+pub(crate) fn spawn_pump(
+    mut events: EventLoop,
+    sink: tokio::sync::mpsc::UnboundedSender<Delivery>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut pause = Duration::from_millis(100);
+        loop {
+            let delivery = match events.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                    pause = Duration::from_millis(100);
+                    Delivery::Connected {
+                        session_present: ack.session_present,
+                    }
+                }
+                Ok(Event::Incoming(Packet::Publish(publish))) => {
+                    Delivery::Message(Box::new(publish))
+                }
+                // Our own DISCONNECT went out: the session ends here, no reconnection.
+                Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => return,
+                Ok(_) => continue,
+                Err(error) => {
+                    if sink.is_closed() {
+                        return;
+                    }
+                    tracing::warn!(error = %crate::events::error_line(&error), "MQTT connection lost; reconnecting");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+            };
+            if sink.send(delivery).is_err() {
+                return;
+            }
+        }
+    })
 }

@@ -23,14 +23,13 @@ use tower::ServiceExt;
 use super::batch::Refusal;
 use super::limits::RateLimiter;
 use super::sensor::SensorError;
-use super::{Route, Scheme, Seller, SellerError, facilitator};
-use crate::events::{AgentEvent, Leg, Payment};
+use super::{Route, Seller, SellerError, facilitator};
 use crate::tls::ServerTls;
 use crate::x402::codes;
 use crate::x402::headers::{
     self, HeaderError, PAYMENT_REQUIRED, PAYMENT_RESPONSE, PAYMENT_SIGNATURE,
 };
-use crate::x402::types::{PaymentPayload, PaymentRequirements};
+use crate::x402::types::PaymentPayload;
 
 /// How long requests in flight may take to finish when the server stops.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
@@ -315,25 +314,9 @@ async fn paid_reading(State(state): State<AppState>, request: Request) -> Respon
             return payment_required(seller, route, &url, Some(&Refusal::new(code, message)));
         }
     };
-    let outcome = match offered_scheme(seller, route, &payload.accepted) {
-        Err(refusal) => Err(refusal),
-        Ok(Scheme::BatchSettlement) => seller.pay_batch(route, &payload.payload).await,
-        Ok(Scheme::Exact) => {
-            seller
-                .settle_exact(&payload.accepted, &payload.payload)
-                .await
-        }
-    };
+    let outcome = seller.accept_payment(route, &payload).await;
     match outcome {
         Ok(settlement) => {
-            seller.events.publish(|| {
-                AgentEvent::PaymentReceived(Payment {
-                    leg: Leg::Evm,
-                    scheme: payload.accepted.scheme.clone(),
-                    amount: route.price,
-                    resource: route.config.path.clone(),
-                })
-            });
             let mut response = Response::new(Body::from(reading));
             let headers = response.headers_mut();
             headers.insert(
@@ -349,41 +332,6 @@ async fn paid_reading(State(state): State<AppState>, request: Request) -> Respon
     }
 }
 
-/// The scheme of `accepted`, if it is one of the route's requirements exactly.
-fn offered_scheme(
-    seller: &Seller,
-    route: &Route,
-    accepted: &PaymentRequirements,
-) -> Result<Scheme, Refusal> {
-    let scheme = route
-        .config
-        .schemes
-        .iter()
-        .copied()
-        .find(|s| s.as_str() == accepted.scheme)
-        .ok_or_else(|| {
-            Refusal::new(
-                codes::UNSUPPORTED_SCHEME,
-                format!("{} is not offered here", accepted.scheme),
-            )
-        })?;
-    let same_address = |a: &str, b: &str| a.eq_ignore_ascii_case(b);
-    let matches = seller.requirements(route).iter().any(|offer| {
-        offer.scheme == accepted.scheme
-            && offer.network == accepted.network
-            && offer.amount == accepted.amount
-            && same_address(&offer.asset, &accepted.asset)
-            && same_address(&offer.pay_to, &accepted.pay_to)
-    });
-    if !matches {
-        return Err(Refusal::new(
-            codes::INVALID_PAYMENT_REQUIREMENTS,
-            "accepted requirements differ from this route's price list",
-        ));
-    }
-    Ok(scheme)
-}
-
 /// `402` with `PAYMENT-REQUIRED` (and the same JSON as the body, for humans and v1 tooling),
 /// carrying a refusal's corrective state; `500` if the server itself failed. Reading routes and
 /// the gateway's `/cover` answer through this one function.
@@ -393,34 +341,13 @@ pub(crate) fn payment_required(
     url: &str,
     refusal: Option<&Refusal>,
 ) -> Response {
-    if let Some(refusal) = refusal {
-        seller
-            .stats
-            .refused
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        tracing::debug!(code = refusal.code, message = %refusal.message, "payment refused");
-        if refusal.internal {
-            tracing::error!(message = %refusal.message, "payment not recorded");
-            return (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "payment could not be recorded\n",
-            )
-                .into_response();
-        }
-    }
-    let mut required = seller.payment_required(route, url, refusal.map(|r| r.code));
-    if let Some(extra) = refusal.and_then(|r| r.extra.as_ref()) {
-        for offer in &mut required.accepts {
-            if offer.scheme == Scheme::BatchSettlement.as_str()
-                && let (Some(target), Some(patch)) = (
-                    offer.extra.as_mut().and_then(|e| e.as_object_mut()),
-                    extra.as_object(),
-                )
-            {
-                target.extend(patch.clone());
-            }
-        }
-    }
+    let Some(required) = seller.terms_after(route, url, refusal) else {
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "payment could not be recorded\n",
+        )
+            .into_response();
+    };
     let encoded = headers::encode(&required);
     let mut response = (
         StatusCode::PAYMENT_REQUIRED,

@@ -3,6 +3,8 @@
 //! - [`config`]: `seller.toml` (price list, chain, limits).
 //! - [`sensor`]: the reading-source trait, the simulated sensor and SenML bodies.
 //! - [`sources`]: real sensors per route (file, command, HTTP upstream), sampled in the background.
+//! - `accept`: one payment for one reading, whatever carried it (HTTP, MQTT): offer check,
+//!   then the scheme.
 //! - `batch`: the `batch-settlement` scheme — vouchers checked locally, persisted before serving,
 //!   deposits relayed on chain, corrective 402s.
 //! - `exact`: the `exact` scheme — one EIP-3009 transfer per reading, settled on chain by the
@@ -11,6 +13,7 @@
 //!   withdrawal.
 //! - `http`: the axum router, facilitator endpoints and hardening (limits, timeouts, rate limit).
 
+mod accept;
 pub(crate) mod batch;
 mod claimer;
 pub mod config;
@@ -363,8 +366,13 @@ impl Seller {
 
     /// A fresh reading for `route`, as SenML JSON bytes; an error when its sensor has none.
     pub fn reading(&self, route: &Route) -> Result<Vec<u8>, SensorError> {
-        let pack = route.source.read(route.config.sensor.kind)?;
+        let pack = self.reading_records(route)?;
         Ok(serde_json::to_vec(&pack).unwrap_or_default())
+    }
+
+    /// A fresh reading for `route` as SenML records.
+    pub fn reading_records(&self, route: &Route) -> Result<Vec<sensor::SenmlRecord>, SensorError> {
+        route.source.read(route.config.sensor.kind)
     }
 
     /// Claims everything unclaimed now (used on shutdown and by tests).

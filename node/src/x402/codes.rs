@@ -76,3 +76,10 @@ pub const BATCH_DEPOSIT_TRANSACTION_FAILED: &str =
     "invalid_batch_settlement_evm_deposit_transaction_failed";
 /// `batch-settlement`: reading the chain failed.
 pub const BATCH_RPC_READ_FAILED: &str = "invalid_batch_settlement_evm_rpc_read_failed";
+
+// Codes of our own, for priced MQTT topics (x402 names none for a transport without URLs).
+
+/// The paid-for reading's key id is not (or no longer) sold: nothing was charged.
+pub const READING_KEY_UNKNOWN: &str = "m2m_reading_key_unknown";
+/// The buyer's key-agreement key is missing, malformed, or not the key that signs its vouchers.
+pub const BUYER_KEY_INVALID: &str = "m2m_buyer_key_invalid";

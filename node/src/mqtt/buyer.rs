@@ -1,0 +1,436 @@
+//! The buyer's end of priced topics: subscribe to a reading topic and its retained price sheet,
+//! check each reading's signature against the seller named in the sheet, pay for its key with
+//! the device's [`Buyer`] (same budget, same channels, voucher durable before it is published),
+//! unwrap the key from the answer on this buyer's own topic and decrypt.
+//!
+//! Nothing is paid for a reading whose signature, price or seller status does not check out; a
+//! seller whose status topic says `offline` (its will) is not paid at all.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use alloy::primitives::Address;
+use m2m_core::key_wrap::{self, WrapParties};
+use m2m_core::senml::{PackError, Reading};
+use rumqttc::v5::AsyncClient;
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::mqttbytes::v5::{Publish, PublishProperties};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{Delivery, MqttEndpoint, MqttError, connect, pack, spawn_pump, wire};
+use crate::buyer::{Buyer, BuyerError, PaidAnswer, PaymentCarrier};
+use crate::evm::SharedSigner;
+use crate::x402::headers::{self, PAYMENT_REQUIRED, PAYMENT_RESPONSE, PAYMENT_SIGNATURE};
+use crate::x402::types::{PaymentPayload, PaymentRequired, SettlementResponse};
+
+/// How the buyer meets sellers on the broker.
+#[derive(Debug, Clone)]
+pub struct MqttBuyerOptions {
+    /// The broker client id (empty: `m2m-buyer-<device address>`).
+    pub client_id: String,
+    /// `false` resumes the broker's session for this id: answers that arrived while the buyer
+    /// was away are delivered when it returns.
+    pub clean_start: bool,
+    /// How long to wait for a price sheet or a seller's answer.
+    pub answer_timeout: Duration,
+    /// Refuse any reading priced above this.
+    pub max_price: Option<u128>,
+}
+
+impl Default for MqttBuyerOptions {
+    fn default() -> Self {
+        Self {
+            client_id: String::new(),
+            clean_start: true,
+            answer_timeout: Duration::from_secs(20),
+            max_price: None,
+        }
+    }
+}
+
+/// A reading could not be bought. Nothing was paid unless the variant says so.
+#[derive(Debug, thiserror::Error)]
+pub enum MqttBuyError {
+    /// The broker connection.
+    #[error(transparent)]
+    Connect(#[from] MqttError),
+    /// The client could not queue a request (its event loop stopped).
+    #[error("MQTT client")]
+    Client(#[from] rumqttc::v5::ClientError),
+    /// No retained price sheet on the topic in time.
+    #[error("no price sheet on {0}/price")]
+    NoPriceSheet(String),
+    /// The price sheet is not an x402 `PaymentRequired` with a batch-settlement offer.
+    #[error("the price sheet of {topic}: {why}")]
+    BadPriceSheet {
+        /// The topic.
+        topic: String,
+        /// What is wrong.
+        why: &'static str,
+    },
+    /// The seller's status topic says it is offline.
+    #[error("the seller {0:#x} is offline")]
+    SellerOffline(Address),
+    /// The reading is not signed by the seller of the sheet, or does not read.
+    #[error("the reading")]
+    Reading(#[source] pack::PackSignatureError),
+    /// The reading's clear price differs from the sheet.
+    #[error("the reading is priced {pack}, the sheet says {sheet}")]
+    PriceMismatch {
+        /// Price in the pack.
+        pack: u128,
+        /// Price on the sheet.
+        sheet: u128,
+    },
+    /// The payment failed (refused, over budget, carrier failure): see the buyer's error for
+    /// whether anything was paid.
+    #[error("paying for the key")]
+    Pay(#[source] BuyerError),
+    /// Paid, but the answer did not unwrap to this reading's key, or the key does not open it:
+    /// the seller is at fault.
+    #[error("paid, but the key does not open the reading")]
+    Key(#[source] PackError),
+}
+
+/// A bought reading.
+#[derive(Debug, Clone)]
+pub struct PaidReading {
+    /// The whole reading.
+    pub reading: Reading,
+    /// What was paid (atomic units).
+    pub price: u128,
+    /// The key id bought.
+    pub key_id: Vec<u8>,
+    /// The seller's settlement.
+    pub settlement: Option<SettlementResponse>,
+}
+
+#[derive(Default)]
+struct Inbox {
+    pending: HashMap<Vec<u8>, oneshot::Sender<Publish>>,
+    sheets: HashMap<String, PaymentRequired>,
+    offline: HashMap<String, bool>,
+    readings: HashMap<String, mpsc::UnboundedSender<Vec<u8>>>,
+}
+
+/// A buyer on a broker.
+pub struct MqttBuyer {
+    buyer: Arc<Buyer>,
+    signer: SharedSigner,
+    client: AsyncClient,
+    options: MqttBuyerOptions,
+    key_topic: String,
+    inbox: Arc<Mutex<Inbox>>,
+    sheet_arrived: Arc<tokio::sync::Notify>,
+    pump: tokio::task::JoinHandle<()>,
+    router: tokio::task::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for MqttBuyer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MqttBuyer")
+            .field("key_topic", &self.key_topic)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock(inbox: &Mutex<Inbox>) -> std::sync::MutexGuard<'_, Inbox> {
+    inbox
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl MqttBuyer {
+    /// Connects as `endpoint.user` and subscribes to its answer topic (`m2m/keys/<user>`).
+    pub async fn connect(
+        buyer: Arc<Buyer>,
+        signer: SharedSigner,
+        endpoint: &MqttEndpoint,
+        options: MqttBuyerOptions,
+    ) -> Result<Self, MqttBuyError> {
+        let client_id = match options.client_id.as_str() {
+            "" => format!("m2m-buyer-{:x}", signer.evm_address()),
+            id => id.to_owned(),
+        };
+        let (client, events) = connect(endpoint, &client_id, options.clean_start).await?;
+        let key_topic = wire::key_topic(&endpoint.user);
+        client.subscribe(&key_topic, QoS::AtLeastOnce).await?;
+        let inbox = Arc::new(Mutex::new(Inbox::default()));
+        let sheet_arrived = Arc::new(tokio::sync::Notify::new());
+        let (sink, mut deliveries) = mpsc::unbounded_channel();
+        let pump = spawn_pump(events, sink);
+        let router = tokio::spawn({
+            let (inbox, sheet_arrived) = (inbox.clone(), sheet_arrived.clone());
+            let (client, key_topic) = (client.clone(), key_topic.clone());
+            async move {
+                while let Some(delivery) = deliveries.recv().await {
+                    match delivery {
+                        Delivery::Connected {
+                            session_present: false,
+                        } => {
+                            // The broker forgot the session: subscribe again.
+                            let topics: Vec<String> =
+                                lock(&inbox).readings.keys().cloned().collect();
+                            let _ = client.subscribe(&key_topic, QoS::AtLeastOnce).await;
+                            for topic in topics {
+                                let _ = client.subscribe(&topic, QoS::AtLeastOnce).await;
+                                let _ = client
+                                    .subscribe(wire::price_topic(&topic), QoS::AtLeastOnce)
+                                    .await;
+                            }
+                        }
+                        Delivery::Connected { .. } => {}
+                        Delivery::Message(publish) => {
+                            route(&inbox, &sheet_arrived, &client, &key_topic, *publish).await;
+                        }
+                    }
+                }
+            }
+        });
+        Ok(Self {
+            buyer,
+            signer,
+            client,
+            options,
+            key_topic,
+            inbox,
+            sheet_arrived,
+            pump,
+            router,
+        })
+    }
+
+    /// Subscribes to `topic` and its price sheet; the signed readings published there, as
+    /// they arrive (the retained one first).
+    pub async fn subscribe(
+        &self,
+        topic: &str,
+    ) -> Result<mpsc::UnboundedReceiver<Vec<u8>>, MqttBuyError> {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        lock(&self.inbox).readings.insert(topic.to_owned(), sender);
+        self.client
+            .subscribe(wire::price_topic(topic), QoS::AtLeastOnce)
+            .await?;
+        self.client.subscribe(topic, QoS::AtLeastOnce).await?;
+        Ok(receiver)
+    }
+
+    /// Whether `seller`'s status topic says `offline` (its will, or its goodbye).
+    pub fn seller_offline(&self, seller: Address) -> bool {
+        lock(&self.inbox)
+            .offline
+            .get(&wire::status_topic(seller))
+            .copied()
+            .unwrap_or(false)
+    }
+
+    /// The price sheet of `topic`, waiting for it up to the answer timeout.
+    async fn sheet(&self, topic: &str) -> Result<PaymentRequired, MqttBuyError> {
+        let wait = async {
+            loop {
+                let arrived = self.sheet_arrived.notified();
+                if let Some(sheet) = lock(&self.inbox).sheets.get(topic) {
+                    return sheet.clone();
+                }
+                arrived.await;
+            }
+        };
+        tokio::time::timeout(self.options.answer_timeout, wait)
+            .await
+            .map_err(|_| MqttBuyError::NoPriceSheet(topic.to_owned()))
+    }
+
+    /// Buys the reading `signed` (as received on `topic`): checks it, pays for its key, and
+    /// returns it decrypted.
+    pub async fn buy(&self, topic: &str, signed: &[u8]) -> Result<PaidReading, MqttBuyError> {
+        let sheet = self.sheet(topic).await?;
+        let bad = |why| MqttBuyError::BadPriceSheet {
+            topic: topic.to_owned(),
+            why,
+        };
+        let offer = sheet
+            .accepts
+            .iter()
+            .find(|offer| offer.scheme == crate::x402::batch::SCHEME)
+            .ok_or_else(|| bad("no batch-settlement offer"))?;
+        let seller: Address = offer
+            .extra
+            .as_ref()
+            .and_then(|e| e.get("receiverAuthorizer")?.as_str()?.parse().ok())
+            .ok_or_else(|| bad("no receiverAuthorizer"))?;
+        let price: u128 = offer.amount.parse().map_err(|_| bad("amount"))?;
+        if self.seller_offline(seller) {
+            return Err(MqttBuyError::SellerOffline(seller));
+        }
+        let checked = pack::verify(signed, seller).map_err(MqttBuyError::Reading)?;
+        if checked.sealed.price != price {
+            return Err(MqttBuyError::PriceMismatch {
+                pack: checked.sealed.price,
+                sheet: price,
+            });
+        }
+        let carrier = MqttCarrier {
+            mqtt: self,
+            topic,
+            key_id: &checked.sealed.key_id,
+        };
+        let fetched = self
+            .buyer
+            .pay_over(&carrier, &sheet, self.options.max_price)
+            .await
+            .map_err(MqttBuyError::Pay)?;
+        let shared = self.signer.evm_key_agreement(&checked.seller_key);
+        let parties = WrapParties {
+            seller: seller.0.0,
+            buyer: self.signer.evm_address().0.0,
+        };
+        let (key_id, key) =
+            key_wrap::unwrap(&shared, &parties, &fetched.body).map_err(MqttBuyError::Key)?;
+        if key_id != checked.sealed.key_id {
+            return Err(MqttBuyError::Key(PackError::Decrypt));
+        }
+        let reading = checked.sealed.open(&key).map_err(MqttBuyError::Key)?;
+        Ok(PaidReading {
+            reading,
+            price: fetched.paid.map_or(price, |(_, paid)| paid),
+            key_id,
+            settlement: fetched.settlement,
+        })
+    }
+
+    /// Disconnects.
+    pub async fn disconnect(self) {
+        let _ = self.client.disconnect().await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.pump).await;
+        self.router.abort();
+    }
+}
+
+/// Files one delivery: an answer to its waiting payment, a price sheet, a status, a reading.
+async fn route(
+    inbox: &Mutex<Inbox>,
+    sheet_arrived: &tokio::sync::Notify,
+    client: &AsyncClient,
+    key_topic: &str,
+    publish: Publish,
+) {
+    let topic = String::from_utf8_lossy(&publish.topic).into_owned();
+    if topic == key_topic {
+        let correlation = publish
+            .properties
+            .as_ref()
+            .and_then(|p| p.correlation_data.clone())
+            .unwrap_or_default();
+        if let Some(waiting) = lock(inbox).pending.remove(correlation.as_ref()) {
+            let _ = waiting.send(publish);
+        }
+        return;
+    }
+    if let Some(reading_topic) = topic.strip_suffix(wire::PRICE_SUFFIX) {
+        let Ok(sheet) = serde_json::from_slice::<PaymentRequired>(&publish.payload) else {
+            tracing::debug!(%topic, "a price sheet that is not x402");
+            return;
+        };
+        let status = sheet
+            .accepts
+            .iter()
+            .find_map(|offer| {
+                offer
+                    .extra
+                    .as_ref()?
+                    .get("receiverAuthorizer")?
+                    .as_str()?
+                    .parse::<Address>()
+                    .ok()
+            })
+            .map(wire::status_topic);
+        lock(inbox).sheets.insert(reading_topic.to_owned(), sheet);
+        sheet_arrived.notify_waiters();
+        if let Some(status) = status {
+            let _ = client.subscribe(status, QoS::AtLeastOnce).await;
+        }
+        return;
+    }
+    if topic.starts_with("m2m/status/") {
+        let offline = publish.payload.as_ref() == wire::OFFLINE;
+        lock(inbox).offline.insert(topic, offline);
+        return;
+    }
+    if let Some(readings) = lock(inbox).readings.get(&topic) {
+        let _ = readings.send(publish.payload.to_vec());
+    }
+}
+
+/// One payment for one key, published on the topic's payment topic with this buyer's answer
+/// topic; its answer comes back by correlation data.
+struct MqttCarrier<'a> {
+    mqtt: &'a MqttBuyer,
+    topic: &'a str,
+    key_id: &'a [u8],
+}
+
+impl PaymentCarrier for MqttCarrier<'_> {
+    async fn carry(&self, message: PaymentPayload) -> Result<PaidAnswer, BuyerError> {
+        let carrier = |what: &'static str| BuyerError::Protocol(format!("MQTT: {what}"));
+        let mut correlation = [0u8; 16];
+        getrandom::getrandom(&mut correlation).map_err(m2m_wallet::SignerError::Entropy)?;
+        let (answer, answered) = oneshot::channel();
+        lock(&self.mqtt.inbox)
+            .pending
+            .insert(correlation.to_vec(), answer);
+        let buyer_key = self.mqtt.signer.evm_public_key().serialize();
+        let properties = PublishProperties {
+            response_topic: Some(self.mqtt.key_topic.clone()),
+            correlation_data: Some(bytes::Bytes::copy_from_slice(&correlation)),
+            user_properties: vec![
+                (PAYMENT_SIGNATURE.to_owned(), headers::encode(&message)),
+                (
+                    wire::BUYER_KEY.to_owned(),
+                    alloy::primitives::hex::encode(buyer_key),
+                ),
+            ],
+            ..PublishProperties::default()
+        };
+        let sent = self
+            .mqtt
+            .client
+            .publish_with_properties(
+                wire::pay_topic(self.topic),
+                QoS::AtLeastOnce,
+                false,
+                self.key_id.to_vec(),
+                properties,
+            )
+            .await;
+        let outcome = match sent {
+            Err(_) => Err(carrier("the client stopped")),
+            Ok(()) => {
+                match tokio::time::timeout(self.mqtt.options.answer_timeout, answered).await {
+                    Ok(Ok(publish)) => read_answer(&publish),
+                    _ => Err(carrier("no answer from the seller in time")),
+                }
+            }
+        };
+        lock(&self.mqtt.inbox).pending.remove(&correlation[..]);
+        outcome
+    }
+}
+
+/// The seller's answer as the buyer's payment logic reads it.
+fn read_answer(publish: &Publish) -> Result<PaidAnswer, BuyerError> {
+    if let Some(required) = wire::user_property(publish, PAYMENT_REQUIRED) {
+        return headers::decode(required)
+            .map(PaidAnswer::PaymentRequired)
+            .map_err(|e| BuyerError::Protocol(e.to_string()));
+    }
+    let settlement = wire::user_property(publish, PAYMENT_RESPONSE)
+        .map(headers::decode)
+        .transpose()
+        .map_err(|e| BuyerError::Protocol(e.to_string()))?;
+    Ok(PaidAnswer::Served {
+        status: 200,
+        body: publish.payload.to_vec(),
+        settlement,
+    })
+}
