@@ -2,7 +2,6 @@
 //! `m2m btc serve` and `m2m btc get` on regtest, with the settlement checked on chain to the unit.
 //! Short by default (the test command); `scripts/crash-soak` sets the long counts.
 
-use m2m::contracts::bindings::TestToken;
 use serde_json::Value;
 
 use crate::crash_soak::{Side, SoakPlan, beside, soak, total};
@@ -18,7 +17,6 @@ async fn evm_seller_and_buyer_processes_survive_sigkills_without_losing_a_paymen
     });
     let chain = LocalChain::start(31337).await;
     let pair = EvmPair::new(&chain, 200_000).await;
-    let token = TestToken::new(chain.token, &chain.facilitator);
     let (seller_address, buyer_address) = (pair.seller_address, pair.buyer_address);
     let args = pair.buyer_args(1_000_000_000);
     let log = beside(&pair.buyer, "buyer.log");
@@ -39,13 +37,8 @@ async fn evm_seller_and_buyer_processes_survive_sigkills_without_losing_a_paymen
 
     // Settled on chain: the seller claimed exactly what its store held, and every unit of the
     // token is with the seller, still with the buyer, or in the buyer's channel deposit.
-    let balance = |who| {
-        let token = token.clone();
-        async move { token.balanceOf(who).call().await.unwrap().to::<u128>() }
-    };
-    let seller_got = balance(seller_address).await;
-    let buyer_left = balance(buyer_address).await;
-    let escrow = balance(chain.deployment.settlement).await;
+    let (seller_got, buyer_left, escrow) =
+        crate::support::token_split(&chain, seller_address, buyer_address).await;
     let seller_rows = seller.channels();
     let (claimed, _) = total(&seller_rows, "payee", "claimed");
     assert_eq!(claimed, report.seller_total, "everything held was claimed");

@@ -4,6 +4,7 @@
 mod agent;
 #[cfg(feature = "lightning")]
 mod agent_lightning;
+mod agent_mqtt;
 mod anvil;
 mod bitcoind;
 mod browser;

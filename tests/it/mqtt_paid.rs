@@ -13,7 +13,6 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use alloy::primitives::Address;
-use m2m::contracts::bindings::TestToken;
 use m2m::core::key_wrap::{self, WrapParties};
 use m2m::node::buyer::{Buyer, BuyerError, BuyerOptions, PaidAnswer, PaymentCarrier};
 use m2m::node::datadir::DataDir;
@@ -33,12 +32,12 @@ use rumqttc::v5::{AsyncClient, Event, EventLoop};
 
 use crate::support::{LocalChain, seller_and_buyer};
 
-const TOPIC: &str = "building1/floor1/room1/temperature";
-const PRICE: u128 = 1_000;
+pub(super) const TOPIC: &str = "building1/floor1/room1/temperature";
+pub(super) const PRICE: u128 = 1_000;
 const MINTED: u128 = 10_000_000;
 const READINGS: u128 = 12;
 
-fn account(user: &str, topics: Vec<String>) -> MqttAccount {
+pub(super) fn account(user: &str, topics: Vec<String>) -> MqttAccount {
     MqttAccount {
         user: user.into(),
         password: format!("{user}-secret-password"),
@@ -48,7 +47,7 @@ fn account(user: &str, topics: Vec<String>) -> MqttAccount {
 
 /// A buyer's ACL: the readings, the sheet and statuses to read, the payment topic to write, and
 /// its own answer topic only.
-fn buyer_account(user: &str) -> MqttAccount {
+pub(super) fn buyer_account(user: &str) -> MqttAccount {
     account(
         user,
         vec![
@@ -178,6 +177,21 @@ impl PaymentCarrier for Redelivering {
     }
 }
 
+/// The seller's ACL: its readings, sheet and status to write, payments to read, every
+/// buyer's answer topic to write.
+pub(super) fn seller_account(seller: Address) -> MqttAccount {
+    account(
+        "seller",
+        vec![
+            format!("write {TOPIC}"),
+            format!("write {TOPIC}/price"),
+            format!("read {TOPIC}/pay"),
+            "write m2m/keys/#".into(),
+            format!("write {}", wire::status_topic(seller)),
+        ],
+    )
+}
+
 /// A seller and a buyer device on anvil and a broker with accounts `seller`, `b1`, `b2`, `eve`.
 struct Market {
     chain: LocalChain,
@@ -193,18 +207,8 @@ struct Market {
 async fn market() -> Market {
     let chain = LocalChain::start(31337).await;
     let (seller_keys, buyer_keys) = seller_and_buyer(&chain, MINTED).await;
-    let seller_account = account(
-        "seller",
-        vec![
-            format!("write {TOPIC}"),
-            format!("write {TOPIC}/price"),
-            format!("read {TOPIC}/pay"),
-            "write m2m/keys/#".into(),
-            format!("write {}", wire::status_topic(seller_keys.evm_address())),
-        ],
-    );
     let broker = start_mosquitto(&[
-        seller_account,
+        seller_account(seller_keys.evm_address()),
         buyer_account("b1"),
         buyer_account("b2"),
         buyer_account("eve"),
@@ -250,14 +254,12 @@ impl Market {
     /// holds `paid` readings' worth, the escrow the rest of the one deposit.
     async fn settle_and_check(&self, paid: u128) {
         self.seller.claim_all().await.expect("claim");
-        let token = TestToken::new(self.chain.token, &self.chain.facilitator);
-        let balance = |who| {
-            let token = token.clone();
-            async move { token.balanceOf(who).call().await.unwrap().to::<u128>() }
-        };
-        let seller_got = balance(self.seller.receiver()).await;
-        let buyer_left = balance(self.buyer_keys.evm_address()).await;
-        let escrow = balance(self.chain.deployment.settlement).await;
+        let (seller_got, buyer_left, escrow) = crate::support::token_split(
+            &self.chain,
+            self.seller.receiver(),
+            self.buyer_keys.evm_address(),
+        )
+        .await;
         assert_eq!(seller_got, paid * PRICE);
         assert_eq!(escrow, 100 * PRICE - paid * PRICE);
         assert_eq!(seller_got + buyer_left + escrow, MINTED, "conservation");

@@ -113,3 +113,22 @@ pub async fn seller_and_buyer(
     .await;
     (seller, buyer)
 }
+
+/// The test token held by `seller`, by `buyer` and in the settlement contract (the channels'
+/// deposits): where every unit of a seller–buyer run ended up.
+pub async fn token_split(
+    chain: &LocalChain,
+    seller: Address,
+    buyer: Address,
+) -> (u128, u128, u128) {
+    let token = m2m::contracts::bindings::TestToken::new(chain.token, &chain.facilitator);
+    let balance = |who| {
+        let token = token.clone();
+        async move { token.balanceOf(who).call().await.unwrap().to::<u128>() }
+    };
+    (
+        balance(seller).await,
+        balance(buyer).await,
+        balance(chain.deployment.settlement).await,
+    )
+}

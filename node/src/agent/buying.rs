@@ -33,12 +33,20 @@ pub(super) struct LegBuyers {
     ln: Option<Arc<crate::ln::LnNode>>,
 }
 
+/// What [`start`] started: the buyers, one task per `[[buy]]` and `[[connect]]` entry, and
+/// the MQTT buyer of the `mqtt:` entries.
+pub(super) type Started = (
+    Arc<LegBuyers>,
+    Vec<JoinHandle<()>>,
+    Option<Arc<crate::mqtt::buyer::MqttBuyer>>,
+);
+
 /// The buyers, and one task per `[[buy]]` entry.
 pub(super) async fn start(
     config: &AgentConfig,
     shared: &Shared<'_>,
     legs: &Legs,
-) -> Result<(Arc<LegBuyers>, Vec<JoinHandle<()>>), AgentError> {
+) -> Result<Started, AgentError> {
     // Every leg the agent can pay on gets its buyer, so the control socket's `get` works
     // without a `[[buy]]` entry for that leg.
     let trust = config
@@ -103,8 +111,16 @@ pub(super) async fn start(
     let mut tasks: Vec<_> = config
         .buys
         .iter()
+        .filter(|buy| !buy.url.starts_with(crate::mqtt::config::TOPIC_URL_PREFIX))
         .map(|buy| tokio::spawn(run(buy.clone(), buyers.clone(), shared.events.clone())))
         .collect();
+    let mqtt = match super::priced_topics::start_buys(config, shared, buyers.evm.clone()).await? {
+        Some((mqtt, entries)) => {
+            tasks.extend(entries);
+            Some(mqtt)
+        }
+        None => None,
+    };
     for connect in &config.connects {
         let (connect, buyer) = (connect.clone(), buyers.evm.clone());
         tasks.push(tokio::spawn(connected(
@@ -113,7 +129,7 @@ pub(super) async fn start(
             shared.events.clone(),
         )));
     }
-    Ok((buyers, tasks))
+    Ok((buyers, tasks, mqtt))
 }
 
 /// How long a `[[connect]]` waits before trying an unreachable gateway again.

@@ -30,7 +30,15 @@
 //! path = "/sys/class/thermal/thermal_zone0/temp"
 //! scale = 0.001
 //!
-//! [[buy]]                     # a paid fetch every `every_secs`
+//! [mqtt]                      # a broker (crate::mqtt::config): priced topics
+//! host = "broker.local"
+//! ca_file = "/etc/m2m/broker-ca.pem"
+//! user = "device-17"
+//! password_file = "/etc/m2m/mqtt-password"
+//! [sell.mqtt]                 # sell.evm's routes as topics too, one sealed reading each 10 s
+//!
+//! [[buy]]                     # a paid fetch every `every_secs` (url = "mqtt:<topic>": the
+//!                             # newest reading on a priced topic)
 //! url = "http://seller.local:8402/temperature"
 //! pay = "evm"                 # evm | btc | l402
 //! every_secs = 10
@@ -93,6 +101,8 @@ pub struct AgentConfig {
     pub pins: std::collections::BTreeMap<String, crate::tls::Pin>,
     /// `[metrics]`: serve Prometheus metrics (`GET /metrics`).
     pub metrics: Option<MetricsConfig>,
+    /// The MQTT broker (for `[sell.mqtt]` and `mqtt:` buys).
+    pub mqtt: Option<crate::mqtt::config::BrokerConfig>,
 }
 
 /// `[metrics]`: where the agent's metrics are scraped.
@@ -182,6 +192,8 @@ pub struct SellConfig {
     pub evm: Option<SellerConfig>,
     /// Readings priced in satoshi.
     pub btc: Option<BtcSellConfig>,
+    /// `[sell.evm]`'s routes also sold on priced MQTT topics.
+    pub mqtt: Option<crate::mqtt::config::MqttSellConfig>,
 }
 
 /// Readings sold for satoshi over HTTP 402 (`btc-channel`), and over L402 if asked.
@@ -456,10 +468,46 @@ impl AgentConfig {
                 return Err(invalid(format!("budget.{leg}.{field}"), "must be positive"));
             }
         }
+        if let Some(mqtt) = &self.sell.mqtt {
+            if self.sell.evm.is_none() {
+                return Err(invalid(
+                    "sell.mqtt",
+                    "needs [sell.evm] (its routes are the topics)",
+                ));
+            }
+            if self.mqtt.is_none() {
+                return Err(invalid("sell.mqtt", "needs an [mqtt] section (the broker)"));
+            }
+            if mqtt.publish_every_secs == 0 || mqtt.keys_on_sale == 0 {
+                return Err(invalid(
+                    "sell.mqtt",
+                    "publish_every_secs and keys_on_sale must be positive",
+                ));
+            }
+        }
         for (index, buy) in self.buys.iter().enumerate() {
             let field = |name: &str| format!("buy[{index}].{name}");
-            if !(buy.url.starts_with("http://") || buy.url.starts_with("https://")) {
-                return Err(invalid(field("url"), "must be an http:// or https:// URL"));
+            if let Some(topic) = buy.url.strip_prefix(crate::mqtt::config::TOPIC_URL_PREFIX) {
+                if self.mqtt.is_none() {
+                    return Err(invalid(
+                        field("url"),
+                        "an mqtt: topic needs an [mqtt] section",
+                    ));
+                }
+                if buy.pay != BuyLeg::Evm {
+                    return Err(invalid(
+                        field("pay"),
+                        "priced topics are paid on the evm leg",
+                    ));
+                }
+                if topic.is_empty() || topic.contains(['+', '#']) || topic.starts_with('/') {
+                    return Err(invalid(field("url"), "mqtt: needs one topic, no wildcards"));
+                }
+            } else if !(buy.url.starts_with("http://") || buy.url.starts_with("https://")) {
+                return Err(invalid(
+                    field("url"),
+                    "must be an http:// or https:// URL, or mqtt:<topic>",
+                ));
             }
             if buy.every_secs == 0 {
                 return Err(invalid(field("every_secs"), "must be positive"));
@@ -558,5 +606,23 @@ mod tests {
             "{evm}[[sell.evm.route]]\npath = \"/t\"\nprice = \"0\"\nasset = \"0x0000000000000000000000000000000000000001\"\n"
         );
         assert!(error_of(&full).contains("sell.evm.route[0].price"));
+    }
+
+    #[test]
+    fn priced_topics_need_their_broker_and_seller() {
+        assert!(error_of("[sell.mqtt]\n").contains("needs [sell.evm]"));
+        let broker =
+            "[mqtt]\nhost = \"b\"\nca_file = \"/ca\"\nuser = \"u\"\npassword_file = \"/p\"\n";
+        let buy = |url: &str, pay: &str| {
+            format!("[[buy]]\nurl = \"{url}\"\npay = \"{pay}\"\nmax_price = 5\n")
+        };
+        assert!(error_of(&buy("mqtt:a/b", "evm")).contains("needs an [mqtt] section"));
+        assert!(error_of(&format!("{broker}{}", buy("mqtt:a/#", "evm"))).contains("no wildcards"));
+        assert!(error_of(&format!("{broker}{}", buy("mqtt:a/b", "btc"))).contains("evm leg"));
+        let config = AgentConfig::parse(&format!("{broker}{}", buy("mqtt:a/b", "evm"))).unwrap();
+        assert_eq!(config.mqtt.unwrap().port, 8883);
+        assert!(
+            error_of(&format!("{broker}[sell.mqtt]\nencrypt = [\"price\"]\n")).contains("price")
+        );
     }
 }

@@ -125,6 +125,8 @@ pub(super) struct Bitcoin {
 /// Everything started.
 pub(super) struct Legs {
     pub evm: Option<EvmLeg>,
+    /// `[sell.evm]`'s routes on priced MQTT topics.
+    pub mqtt: Option<crate::mqtt::seller::MqttSellerHandle>,
     pub btc: Option<BtcLeg>,
     pub gateway: Option<GatewayLeg>,
     /// bitcoind and the device's on-chain wallet, when configured.
@@ -224,8 +226,10 @@ pub(super) async fn start(config: &AgentConfig, shared: &Shared<'_>) -> Result<L
         }
         _ => None,
     };
+    let mqtt = super::priced_topics::start_seller(config, shared, evm.as_ref()).await?;
     Ok(Legs {
         evm,
+        mqtt,
         btc,
         gateway,
         bitcoin,

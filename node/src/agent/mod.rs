@@ -14,12 +14,14 @@
 //! - `legs`: starting each seller and the chains it needs.
 //! - `buying`: the periodic paid fetches.
 //! - `dashboard`: the web page on the `[metrics]` listener.
+//! - `priced_topics`: `[sell.mqtt]` and the `mqtt:` buys.
 
 mod buying;
 pub mod config;
 pub mod control;
 pub mod dashboard;
 mod legs;
+mod priced_topics;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -143,7 +145,7 @@ impl AgentBuilder {
             identity: &identity,
         };
         let legs = legs::start(&self.config, &shared).await?;
-        let (leg_buyers, buyers) = buying::start(&self.config, &shared, &legs).await?;
+        let (leg_buyers, buyers, mqtt_buyer) = buying::start(&self.config, &shared, &legs).await?;
         #[cfg(feature = "lightning")]
         if let Some(ln) = &legs.ln {
             metrics.attach_lightning(ln.clone());
@@ -168,6 +170,7 @@ impl AgentBuilder {
             "evm": legs.evm.as_ref().map(|evm| evm.server.url()),
             "btc": legs.btc.as_ref().map(|btc| btc.server.url()),
             "gateway": legs.gateway.as_ref().map(|g| g.server.url()),
+            "mqttTopics": legs.mqtt.as_ref().map(|m| m.seller.topics().collect::<Vec<_>>()),
             "metrics": listener_url.as_ref().map(|url| format!("{url}/metrics")),
             "dashboard": listener_url.as_ref().filter(|_| dashboard_token.is_some())
                 .map(|url| format!("{url}{}", dashboard::PATH)),
@@ -214,6 +217,7 @@ impl AgentBuilder {
             dashboard_url,
             status,
             buyers,
+            mqtt_buyer,
             control,
             events,
             keystore,
@@ -234,6 +238,7 @@ pub struct Agent {
     /// What `m2m agent status` shows: addresses, the TLS pin, each server's URL.
     status: serde_json::Value,
     buyers: Vec<JoinHandle<()>>,
+    mqtt_buyer: Option<Arc<crate::mqtt::buyer::MqttBuyer>>,
     control: JoinHandle<()>,
     events: Arc<EventBus>,
     keystore: Arc<Keystore>,
@@ -342,6 +347,14 @@ impl Agent {
         let _ = std::fs::remove_file(self._data_dir.path().join(control::SOCKET_FILE));
         for buyer in &self.buyers {
             buyer.abort();
+        }
+        if let Some(mqtt) = &self.mqtt_buyer {
+            mqtt.disconnect().await;
+        }
+        // The priced topics say `offline` and take no more payments before the EVM seller's
+        // last claim below.
+        if let Some(mqtt) = self.legs.mqtt {
+            mqtt.stop().await;
         }
         let mut report = StopReport::default();
         // The gateway first: no voucher reaches the EVM seller after its last claim below.

@@ -244,6 +244,16 @@ impl MqttBuyer {
     /// Buys the reading `signed` (as received on `topic`): checks it, pays for its key, and
     /// returns it decrypted.
     pub async fn buy(&self, topic: &str, signed: &[u8]) -> Result<PaidReading, MqttBuyError> {
+        self.buy_within(topic, signed, self.options.max_price).await
+    }
+
+    /// [`Self::buy`], refusing any price above `max_price` (instead of the options' cap).
+    pub async fn buy_within(
+        &self,
+        topic: &str,
+        signed: &[u8],
+        max_price: Option<u128>,
+    ) -> Result<PaidReading, MqttBuyError> {
         let sheet = self.sheet(topic).await?;
         let bad = |why| MqttBuyError::BadPriceSheet {
             topic: topic.to_owned(),
@@ -277,7 +287,7 @@ impl MqttBuyer {
         };
         let fetched = self
             .buyer
-            .pay_over(&carrier, &sheet, self.options.max_price)
+            .pay_over(&carrier, &sheet, max_price)
             .await
             .map_err(MqttBuyError::Pay)?;
         let shared = self.signer.evm_key_agreement(&checked.seller_key);
@@ -299,10 +309,14 @@ impl MqttBuyer {
         })
     }
 
-    /// Disconnects.
-    pub async fn disconnect(self) {
+    /// Disconnects (the pump ends once the DISCONNECT is out).
+    pub async fn disconnect(&self) {
         let _ = self.client.disconnect().await;
-        let _ = tokio::time::timeout(Duration::from_secs(5), self.pump).await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while !self.pump.is_finished() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.pump.abort();
         self.router.abort();
     }
 }

@@ -8,9 +8,11 @@
 //! - [`pack`]: a reading as published on a priced topic — the core's fractionally encrypted SenML
 //!   pack, signed by the seller's key;
 //! - [`wire`]: the priced-topic protocol (topics, MQTT 5 properties);
-//! - [`seller`] and [`buyer`]: both ends of it, on the seller's and buyer's payment engines.
+//! - [`seller`] and [`buyer`]: both ends of it, on the seller's and buyer's payment engines;
+//! - [`config`]: the agent's `[mqtt]` and `[sell.mqtt]`.
 
 pub mod buyer;
+pub mod config;
 pub mod pack;
 pub mod seller;
 pub mod wire;

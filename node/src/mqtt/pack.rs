@@ -123,6 +123,13 @@ pub fn verify(bytes: &[u8], seller: Address) -> Result<SignedReading, PackSignat
     })
 }
 
+/// The key id of a signed reading, read without checking anything (to tell readings apart
+/// before [`verify`]).
+pub fn key_id_of(bytes: &[u8]) -> Option<Vec<u8>> {
+    let signed = CoseSign1::from_slice(bytes).ok()?;
+    Some(senml::read(&signed.payload?).ok()?.key_id)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
