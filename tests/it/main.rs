@@ -31,6 +31,7 @@ mod ln_gateway;
 mod ln_restore;
 mod metrics;
 mod mqtt;
+mod mqtt_hostile;
 mod mqtt_paid;
 mod paid_http;
 mod paid_http_hostile;

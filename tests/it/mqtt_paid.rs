@@ -60,7 +60,7 @@ pub(super) fn buyer_account(user: &str) -> MqttAccount {
     )
 }
 
-fn endpoint(broker: &MosquittoHandle, user: &str) -> MqttEndpoint {
+pub(super) fn endpoint(broker: &MosquittoHandle, user: &str) -> MqttEndpoint {
     MqttEndpoint {
         host: "127.0.0.1".into(),
         port: broker.port(),
@@ -93,7 +93,7 @@ fn store(dir: &std::path::Path) -> ChannelStore {
 }
 
 /// The next publish on `events` within `within`.
-async fn next_publish(events: &mut EventLoop, within: Duration) -> Option<Publish> {
+pub(super) async fn next_publish(events: &mut EventLoop, within: Duration) -> Option<Publish> {
     tokio::time::timeout(within, async {
         loop {
             match events.poll().await {
@@ -109,7 +109,7 @@ async fn next_publish(events: &mut EventLoop, within: Duration) -> Option<Publis
 }
 
 /// The signed reading with key id `key_id` from `readings` (skipping older retained ones).
-async fn reading_with_key(
+pub(super) async fn reading_with_key(
     readings: &mut tokio::sync::mpsc::UnboundedReceiver<Vec<u8>>,
     seller: Address,
     key_id: &[u8],
@@ -125,55 +125,109 @@ async fn reading_with_key(
     }
 }
 
+/// A buyer's own connection to the broker, to send payments as it likes: answers come back on
+/// its answer topic.
+pub(super) struct RawPayer {
+    client: AsyncClient,
+    events: tokio::sync::Mutex<EventLoop>,
+    user: String,
+}
+
+impl RawPayer {
+    /// Connects as `user`, subscribes to its answer topic and the price sheet; also returns the
+    /// retained sheet.
+    pub(super) async fn connect(broker: &MosquittoHandle, user: &str) -> (Self, PaymentRequired) {
+        let (client, mut events) = connect(&endpoint(broker, user), user, true).await.unwrap();
+        client
+            .subscribe(wire::key_topic(user), QoS::AtLeastOnce)
+            .await
+            .unwrap();
+        client
+            .subscribe(wire::price_topic(TOPIC), QoS::AtLeastOnce)
+            .await
+            .unwrap();
+        let sheet = loop {
+            let publish = next_publish(&mut events, Duration::from_secs(10))
+                .await
+                .expect("the retained sheet");
+            if publish.topic.as_ref() == wire::price_topic(TOPIC).as_bytes() {
+                break serde_json::from_slice::<PaymentRequired>(&publish.payload).unwrap();
+            }
+        };
+        let raw = Self {
+            client,
+            events: tokio::sync::Mutex::new(events),
+            user: user.to_owned(),
+        };
+        (raw, sheet)
+    }
+
+    /// Publishes `message` as a payment for `key_id` with `buyer_key` as `m2m-buyer-key`; the
+    /// seller's answer.
+    pub(super) async fn pay(
+        &self,
+        message: &PaymentPayload,
+        key_id: &[u8],
+        buyer_key: &str,
+    ) -> Publish {
+        let properties = PublishProperties {
+            response_topic: Some(wire::key_topic(&self.user)),
+            correlation_data: Some(key_id.to_vec().into()),
+            user_properties: vec![
+                ("PAYMENT-SIGNATURE".into(), headers::encode(message)),
+                (wire::BUYER_KEY.into(), buyer_key.to_owned()),
+            ],
+            ..Default::default()
+        };
+        let mut events = self.events.lock().await;
+        self.client
+            .publish_with_properties(
+                wire::pay_topic(TOPIC),
+                QoS::AtLeastOnce,
+                false,
+                key_id.to_vec(),
+                properties,
+            )
+            .await
+            .unwrap();
+        loop {
+            let answer = next_publish(&mut events, Duration::from_secs(10))
+                .await
+                .expect("an answer");
+            if answer.topic.as_ref() == wire::key_topic(&self.user).as_bytes() {
+                return answer;
+            }
+        }
+    }
+}
+
+/// The answer as the buyer's payment logic takes it.
+pub(super) fn served(answer: &Publish) -> PaidAnswer {
+    let settlement =
+        wire::user_property(answer, "PAYMENT-RESPONSE").map(|text| headers::decode(text).unwrap());
+    PaidAnswer::Served {
+        status: 200,
+        body: answer.payload.to_vec(),
+        settlement,
+    }
+}
+
 /// A carrier that publishes each payment twice, as QoS 1 does after a lost acknowledgement,
 /// and hands on the first answer after checking the second is the same.
 struct Redelivering {
-    client: AsyncClient,
-    events: tokio::sync::Mutex<EventLoop>,
+    raw: RawPayer,
     key_id: Vec<u8>,
     buyer_key: String,
 }
 
 impl PaymentCarrier for Redelivering {
     async fn carry(&self, message: PaymentPayload) -> Result<PaidAnswer, BuyerError> {
-        let properties = PublishProperties {
-            response_topic: Some(wire::key_topic("b2")),
-            correlation_data: Some(b"twice"[..].into()),
-            user_properties: vec![
-                ("PAYMENT-SIGNATURE".into(), headers::encode(&message)),
-                (wire::BUYER_KEY.into(), self.buyer_key.clone()),
-            ],
-            ..Default::default()
-        };
-        let mut events = self.events.lock().await;
-        let mut answers = Vec::new();
-        for _ in 0..2 {
-            self.client
-                .publish_with_properties(
-                    wire::pay_topic(TOPIC),
-                    QoS::AtLeastOnce,
-                    false,
-                    self.key_id.clone(),
-                    properties.clone(),
-                )
-                .await
-                .unwrap();
-            let answer = next_publish(&mut events, Duration::from_secs(10))
-                .await
-                .expect("an answer");
-            answers.push(answer);
-        }
-        let (first, second) = (&answers[0], &answers[1]);
+        let first = self.raw.pay(&message, &self.key_id, &self.buyer_key).await;
+        let second = self.raw.pay(&message, &self.key_id, &self.buyer_key).await;
         assert_eq!(first.payload, second.payload, "the same wrapped key twice");
         let property = |p: &Publish| p.properties.as_ref().unwrap().user_properties.clone();
-        assert_eq!(property(first), property(second), "the same settlement");
-        let settlement = wire::user_property(first, "PAYMENT-RESPONSE")
-            .map(|text| headers::decode(text).unwrap());
-        Ok(PaidAnswer::Served {
-            status: 200,
-            body: first.payload.to_vec(),
-            settlement,
-        })
+        assert_eq!(property(&first), property(&second), "the same settlement");
+        Ok(served(&first))
     }
 }
 
@@ -193,18 +247,18 @@ pub(super) fn seller_account(seller: Address) -> MqttAccount {
 }
 
 /// A seller and a buyer device on anvil and a broker with accounts `seller`, `b1`, `b2`, `eve`.
-struct Market {
-    chain: LocalChain,
-    broker: MosquittoHandle,
-    seller_keys: Arc<m2m::wallet::DeviceKeys>,
-    buyer_keys: Arc<m2m::wallet::DeviceKeys>,
-    seller: Arc<Seller>,
-    mqtt_seller: MqttSellerHandle,
-    buyer: Arc<Buyer>,
+pub(super) struct Market {
+    pub(super) chain: LocalChain,
+    pub(super) broker: MosquittoHandle,
+    pub(super) seller_keys: Arc<m2m::wallet::DeviceKeys>,
+    pub(super) buyer_keys: Arc<m2m::wallet::DeviceKeys>,
+    pub(super) seller: Arc<Seller>,
+    pub(super) mqtt_seller: MqttSellerHandle,
+    pub(super) buyer: Arc<Buyer>,
     _dirs: tempfile::TempDir,
 }
 
-async fn market() -> Market {
+pub(super) async fn market() -> Market {
     let chain = LocalChain::start(31337).await;
     let (seller_keys, buyer_keys) = seller_and_buyer(&chain, MINTED).await;
     let broker = start_mosquitto(&[
@@ -250,9 +304,20 @@ async fn market() -> Market {
 }
 
 impl Market {
+    /// The seller publishes a reading; its key id and the signed reading as `readings` gets it.
+    pub(super) async fn publish(
+        &self,
+        readings: &mut tokio::sync::mpsc::UnboundedReceiver<Vec<u8>>,
+    ) -> (Vec<u8>, Vec<u8>) {
+        let seller = &self.mqtt_seller.seller;
+        let key_id = seller.publish_reading(TOPIC).await.unwrap();
+        let signed = reading_with_key(readings, self.seller_keys.evm_address(), &key_id).await;
+        (key_id, signed)
+    }
+
     /// The seller claims what it was paid; every unit of the token is accounted for: the seller
     /// holds `paid` readings' worth, the escrow the rest of the one deposit.
-    async fn settle_and_check(&self, paid: u128) {
+    pub(super) async fn settle_and_check(&self, paid: u128) {
         self.seller.claim_all().await.expect("claim");
         let (seller_got, buyer_left, escrow) = crate::support::token_split(
             &self.chain,
@@ -399,28 +464,12 @@ async fn readings_on_a_priced_topic_are_paid_per_key_and_only_the_payer_can_read
 
     // A redelivered payment (the same message twice) is answered twice with the same key and
     // charged once.
-    let (raw, raw_events) = connect(&endpoint(broker, "b2"), "b2", true).await.unwrap();
-    raw.subscribe(wire::key_topic("b2"), QoS::AtLeastOnce)
-        .await
-        .unwrap();
-    raw.subscribe(wire::price_topic(TOPIC), QoS::AtLeastOnce)
-        .await
-        .unwrap();
-    let mut raw_events = raw_events;
-    let sheet = loop {
-        let publish = next_publish(&mut raw_events, Duration::from_secs(10))
-            .await
-            .expect("the retained sheet");
-        if publish.topic.as_ref() == wire::price_topic(TOPIC).as_bytes() {
-            break serde_json::from_slice::<PaymentRequired>(&publish.payload).unwrap();
-        }
-    };
+    let (raw, sheet) = RawPayer::connect(broker, "b2").await;
     assert_eq!(sheet.accepts.len(), 1, "batch-settlement only on MQTT");
     let sold_before = mqtt_seller.seller.stats.keys_sold.load(Ordering::Relaxed);
     let charged_before = buyer.stats.vouchers.load(Ordering::Relaxed);
     let twice = Redelivering {
-        client: raw,
-        events: tokio::sync::Mutex::new(raw_events),
+        raw,
         key_id: key_id.clone(),
         buyer_key: alloy::primitives::hex::encode(buyer_keys.evm_public_key().serialize()),
     };
@@ -472,7 +521,6 @@ async fn readings_on_a_priced_topic_are_paid_per_key_and_only_the_payer_can_read
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_restart_mid_stream_loses_no_acknowledged_payment() {
     let mut market = market().await;
-    let seller_address = market.seller_keys.evm_address();
     // A persistent session: the broker keeps the buyer's subscriptions and its unacknowledged
     // messages (both ways) across the restart, on disk.
     let options = MqttBuyerOptions {
@@ -491,13 +539,7 @@ async fn a_broker_restart_mid_stream_loses_no_acknowledged_payment() {
     const ROUNDS: usize = 24;
     let (mut bought, mut failed) = (0u128, Vec::new());
     for round in 0..ROUNDS {
-        let key_id = market
-            .mqtt_seller
-            .seller
-            .publish_reading(TOPIC)
-            .await
-            .unwrap();
-        let signed = reading_with_key(&mut readings, seller_address, &key_id).await;
+        let (key_id, signed) = market.publish(&mut readings).await;
         let buying = b1.buy(TOPIC, &signed);
         if round == ROUNDS / 2 {
             // The broker goes down and comes back while this payment is on its way.

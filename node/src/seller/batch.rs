@@ -103,6 +103,19 @@ impl Seller {
         let (entry, fresh, transaction) = match (known, deposit) {
             (Some(entry), None) => (entry, None, String::new()),
             (known, Some(deposit)) => {
+                if let Some(entry) = &known {
+                    // A deposit whose voucher is not above what was charged is an old payment
+                    // sent again: refused before any transaction goes out.
+                    let channel = entry.lock().await;
+                    let charged = channel.payee.record().charged_units;
+                    if voucher.max_claimable_units <= charged {
+                        let mismatch = ChannelError::CumulativeMismatch {
+                            expected_units: charged.saturating_add(route.price),
+                            found_units: voucher.max_claimable_units,
+                        };
+                        return Err(refusal_for(&channel, mismatch));
+                    }
+                }
                 let terms = self.terms_of(&config, channel_id);
                 let (tx, state) = self
                     .relay_deposit(&config, &terms, &voucher, deposit)
