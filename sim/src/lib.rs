@@ -20,6 +20,8 @@
 //! - [`bitcoin`]: the Bitcoin-priced leg (regtest bitcoind, Taproot channels, BIP-21 top-ups).
 //! - [`lightning`]: the Lightning leg (a hub and devices on ldk-node, top-ups over Lightning,
 //!   readings over L402; feature `lightning`).
+//! - [`mqtt_leg`]: priced MQTT topics (mosquitto, sealed readings, keys bought by voucher, a
+//!   broker restart, an unpaid subscriber).
 //! - [`cli`]: `m2m sim`.
 
 pub mod adversary;
@@ -29,6 +31,7 @@ pub mod cli;
 pub mod events;
 pub mod fleet;
 pub mod lightning;
+pub mod mqtt_leg;
 mod plots;
 pub mod proxy;
 pub mod report;

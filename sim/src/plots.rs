@@ -19,6 +19,7 @@ pub(crate) const EVM: RGBColor = RGBColor(47, 128, 237);
 pub(crate) const BITCOIN: RGBColor = RGBColor(242, 153, 74);
 pub(crate) const LIGHTNING: RGBColor = RGBColor(155, 81, 224);
 pub(crate) const GATEWAY: RGBColor = RGBColor(39, 174, 96);
+pub(crate) const MQTT: RGBColor = RGBColor(235, 87, 87);
 
 const SIZE: (u32, u32) = (800, 480);
 

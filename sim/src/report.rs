@@ -59,6 +59,7 @@ pub(crate) struct Inputs<'a> {
     pub(crate) roaming: Option<Roaming>,
     pub(crate) bitcoin: Option<crate::bitcoin::BitcoinFigures>,
     pub(crate) lightning: Option<crate::lightning::LightningFigures>,
+    pub(crate) mqtt: Option<crate::mqtt_leg::MqttFigures>,
 }
 
 /// Pay-per-minute figures of a run with hotspots.
@@ -183,6 +184,8 @@ pub struct RunReport {
     pub bitcoin: Option<crate::bitcoin::BitcoinFigures>,
     /// The Lightning leg, if the scenario has one.
     pub lightning: Option<crate::lightning::LightningFigures>,
+    /// The MQTT leg, if the scenario has one.
+    pub mqtt: Option<crate::mqtt_leg::MqttFigures>,
     /// The conservation check.
     pub audit: Audit,
     /// Whether every check passed.
@@ -211,7 +214,8 @@ impl RunReport {
             && inputs
                 .lightning
                 .as_ref()
-                .is_none_or(|l| l.violations.is_empty());
+                .is_none_or(|l| l.violations.is_empty())
+            && inputs.mqtt.as_ref().is_none_or(|m| m.violations.is_empty());
         Self {
             scenario: inputs.scenario.name.clone(),
             devices: inputs.devices,
@@ -231,6 +235,7 @@ impl RunReport {
             roaming: inputs.roaming,
             bitcoin: inputs.bitcoin,
             lightning: inputs.lightning,
+            mqtt: inputs.mqtt,
             audit: inputs.audit,
             passed,
             evm_timeline: Timeline::of_events(&inputs.events),
@@ -255,6 +260,7 @@ impl RunReport {
         }];
         ledgers.extend(self.bitcoin.as_ref().map(|b| b.ledger.clone()));
         ledgers.extend(self.lightning.as_ref().map(|l| l.ledger.clone()));
+        ledgers.extend(self.mqtt.as_ref().map(|m| m.ledger.clone()));
         ledgers
     }
 
@@ -389,6 +395,13 @@ impl RunReport {
                 name: "Lightning",
                 colour: crate::plots::LIGHTNING,
                 timeline: &l.timeline,
+            });
+        }
+        if let Some(m) = &self.mqtt {
+            legs.push(LegSeries {
+                name: "MQTT",
+                colour: crate::plots::MQTT,
+                timeline: &m.timeline,
             });
         }
         if let Some(r) = &self.roaming {

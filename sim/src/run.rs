@@ -51,7 +51,7 @@ pub(crate) struct Chain {
     pub(crate) first_block: u64,
 }
 
-async fn start_chain() -> Result<Chain, SimError> {
+pub(crate) async fn start_chain() -> Result<Chain, SimError> {
     let foundry = Foundry::ensure().map_err(|e| SimError::Setup(format!("tools: {e}")))?;
     let anvil =
         start_anvil(&foundry, CHAIN_ID).map_err(|e| SimError::Setup(format!("anvil: {e}")))?;
@@ -93,7 +93,7 @@ impl Chain {
     }
 
     /// A new device whose owner topped it up with `amount` test tokens through its EIP-681 request.
-    async fn topped_up_device(
+    pub(crate) async fn topped_up_device(
         &self,
         amount: u128,
     ) -> Result<Arc<m2m_wallet::DeviceKeys>, SimError> {
@@ -141,6 +141,12 @@ pub async fn run(scenario: &Scenario, options: &RunOptions) -> Result<RunReport,
         scenario.lightning.clone(),
         Duration::from_secs(scenario.duration_secs),
         scenario.seed,
+        devices_dir.path().to_path_buf(),
+    ));
+    // And the MQTT leg, on its own broker and anvil.
+    let mqtt_leg = tokio::spawn(crate::mqtt_leg::run_leg(
+        scenario.mqtt.clone(),
+        Duration::from_secs(scenario.duration_secs),
         devices_dir.path().to_path_buf(),
     ));
     let mut rng = rand::rngs::StdRng::seed_from_u64(scenario.seed);
@@ -452,6 +458,9 @@ pub async fn run(scenario: &Scenario, options: &RunOptions) -> Result<RunReport,
     let lightning = lightning_leg
         .await
         .map_err(|e| SimError::Setup(format!("lightning leg: {e}")))??;
+    let mqtt = mqtt_leg
+        .await
+        .map_err(|e| SimError::Setup(format!("mqtt leg: {e}")))??;
     let memory_per_device = match (rss_before, rss_after) {
         (Some(before), Some(after)) => Some(after.saturating_sub(before) / devices.max(1) as u64),
         _ => None,
@@ -472,6 +481,7 @@ pub async fn run(scenario: &Scenario, options: &RunOptions) -> Result<RunReport,
         roaming,
         bitcoin,
         lightning,
+        mqtt,
     });
     report.write(&options.out_dir)?;
     Ok(report)

@@ -168,6 +168,9 @@ pub struct Scenario {
     /// The Lightning leg (regtest, ldk-node, L402).
     #[serde(default)]
     pub lightning: crate::lightning::LightningLeg,
+    /// The MQTT leg (mosquitto, priced topics, anvil).
+    #[serde(default)]
+    pub mqtt: crate::mqtt_leg::MqttLeg,
 }
 
 /// A scenario is unusable.

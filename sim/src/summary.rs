@@ -202,6 +202,40 @@ impl RunReport {
                 notes,
             });
         }
+        if let Some(m) = &self.mqtt {
+            let mut notes: Vec<String> = m
+                .violations
+                .iter()
+                .map(|v| format!("VIOLATION (mqtt): {v}"))
+                .collect();
+            if notes.is_empty() {
+                notes.push("Every unit accounted for (sellers = keys sold × price; subscribers + sellers + escrow = top-ups); the unpaid subscriber opened nothing.".into());
+            }
+            sections.push(Section {
+                title: format!("MQTT leg (mosquitto, priced topics; {} devices)", m.devices),
+                rows: vec![
+                    row("readings published", m.published.to_string()),
+                    row(
+                        "keys bought",
+                        format!("{} ({:.1}/s; {} failed)", m.paid, m.paid_per_sec, m.failed),
+                    ),
+                    row(
+                        "keys sold (redeliveries answered free)",
+                        format!("{} ({})", m.sold.0, m.sold.1),
+                    ),
+                    row(
+                        "reading → key p50 / p99",
+                        format!("{:.1} ms / {:.1} ms", m.latency_ms.0, m.latency_ms.1),
+                    ),
+                    row("broker restarts", m.broker_restarts.to_string()),
+                    row(
+                        "unpaid subscriber: readings seen / opened",
+                        format!("{} / {}", m.unpaid_seen.0, m.unpaid_seen.1),
+                    ),
+                ],
+                notes,
+            });
+        }
         let a = &self.audit;
         let mut notes: Vec<String> = a
             .violations

@@ -1,6 +1,7 @@
 //! The simulator end to end: a short scenario with every fault on must pass its conservation
 //! check, and each fault must actually have happened and been handled; the Bitcoin leg beside
-//! it must account for every satoshi, and the Lightning leg for every millisatoshi.
+//! it must account for every satoshi, the Lightning leg for every millisatoshi, and the MQTT leg
+//! (with a broker restart) for every unit, its unpaid subscriber opening nothing.
 
 use m2m::sim::run::{RunOptions, run};
 use m2m::sim::scenario::Scenario;
@@ -46,6 +47,13 @@ price_sat = 10
 readings_per_sec = 5.0
 channel_sat = 1000000
 top_up_sat = 100000
+[mqtt]
+sellers = 1
+subscribers = 3
+price = 1000
+publish_every_ms = 400
+broker_restarts = 1
+top_up = 10000000
 "#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -112,6 +120,14 @@ async fn a_faulty_fleet_conserves_every_unit() {
         "paid readings × price, to the millisatoshi"
     );
     assert!(lightning.routing_fees_msat > 0, "the hub routed for a fee");
+    let mqtt = report.mqtt.as_ref().expect("the MQTT leg ran");
+    assert!(mqtt.violations.is_empty(), "{:?}", mqtt.violations);
+    assert_eq!(mqtt.broker_restarts, 1);
+    assert!(mqtt.paid > 20, "{mqtt:?}");
+    assert!(
+        mqtt.unpaid_seen.0 > 0 && mqtt.unpaid_seen.1 == 0,
+        "{mqtt:?}"
+    );
     for file in [
         "summary.md",
         "summary.json",
@@ -153,7 +169,7 @@ return {
         .await;
     assert_eq!(shown["verdict"], "PASS", "{shown}");
     let payments = shown["payments"].as_str().unwrap();
-    for leg in ["EVM", "Bitcoin", "Lightning", "gateway"] {
+    for leg in ["EVM", "Bitcoin", "Lightning", "MQTT", "gateway"] {
         assert!(
             payments.contains(&format!("{leg} (")),
             "{leg} in {payments}"
@@ -165,7 +181,7 @@ return {
         "{latency}"
     );
     let conservation = shown["conservation"].as_str().unwrap();
-    for asset in ["test token", "satoshi", "millisatoshi"] {
+    for asset in ["test token", "satoshi", "millisatoshi", "MQTT leg"] {
         assert!(conservation.contains(asset), "{asset} in {conservation}");
     }
     for width in shown["widths"].as_array().unwrap() {

@@ -208,6 +208,22 @@ pub fn seal(
     encode(Value::Array(alloc::vec![Value::Map(record)]))
 }
 
+/// A pack of `reading` with every field in clear and no encrypted part: what a topic sold without
+/// fractional encryption would publish (the reference the wire-size figures compare with).
+/// [`read`] refuses it: it has no key to sell.
+pub fn clear(reading: &Reading, price: u128) -> Result<Vec<u8>, PackError> {
+    let fields = SealedReading {
+        name: Some(reading.name.clone()),
+        unit: reading.unit.clone(),
+        time: reading.time,
+        value: Some(reading.value),
+        price,
+        key_id: Vec::new(),
+        encrypted: CoseEncrypt0::default(),
+    };
+    encode(Value::Array(alloc::vec![Value::Map(clear_map(&fields))]))
+}
+
 fn text(value: Value) -> Result<String, PackError> {
     value
         .into_text()

@@ -6,8 +6,11 @@
 //! only then is the key, wrapped for the payer, published on the payer's own topic.
 //!
 //! A redelivered payment (QoS 1 after a lost PUBACK or a reconnection) is recognised by its
-//! channel, voucher total and key id and answered again without a second charge. Payments are
-//! taken one at a time, in the order the broker delivers them.
+//! channel, voucher total and key id and answered again without a second charge. Payments on
+//! one channel take their turn one at a time (a buyer waits for each answer before it signs its
+//! next voucher, so only copies of one payment meet there); payments on different channels run
+//! side by side (up to [`PAYMENTS_IN_FLIGHT`]), so their vouchers share the store's group
+//! commit.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,6 +33,9 @@ use crate::seller::{Route, Scheme, Seller};
 use crate::x402::codes;
 use crate::x402::headers::{self, PAYMENT_REQUIRED, PAYMENT_RESPONSE, PAYMENT_SIGNATURE};
 use crate::x402::types::{PaymentPayload, PaymentRequired};
+
+/// Payments being taken at once (beyond it, the next waits for a slot).
+pub const PAYMENTS_IN_FLIGHT: usize = 512;
 
 /// How the seller publishes.
 #[derive(Debug, Clone)]
@@ -129,7 +135,9 @@ pub struct MqttSeller {
     key_prefix: [u8; 8],
     sequence: AtomicU64,
     keys: Mutex<KeysOnSale>,
-    answered: Mutex<HashMap<String, Answered>>,
+    /// Per channel: its payments' turn, and the last one taken with its answer.
+    answered: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Answered>>>>>,
+    in_flight: Arc<tokio::sync::Semaphore>,
     /// Counters.
     pub stats: MqttSellerStats,
 }
@@ -223,6 +231,7 @@ impl MqttSeller {
             sequence: AtomicU64::new(0),
             keys: Mutex::default(),
             answered: Mutex::default(),
+            in_flight: Arc::new(tokio::sync::Semaphore::new(PAYMENTS_IN_FLIGHT)),
             stats: MqttSellerStats::default(),
             options,
         });
@@ -241,7 +250,16 @@ impl MqttSeller {
                                 tracing::warn!(error = %crate::events::error_line(&error), "MQTT announce");
                             }
                         }
-                        Delivery::Message(publish) => mqtt.on_payment(*publish).await,
+                        Delivery::Message(publish) => {
+                            let Ok(slot) = mqtt.in_flight.clone().acquire_owned().await else {
+                                return;
+                            };
+                            let mqtt = mqtt.clone();
+                            tokio::spawn(async move {
+                                mqtt.on_payment(*publish).await;
+                                drop(slot);
+                            });
+                        }
                     }
                 }
             }
@@ -437,7 +455,9 @@ impl MqttSeller {
             .as_str()
             .unwrap_or_default()
             .to_owned();
-        if let Some(done) = lock(&self.answered).get(&channel)
+        let turn = lock(&self.answered).entry(channel).or_default().clone();
+        let mut last = turn.lock().await;
+        if let Some(done) = last.as_ref()
             && done.total == total
             && done.key_id == key_id
         {
@@ -457,15 +477,12 @@ impl MqttSeller {
         let settlement = self.seller.accept_payment(route, &payload).await?;
         let settlement = headers::encode(&settlement);
         self.stats.keys_sold.fetch_add(1, Ordering::Relaxed);
-        lock(&self.answered).insert(
-            channel,
-            Answered {
-                total,
-                key_id,
-                settlement: settlement.clone(),
-                wrapped: wrapped.clone(),
-            },
-        );
+        *last = Some(Answered {
+            total,
+            key_id,
+            settlement: settlement.clone(),
+            wrapped: wrapped.clone(),
+        });
         Ok((settlement, wrapped))
     }
 }
