@@ -3,7 +3,9 @@
 //! already charged, another buyer's key named as the payer's, and a payment for a key that is
 //! not on sale each get a coded `PAYMENT-REQUIRED` on the sender's own topic, release no key and
 //! charge nothing; the genuine payment that follows each of them goes through, and the token
-//! balances add up on chain.
+//! balances add up on chain. And what a non-payer with an account sees through the broker's own
+//! `mosquitto_sub` (Debian `mosquitto-clients`, installed when missing): the retained reading's
+//! name, unit and price in clear, its value nowhere.
 
 use std::sync::Mutex;
 use std::sync::atomic::Ordering;
@@ -162,4 +164,69 @@ async fn forged_replayed_and_foreign_payments_release_no_key_and_charge_nothing(
     );
     b2.disconnect().await;
     market.settle_and_check(ROUNDS).await;
+}
+
+/// CBOR encodings of `value` a pack could hold (double, and single when exact).
+fn float_encodings(value: f64) -> Vec<String> {
+    let mut encodings = vec![format!(
+        "fb{}",
+        alloy::primitives::hex::encode(value.to_be_bytes())
+    )];
+    if f64::from(value as f32) == value {
+        let single = (value as f32).to_be_bytes();
+        encodings.push(format!("fa{}", alloy::primitives::hex::encode(single)));
+    }
+    encodings
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mosquitto_sub_shows_a_non_payer_the_clear_fields_and_ciphertext_only() {
+    let market = market().await;
+    let b1 = m2m::node::mqtt::buyer::MqttBuyer::connect(
+        market.buyer.clone(),
+        market.buyer_keys.clone(),
+        &super::mqtt_paid::endpoint(&market.broker, "b1"),
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    let mut readings = b1.subscribe(TOPIC).await.unwrap();
+    let (_, signed) = market.publish(&mut readings).await;
+    let paid = b1.buy(TOPIC, &signed).await.expect("the payer reads it");
+
+    // The broker's own command-line client, as `eve` (an account that may read the topic).
+    let sub = m2m::node::tools::mosquitto_sub().expect("mosquitto_sub");
+    let port = market.broker.port().to_string();
+    let ca = market.broker.ca_file();
+    let output = std::process::Command::new(sub)
+        .args(["-V", "mqttv5", "-h", "127.0.0.1", "-p", &port, "--cafile"])
+        .arg(&ca)
+        .args(["-u", "eve", "-P", "eve-secret-password", "-i", "eve-cli"])
+        .args(["-t", TOPIC, "-C", "1", "-W", "10", "-F", "%x"])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let seen = String::from_utf8(output.stdout).unwrap().trim().to_owned();
+    assert_eq!(
+        seen,
+        alloy::primitives::hex::encode(&signed),
+        "the retained reading"
+    );
+    let hex = |text: &str| alloy::primitives::hex::encode(text.as_bytes());
+    for clear in [paid.reading.name.as_str(), "Cel", "price_", "1000"] {
+        assert!(seen.contains(&hex(clear)), "{clear} is in clear");
+    }
+    for encoding in float_encodings(paid.reading.value) {
+        assert!(!seen.contains(&encoding), "the value is not in clear");
+    }
+    println!(
+        "mosquitto_sub -t {TOPIC} -F %x (a non-payer, value {} hidden):\n{seen}",
+        paid.reading.value
+    );
+    b1.disconnect().await;
+    market.settle_and_check(1).await;
 }

@@ -17,13 +17,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use alloy::primitives::Address;
 use m2m_core::key_wrap::{self, WrapParties};
 use m2m_core::senml::{self, Mask, Reading};
 use rumqttc::v5::AsyncClient;
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{LastWill, Publish};
-use secp256k1::PublicKey;
 
 use super::{Delivery, MqttEndpoint, MqttError, connect_with_will, pack, spawn_pump, wire};
 use crate::evm::SharedSigner;
@@ -31,8 +29,8 @@ use crate::seller::batch::Refusal;
 use crate::seller::sensor::SensorError;
 use crate::seller::{Route, Scheme, Seller};
 use crate::x402::codes;
-use crate::x402::headers::{self, PAYMENT_REQUIRED, PAYMENT_RESPONSE, PAYMENT_SIGNATURE};
-use crate::x402::types::{PaymentPayload, PaymentRequired};
+use crate::x402::headers::{self, HeaderError, PAYMENT_REQUIRED, PAYMENT_RESPONSE};
+use crate::x402::types::PaymentRequired;
 
 /// Payments being taken at once (beyond it, the next waits for a slot).
 pub const PAYMENTS_IN_FLIGHT: usize = 512;
@@ -429,7 +427,13 @@ impl MqttSeller {
         route: &Route,
         request: &Publish,
     ) -> Result<(String, Vec<u8>), Refusal> {
-        let key_id = request.payload.to_vec();
+        let no_properties = Vec::new();
+        let properties = request
+            .properties
+            .as_ref()
+            .map_or(&no_properties, |p| &p.user_properties);
+        let message = wire::read_payment(&request.payload, properties).map_err(refusal_of)?;
+        let key_id = message.key_id;
         let reading_key = match lock(&self.keys).keys.get(&key_id) {
             Some((sold_on, key)) if sold_on == topic => *key,
             _ => {
@@ -439,22 +443,8 @@ impl MqttSeller {
                 ));
             }
         };
-        let payload: PaymentPayload = wire::user_property(request, PAYMENT_SIGNATURE)
-            .ok_or_else(|| Refusal::new(codes::INVALID_PAYLOAD, "no PAYMENT-SIGNATURE property"))
-            .and_then(|text| {
-                headers::decode(text)
-                    .map_err(|e| Refusal::new(codes::INVALID_PAYLOAD, e.to_string()))
-            })?;
-        let payer = buyer_identity(request, &payload)?;
-        let voucher = &payload.payload["voucher"];
-        let channel = voucher["channelId"]
-            .as_str()
-            .unwrap_or_default()
-            .to_ascii_lowercase();
-        let total = voucher["maxClaimableAmount"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
+        let (payload, payer) = (message.payload, (message.payer, message.buyer_key));
+        let (channel, total) = message.voucher;
         let turn = lock(&self.answered).entry(channel).or_default().clone();
         let mut last = turn.lock().await;
         if let Some(done) = last.as_ref()
@@ -487,25 +477,15 @@ impl MqttSeller {
     }
 }
 
-/// The payer's address and key-agreement key: the `m2m-buyer-key` property, which must be the
-/// key of the address that signs the payment's vouchers (so only the payer can unwrap).
-fn buyer_identity(
-    request: &Publish,
-    payload: &PaymentPayload,
-) -> Result<(Address, PublicKey), Refusal> {
-    let invalid = |why: &str| Refusal::new(codes::BUYER_KEY_INVALID, why);
-    let key = wire::user_property(request, wire::BUYER_KEY)
-        .and_then(|hex| alloy::primitives::hex::decode(hex).ok())
-        .and_then(|bytes| PublicKey::from_slice(&bytes).ok())
-        .ok_or_else(|| invalid("no valid m2m-buyer-key property"))?;
-    let payer: Address = payload.payload["channelConfig"]["payerAuthorizer"]
-        .as_str()
-        .and_then(|text| text.parse().ok())
-        .ok_or_else(|| invalid("the payment names no payerAuthorizer"))?;
-    if m2m_wallet::evm_address_of(&key) != payer {
-        return Err(invalid(
-            "m2m-buyer-key is not the key that signs the vouchers",
-        ));
+/// The coded refusal of a payment message that does not read.
+fn refusal_of(error: wire::PaymentMessageError) -> Refusal {
+    let message = crate::events::error_line(&error);
+    match error {
+        wire::PaymentMessageError::BuyerKey(_) => Refusal::new(codes::BUYER_KEY_INVALID, message),
+        wire::PaymentMessageError::KeyId => Refusal::new(codes::READING_KEY_UNKNOWN, message),
+        wire::PaymentMessageError::Signature(HeaderError::Version(_)) => {
+            Refusal::new(codes::INVALID_X402_VERSION, message)
+        }
+        _ => Refusal::new(codes::INVALID_PAYLOAD, message),
     }
-    Ok((payer, key))
 }

@@ -15,7 +15,12 @@
 //! reading key wrapped for that buyer as payload, or `PAYMENT-REQUIRED` (the refusal, with the
 //! corrective channel state) and an empty payload.
 
+use alloy::primitives::Address;
 use rumqttc::v5::mqttbytes::v5::{Publish, PublishProperties};
+use secp256k1::PublicKey;
+
+use crate::x402::headers::{self, HeaderError, PAYMENT_SIGNATURE};
+use crate::x402::types::PaymentPayload;
 
 /// Suffix of a reading topic's price sheet.
 pub const PRICE_SUFFIX: &str = "/price";
@@ -58,9 +63,11 @@ pub fn route_topic(path: &str) -> &str {
 
 /// The value of user property `name` of `publish`, if it has exactly one.
 pub fn user_property<'p>(publish: &'p Publish, name: &str) -> Option<&'p str> {
-    let properties = publish.properties.as_ref()?;
+    one_property(&publish.properties.as_ref()?.user_properties, name)
+}
+
+fn one_property<'p>(properties: &'p [(String, String)], name: &str) -> Option<&'p str> {
     let mut values = properties
-        .user_properties
         .iter()
         .filter(|(key, _)| key.eq_ignore_ascii_case(name))
         .map(|(_, value)| value.as_str());
@@ -78,4 +85,78 @@ pub fn answer_properties(request: &Publish, property: (&str, String)) -> Publish
         user_properties: vec![(property.0.to_owned(), property.1)],
         ..PublishProperties::default()
     }
+}
+
+/// A payment message as the seller reads it, before any of it is checked against a channel.
+#[derive(Debug, Clone)]
+pub struct PaymentMessage {
+    /// The key id paid for (the message's payload).
+    pub key_id: Vec<u8>,
+    /// The x402 payload of `PAYMENT-SIGNATURE`.
+    pub payload: PaymentPayload,
+    /// The voucher's signer (`channelConfig.payerAuthorizer`).
+    pub payer: Address,
+    /// Its key-agreement key (`m2m-buyer-key`), checked to be `payer`'s key.
+    pub buyer_key: PublicKey,
+    /// The voucher's channel id (lowercase hex) and total (decimal), as written.
+    pub voucher: (String, String),
+}
+
+/// Why a payment message could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum PaymentMessageError {
+    /// No (or more than one) `PAYMENT-SIGNATURE` property.
+    #[error("no PAYMENT-SIGNATURE property")]
+    NoSignature,
+    /// `PAYMENT-SIGNATURE` is not an x402 payload.
+    #[error("PAYMENT-SIGNATURE")]
+    Signature(#[source] HeaderError),
+    /// The key id is empty or too long.
+    #[error("the key id must be 1 to {MAX_KEY_ID} bytes")]
+    KeyId,
+    /// `m2m-buyer-key` is missing, not a key, or not the voucher signer's.
+    #[error("m2m-buyer-key: {0}")]
+    BuyerKey(&'static str),
+}
+
+/// Reads a payment message: its payload (the key id) and user properties.
+pub fn read_payment(
+    key_id: &[u8],
+    properties: &[(String, String)],
+) -> Result<PaymentMessage, PaymentMessageError> {
+    let one = |name: &str| one_property(properties, name);
+    if key_id.is_empty() || key_id.len() > MAX_KEY_ID {
+        return Err(PaymentMessageError::KeyId);
+    }
+    let payload: PaymentPayload =
+        headers::decode(one(PAYMENT_SIGNATURE).ok_or(PaymentMessageError::NoSignature)?)
+            .map_err(PaymentMessageError::Signature)?;
+    let buyer_key = one(BUYER_KEY)
+        .and_then(|hex| alloy::primitives::hex::decode(hex).ok())
+        .and_then(|bytes| PublicKey::from_slice(&bytes).ok())
+        .ok_or(PaymentMessageError::BuyerKey("missing or not a public key"))?;
+    let payer: Address = payload.payload["channelConfig"]["payerAuthorizer"]
+        .as_str()
+        .and_then(|text| text.parse().ok())
+        .ok_or(PaymentMessageError::BuyerKey(
+            "the payment names no payerAuthorizer",
+        ))?;
+    if m2m_wallet::evm_address_of(&buyer_key) != payer {
+        return Err(PaymentMessageError::BuyerKey(
+            "not the key that signs the vouchers",
+        ));
+    }
+    let voucher = &payload.payload["voucher"];
+    let text = |value: &serde_json::Value| value.as_str().unwrap_or_default().to_owned();
+    let voucher = (
+        text(&voucher["channelId"]).to_ascii_lowercase(),
+        text(&voucher["maxClaimableAmount"]),
+    );
+    Ok(PaymentMessage {
+        key_id: key_id.to_vec(),
+        payload,
+        payer,
+        buyer_key,
+        voucher,
+    })
 }

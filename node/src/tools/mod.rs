@@ -24,7 +24,7 @@ pub use bitcoind_build::{ensure_bitcoind, find_bitcoind};
 pub use chromium::{ChromeDriverHandle, start_chromedriver};
 pub use debian::{ensure_packages, promtool};
 pub use foundry::{FOUNDRY_VERSION, Foundry, SOLC_VERSION};
-pub use mosquitto::{MosquittoHandle, MqttAccount, start_mosquitto};
+pub use mosquitto::{MosquittoHandle, MqttAccount, mosquitto_sub, start_mosquitto};
 pub use npm::{BundleFile, NpmBundle};
 pub use reaper::{GuardedChild, ReapOnExit};
 

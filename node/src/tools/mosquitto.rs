@@ -66,6 +66,20 @@ fn ensure() -> Result<(PathBuf, PathBuf), ToolError> {
     })
 }
 
+/// `mosquitto_sub`, the broker's command-line subscriber (Debian `mosquitto-clients`), installed
+/// when missing: what an operator, or an eavesdropper with an account, reads a topic with.
+pub fn mosquitto_sub() -> Result<PathBuf, ToolError> {
+    const CLIENTS: &str = "the MQTT command-line clients (mosquitto_sub)";
+    if let Some(path) = find("mosquitto_sub") {
+        return Ok(path);
+    }
+    super::ensure_packages(CLIENTS, &["mosquitto-clients"])?;
+    find("mosquitto_sub").ok_or(ToolError::MissingPackages {
+        purpose: CLIENTS,
+        packages: "mosquitto-clients".into(),
+    })
+}
+
 fn tls_failed(error: rcgen::Error) -> ToolError {
     ToolError::Start {
         tool: "mosquitto",
@@ -185,6 +199,11 @@ impl MosquittoHandle {
     /// The throwaway CA's certificate (PEM), which clients trust for this broker.
     pub fn ca_pem(&self) -> &str {
         &self.ca_pem
+    }
+
+    /// The CA's certificate as a file (for command-line clients' `--cafile`).
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
     }
 
     /// The broker's log so far.
