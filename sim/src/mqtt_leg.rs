@@ -1,5 +1,6 @@
 //! The MQTT leg of a run: priced topics on a real mosquitto (TLS, one password account and ACL
-//! per device), over an anvil of its own. Each seller publishes a sealed reading on its topic
+//! per device), on the run's anvil with a test token of its own (so its units are counted apart
+//! from the EVM leg's) funded by another of anvil's accounts. Each seller publishes a sealed reading on its topic
 //! every `publish_every_ms`; each paying subscriber buys every reading's key with
 //! batch-settlement vouchers (its channel opened by a relayed deposit); an unpaid subscriber
 //! reads every topic and must open nothing; the broker is restarted `broker_restarts` times
@@ -14,6 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use alloy::primitives::{Address, U256};
+use alloy::providers::Provider;
 use m2m_contracts::bindings::TestToken;
 use m2m_node::buyer::{Buyer, BuyerOptions};
 use m2m_node::datadir::DataDir;
@@ -190,15 +192,29 @@ async fn eavesdrop(
 }
 
 /// Runs the leg for `duration` (its paying phase). `None` if the scenario has no MQTT leg.
-pub async fn run_leg(
+pub(crate) async fn run_leg(
     leg: MqttLeg,
+    chain: crate::run::SharedChain,
     duration: Duration,
     dir: std::path::PathBuf,
 ) -> Result<Option<MqttFigures>, SimError> {
     if leg.sellers == 0 || leg.subscribers == 0 {
         return Ok(None);
     }
-    let chain = crate::run::start_chain().await?;
+    let token_address = m2m_contracts::deploy::deploy_test_token(&chain.owner)
+        .await
+        .map_err(|e| failed("token")(&e))?;
+    let token = TestToken::new(token_address, &chain.owner);
+    let set_eth = |who: Address| {
+        let owner = chain.owner.clone();
+        async move {
+            let _: serde_json::Value = owner
+                .raw_request("anvil_setBalance".into(), (who, U256::from(10u128.pow(21))))
+                .await
+                .map_err(SimError::rpc)?;
+            Ok::<_, SimError>(())
+        }
+    };
     let sellers_keys: Vec<_> = (0..leg.sellers)
         .map(|_| crate::fleet::new_device())
         .collect::<Result<_, _>>()?;
@@ -239,16 +255,21 @@ pub async fn run_leg(
 
     let mut sellers: Vec<(Arc<Seller>, MqttSellerHandle)> = Vec::new();
     for (index, keys) in sellers_keys.iter().enumerate() {
-        chain.set_eth(keys.evm_address(), 10u128.pow(21)).await?;
+        set_eth(keys.evm_address()).await?;
+        chain
+            .senders
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(keys.evm_address());
         let config = SellerConfig::parse(&format!(
             "listen = \"127.0.0.1:0\"\nrpc_url = \"{}\"\nnetwork = \"eip155:{}\"\n\
              [claim]\nthreshold = \"{}\"\n[[route]]\npath = \"/{}\"\nprice = \"{}\"\nasset = \"{}\"\n",
-            chain.anvil.endpoint(),
+            chain.endpoint,
             crate::run::CHAIN_ID,
             u128::MAX,
             topic(index),
             leg.price,
-            chain.token,
+            token_address,
         ))
         .map_err(|e| failed("seller config")(&e))?;
         let data_dir = DataDir::open(&dir.join(format!("mqtt-seller-{index}")))
@@ -273,16 +294,14 @@ pub async fn run_leg(
         sellers.push((seller, handle));
     }
 
-    let minted = U256::from(leg.top_up) * U256::from(leg.subscribers);
-    crate::confirm(TestToken::new(chain.token, &chain.owner).mint(chain.owner_address, minted))
-        .await?;
     let store_dir =
         DataDir::open(&dir.join("mqtt-subscribers")).map_err(|e| failed("store")(&e))?;
     let store = Arc::new(ChannelStore::open(&store_dir).map_err(|e| failed("store")(&e))?);
     let mut subscribers = Vec::new();
     let mut subscriber_addresses = Vec::new();
     for index in 0..leg.subscribers {
-        let keys = chain.topped_up_device(leg.top_up).await?;
+        let keys = crate::fleet::new_device()?;
+        crate::confirm(token.mint(keys.evm_address(), U256::from(leg.top_up))).await?;
         subscriber_addresses.push(keys.evm_address());
         let buyer = Arc::new(Buyer::new(
             keys.clone(),
@@ -359,7 +378,6 @@ pub async fn run_leg(
     // Settle and check from the chain.
     let (mut published, mut sold, mut redelivered) = (0, 0, 0);
     let mut violations = Vec::new();
-    let token = TestToken::new(chain.token, &chain.owner);
     let balance = |who: Address| {
         let token = token.clone();
         async move {

@@ -49,9 +49,47 @@ pub(crate) struct Chain {
     pub(crate) token: Address,
     pub(crate) settlement: Address,
     pub(crate) first_block: u64,
+    /// Who sends for other legs sharing this chain: their transactions are not the EVM leg's.
+    pub(crate) other_legs: Arc<std::sync::Mutex<std::collections::HashSet<Address>>>,
 }
 
-pub(crate) async fn start_chain() -> Result<Chain, SimError> {
+/// The chain as a leg of its own sees it: anvil's account `index` as the owner who funds the
+/// leg's devices, and the settlement contract. A leg that deploys its own token keeps its
+/// units apart from every other leg's on the same chain (and one anvil is one process less).
+pub(crate) struct SharedChain {
+    pub(crate) endpoint: String,
+    pub(crate) owner: DynProvider,
+    pub(crate) settlement: Address,
+    /// The leg adds every device that sends transactions (its owner is in already).
+    pub(crate) senders: Arc<std::sync::Mutex<std::collections::HashSet<Address>>>,
+}
+
+impl Chain {
+    /// The chain with anvil's account `index` (not 0: the EVM leg's owner) as another owner.
+    pub(crate) fn shared_with(&self, index: usize) -> Result<SharedChain, SimError> {
+        let key = PrivateKeySigner::from(self.anvil.instance().keys()[index].clone());
+        let url = self
+            .anvil
+            .endpoint()
+            .parse()
+            .map_err(|_| SimError::Setup("anvil endpoint".into()))?;
+        self.other_legs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(key.address());
+        Ok(SharedChain {
+            endpoint: self.anvil.endpoint(),
+            senders: self.other_legs.clone(),
+            owner: ProviderBuilder::new()
+                .wallet(EthereumWallet::from(key))
+                .connect_http(url)
+                .erased(),
+            settlement: self.settlement,
+        })
+    }
+}
+
+async fn start_chain() -> Result<Chain, SimError> {
     let foundry = Foundry::ensure().map_err(|e| SimError::Setup(format!("tools: {e}")))?;
     let anvil =
         start_anvil(&foundry, CHAIN_ID).map_err(|e| SimError::Setup(format!("anvil: {e}")))?;
@@ -79,6 +117,7 @@ pub(crate) async fn start_chain() -> Result<Chain, SimError> {
         token,
         settlement: deployment.settlement,
         first_block,
+        other_legs: Arc::default(),
     })
 }
 
@@ -93,7 +132,7 @@ impl Chain {
     }
 
     /// A new device whose owner topped it up with `amount` test tokens through its EIP-681 request.
-    pub(crate) async fn topped_up_device(
+    async fn topped_up_device(
         &self,
         amount: u128,
     ) -> Result<Arc<m2m_wallet::DeviceKeys>, SimError> {
@@ -143,9 +182,10 @@ pub async fn run(scenario: &Scenario, options: &RunOptions) -> Result<RunReport,
         scenario.seed,
         devices_dir.path().to_path_buf(),
     ));
-    // And the MQTT leg, on its own broker and anvil.
+    // And the MQTT leg, on its own broker, on this chain with a token of its own.
     let mqtt_leg = tokio::spawn(crate::mqtt_leg::run_leg(
         scenario.mqtt.clone(),
+        chain.shared_with(1)?,
         Duration::from_secs(scenario.duration_secs),
         devices_dir.path().to_path_buf(),
     ));
@@ -554,7 +594,8 @@ async fn probe_terms(url: &str) -> Result<PaymentRequired, SimError> {
     m2m_node::x402::headers::decode(header).map_err(|e| SimError::Setup(e.to_string()))
 }
 
-/// Adds the gas and transactions of blocks mined since `last_block`.
+/// Adds the gas and transactions of blocks mined since `last_block`, leaving out the blocks of
+/// other legs on the chain (anvil mines one transaction per block).
 async fn chain_totals(
     chain: &Chain,
     last_block: &mut u64,
@@ -571,11 +612,25 @@ async fn chain_totals(
         if let Some(block) = chain
             .owner
             .get_block_by_number((*last_block).into())
+            .full()
             .await
             .map_err(SimError::rpc)?
         {
-            gas += block.header.gas_used;
-            transactions += block.transactions.len() as u64;
+            use alloy::network::TransactionResponse;
+            let others = chain
+                .other_legs
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone();
+            let ours = block
+                .transactions
+                .txns()
+                .filter(|tx| !others.contains(&tx.from()))
+                .count() as u64;
+            if ours > 0 {
+                gas += block.header.gas_used;
+                transactions += ours;
+            }
         }
     }
     Ok((gas, transactions))

@@ -33,6 +33,7 @@ mod metrics;
 mod mqtt;
 mod mqtt_hostile;
 mod mqtt_paid;
+mod mqtt_ticks;
 mod paid_http;
 mod paid_http_hostile;
 mod payer_withdraw;

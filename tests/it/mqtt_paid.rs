@@ -170,13 +170,19 @@ impl RawPayer {
         key_id: &[u8],
         buyer_key: &str,
     ) -> Publish {
+        let properties = vec![
+            ("PAYMENT-SIGNATURE".into(), headers::encode(message)),
+            (wire::BUYER_KEY.into(), buyer_key.to_owned()),
+        ];
+        self.send(key_id, properties).await
+    }
+
+    /// Publishes a payment message for `key_id` with `properties`; the seller's answer.
+    pub(super) async fn send(&self, key_id: &[u8], properties: Vec<(String, String)>) -> Publish {
         let properties = PublishProperties {
             response_topic: Some(wire::key_topic(&self.user)),
             correlation_data: Some(key_id.to_vec().into()),
-            user_properties: vec![
-                ("PAYMENT-SIGNATURE".into(), headers::encode(message)),
-                (wire::BUYER_KEY.into(), buyer_key.to_owned()),
-            ],
+            user_properties: properties,
             ..Default::default()
         };
         let mut events = self.events.lock().await;
@@ -259,6 +265,11 @@ pub(super) struct Market {
 }
 
 pub(super) async fn market() -> Market {
+    market_with(MqttSellerOptions::default()).await
+}
+
+/// [`market`] with the MQTT seller's `options`.
+pub(super) async fn market_with(options: MqttSellerOptions) -> Market {
     let chain = LocalChain::start(31337).await;
     let (seller_keys, buyer_keys) = seller_and_buyer(&chain, MINTED).await;
     let broker = start_mosquitto(&[
@@ -282,7 +293,7 @@ pub(super) async fn market() -> Market {
         seller.clone(),
         seller_keys.clone(),
         &endpoint(&broker, "seller"),
-        MqttSellerOptions::default(),
+        options,
     )
     .await
     .expect("MQTT seller");
@@ -304,6 +315,18 @@ pub(super) async fn market() -> Market {
 }
 
 impl Market {
+    /// A buyer on the market's broker as account `user`, paying from the market's buyer.
+    pub(super) async fn buyer_client(&self, user: &str, options: MqttBuyerOptions) -> MqttBuyer {
+        MqttBuyer::connect(
+            self.buyer.clone(),
+            self.buyer_keys.clone(),
+            &endpoint(&self.broker, user),
+            options,
+        )
+        .await
+        .expect("buyer connects")
+    }
+
     /// The seller publishes a reading; its key id and the signed reading as `readings` gets it.
     pub(super) async fn publish(
         &self,
@@ -527,14 +550,7 @@ async fn a_broker_restart_mid_stream_loses_no_acknowledged_payment() {
         clean_start: false,
         ..MqttBuyerOptions::default()
     };
-    let b1 = MqttBuyer::connect(
-        market.buyer.clone(),
-        market.buyer_keys.clone(),
-        &endpoint(&market.broker, "b1"),
-        options,
-    )
-    .await
-    .expect("buyer connects");
+    let b1 = market.buyer_client("b1", options).await;
     let mut readings = b1.subscribe(TOPIC).await.unwrap();
     const ROUNDS: usize = 24;
     let (mut bought, mut failed) = (0u128, Vec::new());

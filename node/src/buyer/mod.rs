@@ -260,13 +260,32 @@ impl Buyer {
         required: &PaymentRequired,
         max_price: Option<u128>,
     ) -> Result<Fetched, BuyerError> {
+        self.pay_over_for(carrier, required, max_price, 1).await
+    }
+
+    /// [`Self::pay_over`] for `readings` readings at the offer's price in one payment (a
+    /// tick stream's voucher covers the readings paid by ticks since the last one, and its own);
+    /// `max_price` caps the price of one reading, the budget sees the whole payment.
+    pub async fn pay_over_for(
+        &self,
+        carrier: &impl PaymentCarrier,
+        required: &PaymentRequired,
+        max_price: Option<u128>,
+        readings: u32,
+    ) -> Result<Fetched, BuyerError> {
         let offer = self.choose(required)?;
-        let price: u128 = offer
+        let each: u128 = offer
             .amount
             .parse()
             .map_err(|_| BuyerError::Protocol(format!("amount {:?}", offer.amount)))?;
-        if max_price.is_some_and(|cap| price > cap) {
-            return Err(BuyerError::PriceAboveLimit(price));
+        if max_price.is_some_and(|cap| each > cap) {
+            return Err(BuyerError::PriceAboveLimit(each));
+        }
+        let price = each
+            .checked_mul(u128::from(readings.max(1)))
+            .ok_or_else(|| BuyerError::Protocol("price overflow".into()))?;
+        if readings > 1 && offer.scheme != crate::x402::batch::SCHEME {
+            return Err(BuyerError::NoAcceptableOffer(offer.scheme.clone()));
         }
         let peer = payee_identity(offer);
         let recorded = self.reserve(&peer, offer, price)?;

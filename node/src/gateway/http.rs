@@ -259,7 +259,7 @@ async fn cover(
             );
         }
     }
-    match seller.pay_batch(route, &payload.payload).await {
+    match seller.pay_batch(route, &payload.payload, route.price).await {
         Ok(settlement) => {
             seller.events.publish(|| {
                 crate::events::AgentEvent::PaymentReceived(crate::events::Payment {

@@ -14,6 +14,12 @@
 //! echoes the correlation data and carries either user property `PAYMENT-RESPONSE` with the
 //! reading key wrapped for that buyer as payload, or `PAYMENT-REQUIRED` (the refusal, with the
 //! corrective channel state) and an empty payload.
+//!
+//! Tick streams (where the sheet's offer names [`TICKS_PER_VOUCHER`] = K): a voucher payment
+//! with [`TICK_ANCHOR`] and [`TICK_LENGTH`] opens a stream on the payer's channel; the next
+//! readings may each be paid with one [`TICK`] (a SHA-256 preimage, checked with one hash) and
+//! [`TICK_ANCHOR`], up to K of them; the next voucher (with [`TICK_ANCHOR`]) pays for the
+//! readings the ticks bought and its own. At most K readings are ever on credit.
 
 use alloy::primitives::Address;
 use rumqttc::v5::mqttbytes::v5::{Publish, PublishProperties};
@@ -28,6 +34,30 @@ pub const PRICE_SUFFIX: &str = "/price";
 pub const PAY_SUFFIX: &str = "/pay";
 /// User property: the buyer's key-agreement (and voucher-signing) public key, compressed, hex.
 pub const BUYER_KEY: &str = "m2m-buyer-key";
+/// User property: names a tick stream by its anchor (hex, 32 bytes); on a voucher payment it
+/// opens the stream (with [`TICK_LENGTH`]) or covers its ticks.
+pub const TICK_ANCHOR: &str = "m2m-tick-anchor";
+/// User property: the chain length of the stream a voucher payment opens.
+pub const TICK_LENGTH: &str = "m2m-tick-length";
+/// User property: one tick — the next preimage of the stream's chain (hex, 32 bytes) — paying
+/// for one reading's key instead of a voucher.
+pub const TICK: &str = "m2m-tick";
+/// Answer property to a tick: how many readings paid by ticks the next voucher must cover.
+pub const TICKS_UNCOVERED: &str = "m2m-ticks-uncovered";
+/// `extra` key of the sheet's batch-settlement offer: K, the readings a stream may pay by ticks
+/// between vouchers (absent: no ticks on this topic).
+pub const TICKS_PER_VOUCHER: &str = "m2mTicksPerVoucher";
+
+/// 32 bytes from hex, if that is what `text` holds.
+pub fn hex32(text: &str) -> Option<[u8; 32]> {
+    alloy::primitives::hex::decode(text).ok()?.try_into().ok()
+}
+
+/// The value of user property `name` among `properties`, if there is exactly one.
+pub fn property<'p>(properties: &'p [(String, String)], name: &str) -> Option<&'p str> {
+    one_property(properties, name)
+}
+
 /// Status payloads.
 pub const ONLINE: &[u8] = b"online";
 /// The seller's will.

@@ -21,8 +21,26 @@ impl Seller {
         route: &Route,
         payload: &PaymentPayload,
     ) -> Result<SettlementResponse, Refusal> {
-        let settlement = match offered_scheme(self, route, &payload.accepted)? {
-            Scheme::BatchSettlement => self.pay_batch(route, &payload.payload).await?,
+        self.accept_payment_of(route, payload, route.price).await
+    }
+
+    /// [`Self::accept_payment`] of `price` on the route's batch-settlement offer: what a tick
+    /// stream's voucher covers (the readings paid by ticks since the last voucher, and its own).
+    pub(crate) async fn accept_payment_of(
+        &self,
+        route: &Route,
+        payload: &PaymentPayload,
+        price: u128,
+    ) -> Result<SettlementResponse, Refusal> {
+        let scheme = offered_scheme(self, route, &payload.accepted)?;
+        if price != route.price && scheme != Scheme::BatchSettlement {
+            return Err(Refusal::new(
+                codes::UNSUPPORTED_SCHEME,
+                "only batch-settlement vouchers cover several readings",
+            ));
+        }
+        let settlement = match scheme {
+            Scheme::BatchSettlement => self.pay_batch(route, &payload.payload, price).await?,
             Scheme::Exact => {
                 self.settle_exact(&payload.accepted, &payload.payload)
                     .await?
@@ -32,7 +50,7 @@ impl Seller {
             AgentEvent::PaymentReceived(Payment {
                 leg: Leg::Evm,
                 scheme: payload.accepted.scheme.clone(),
-                amount: route.price,
+                amount: price,
                 resource: route.config.path.clone(),
             })
         });

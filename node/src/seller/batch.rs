@@ -56,12 +56,14 @@ impl Refusal {
 }
 
 impl Seller {
-    /// Checks and records a batch-settlement payment for one reading of `route`. On `Ok` the
-    /// payment is durable and the reading may be served with the returned `PAYMENT-RESPONSE`.
+    /// Checks and records a batch-settlement payment of `price` (one reading of `route`, or what
+    /// a tick stream's voucher covers). On `Ok` the payment is durable and the reading may be
+    /// served with the returned `PAYMENT-RESPONSE`.
     pub(crate) async fn pay_batch(
         &self,
         route: &Route,
         payload: &Value,
+        price: u128,
     ) -> Result<SettlementResponse, Refusal> {
         let payload = BatchPayload::deserialize(payload)
             .map_err(|e| Refusal::new(codes::BATCH_PAYLOAD_TYPE, e.to_string()))?;
@@ -110,7 +112,7 @@ impl Seller {
                     let charged = channel.payee.record().charged_units;
                     if voucher.max_claimable_units <= charged {
                         let mismatch = ChannelError::CumulativeMismatch {
-                            expected_units: charged.saturating_add(route.price),
+                            expected_units: charged.saturating_add(price),
                             found_units: voucher.max_claimable_units,
                         };
                         return Err(refusal_for(&channel, mismatch));
@@ -145,7 +147,8 @@ impl Seller {
         if let Some(state) = fresh {
             adopt_chain_state(&mut channel, &state)?;
         }
-        let price = channel.payee.terms().amount(route.price);
+        let charge = price;
+        let price = channel.payee.terms().amount(price);
         let accepted = channel
             .payee
             .accept(&voucher, price, price, &self.verifier)
@@ -165,7 +168,7 @@ impl Seller {
             network: self.config.network.clone(),
             amount: Some(String::new()),
             extra: Some(json!({
-                "chargedAmount": route.price.to_string(),
+                "chargedAmount": charge.to_string(),
                 "channelState": channel_state_json(&channel),
             })),
             extensions: None,

@@ -83,3 +83,7 @@ pub const BATCH_RPC_READ_FAILED: &str = "invalid_batch_settlement_evm_rpc_read_f
 pub const READING_KEY_UNKNOWN: &str = "m2m_reading_key_unknown";
 /// The buyer's key-agreement key is missing, malformed, or not the key that signs its vouchers.
 pub const BUYER_KEY_INVALID: &str = "m2m_buyer_key_invalid";
+/// A tick stream has K readings on credit: the next payment must be a voucher covering them.
+pub const TICKS_VOUCHER_DUE: &str = "m2m_ticks_voucher_due";
+/// A tick that does not extend its stream's chain, or names no stream of this seller.
+pub const TICK_INVALID: &str = "m2m_tick_invalid";

@@ -23,6 +23,8 @@ use rumqttc::v5::AsyncClient;
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{LastWill, Publish};
 
+mod streams;
+
 use super::{Delivery, MqttEndpoint, MqttError, connect_with_will, pack, spawn_pump, wire};
 use crate::evm::SharedSigner;
 use crate::seller::batch::Refusal;
@@ -49,6 +51,9 @@ pub struct MqttSellerOptions {
     /// Publish a reading on every topic this often (`None`: only on
     /// [`MqttSeller::publish_reading`]).
     pub publish_every: Option<Duration>,
+    /// Offer tick streams: K readings paid by one SHA-256 tick each between vouchers (at most
+    /// K readings on credit). `None`: every reading by voucher.
+    pub ticks_per_voucher: Option<u32>,
 }
 
 impl Default for MqttSellerOptions {
@@ -58,6 +63,7 @@ impl Default for MqttSellerOptions {
             mask: Mask::default(),
             keys_on_sale: 256,
             publish_every: None,
+            ticks_per_voucher: None,
         }
     }
 }
@@ -102,6 +108,8 @@ pub struct MqttSellerStats {
     pub redelivered: AtomicU64,
     /// Payments refused.
     pub refused: AtomicU64,
+    /// Keys sold for a tick.
+    pub ticks: AtomicU64,
 }
 
 /// Keys of recent readings, oldest first.
@@ -136,6 +144,7 @@ pub struct MqttSeller {
     /// Per channel: its payments' turn, and the last one taken with its answer.
     answered: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Answered>>>>>,
     in_flight: Arc<tokio::sync::Semaphore>,
+    streams: streams::Streams,
     /// Counters.
     pub stats: MqttSellerStats,
 }
@@ -230,6 +239,7 @@ impl MqttSeller {
             keys: Mutex::default(),
             answered: Mutex::default(),
             in_flight: Arc::new(tokio::sync::Semaphore::new(PAYMENTS_IN_FLIGHT)),
+            streams: Default::default(),
             stats: MqttSellerStats::default(),
             options,
         });
@@ -308,6 +318,13 @@ impl MqttSeller {
         sheet
             .accepts
             .retain(|offer| offer.scheme == Scheme::BatchSettlement.as_str());
+        if let Some(k) = self.options.ticks_per_voucher {
+            for offer in &mut sheet.accepts {
+                if let Some(extra) = offer.extra.as_mut().and_then(|e| e.as_object_mut()) {
+                    extra.insert(wire::TICKS_PER_VOUCHER.into(), k.into());
+                }
+            }
+        }
         sheet.resource.mime_type = Some("application/cose; cose-type=\"cose-sign1\"".into());
         sheet
     }
@@ -402,7 +419,7 @@ impl MqttSeller {
             return;
         };
         let (property, payload) = match self.take_payment(reading_topic, route, &request).await {
-            Ok((settlement, wrapped)) => ((PAYMENT_RESPONSE, settlement), wrapped),
+            Ok(answer) => answer,
             Err(refusal) => {
                 self.stats.refused.fetch_add(1, Ordering::Relaxed);
                 let sheet = self.sheet(reading_topic, route, Some(&refusal));
@@ -419,40 +436,55 @@ impl MqttSeller {
         }
     }
 
-    /// Checks and takes the payment in `request` for the key it names; the encoded settlement
-    /// and the wrapped key.
+    /// The key of `key_id`, if it is on sale on `topic`.
+    fn key_on_sale(&self, topic: &str, key_id: &[u8]) -> Result<[u8; 32], Refusal> {
+        match lock(&self.keys).keys.get(key_id) {
+            Some((sold_on, key)) if sold_on == topic => Ok(*key),
+            _ => Err(Refusal::new(
+                codes::READING_KEY_UNKNOWN,
+                "no reading with this key id is on sale on this topic",
+            )),
+        }
+    }
+
+    /// Checks and takes the payment in `request` (a voucher, or a tick of a stream) for the key
+    /// it names; the answer's property (`PAYMENT-RESPONSE`, or the ticks on credit) and the
+    /// wrapped key.
     async fn take_payment(
         &self,
         topic: &str,
         route: &Route,
         request: &Publish,
-    ) -> Result<(String, Vec<u8>), Refusal> {
+    ) -> Result<((&'static str, String), Vec<u8>), Refusal> {
         let no_properties = Vec::new();
         let properties = request
             .properties
             .as_ref()
             .map_or(&no_properties, |p| &p.user_properties);
+        if wire::property(properties, wire::TICK).is_some() {
+            let reading_key = self.key_on_sale(topic, &request.payload)?;
+            return self.take_tick(request, properties, reading_key).await;
+        }
+        let stream_request = streams::stream_request(properties)?;
         let message = wire::read_payment(&request.payload, properties).map_err(refusal_of)?;
         let key_id = message.key_id;
-        let reading_key = match lock(&self.keys).keys.get(&key_id) {
-            Some((sold_on, key)) if sold_on == topic => *key,
-            _ => {
-                return Err(Refusal::new(
-                    codes::READING_KEY_UNKNOWN,
-                    "no reading with this key id is on sale on this topic",
-                ));
-            }
-        };
+        let reading_key = self.key_on_sale(topic, &key_id)?;
         let (payload, payer) = (message.payload, (message.payer, message.buyer_key));
         let (channel, total) = message.voucher;
-        let turn = lock(&self.answered).entry(channel).or_default().clone();
+        let turn = lock(&self.answered)
+            .entry(channel.clone())
+            .or_default()
+            .clone();
         let mut last = turn.lock().await;
         if let Some(done) = last.as_ref()
             && done.total == total
             && done.key_id == key_id
         {
             self.stats.redelivered.fetch_add(1, Ordering::Relaxed);
-            return Ok((done.settlement.clone(), done.wrapped.clone()));
+            return Ok((
+                (PAYMENT_RESPONSE, done.settlement.clone()),
+                done.wrapped.clone(),
+            ));
         }
         // The wrap is made before the charge, so nothing can fail between taking the payment
         // and answering it.
@@ -464,7 +496,20 @@ impl MqttSeller {
         let nonce = random().map_err(|_| Refusal::new(codes::UNEXPECTED, "no randomness"))?;
         let wrapped = key_wrap::wrap(&shared, &parties, &key_id, &reading_key, nonce)
             .map_err(|e| Refusal::new(codes::UNEXPECTED, e.to_string()))?;
-        let settlement = self.seller.accept_payment(route, &payload).await?;
+        // A voucher of a tick stream also pays for the readings its ticks bought.
+        let (stream, readings) = self.stream_for_voucher(stream_request.as_ref()).await;
+        if stream.as_ref().is_some_and(|s| s.payer() != payer.0) {
+            return Err(Refusal::new(
+                codes::INVALID_PAYLOAD,
+                "m2m-tick-anchor names another payer's stream",
+            ));
+        }
+        let price = route.price.saturating_mul(u128::from(readings));
+        let settlement = self
+            .seller
+            .accept_payment_of(route, &payload, price)
+            .await?;
+        self.after_voucher(stream_request.as_ref(), stream, route, &channel, payer);
         let settlement = headers::encode(&settlement);
         self.stats.keys_sold.fetch_add(1, Ordering::Relaxed);
         *last = Some(Answered {
@@ -473,7 +518,7 @@ impl MqttSeller {
             settlement: settlement.clone(),
             wrapped: wrapped.clone(),
         });
-        Ok((settlement, wrapped))
+        Ok(((PAYMENT_RESPONSE, settlement), wrapped))
     }
 }
 

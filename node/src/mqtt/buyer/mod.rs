@@ -18,6 +18,8 @@ use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{Publish, PublishProperties};
 use tokio::sync::{mpsc, oneshot};
 
+mod streams;
+
 use super::{Delivery, MqttEndpoint, MqttError, connect, pack, spawn_pump, wire};
 use crate::buyer::{Buyer, BuyerError, PaidAnswer, PaymentCarrier};
 use crate::evm::SharedSigner;
@@ -36,6 +38,8 @@ pub struct MqttBuyerOptions {
     pub answer_timeout: Duration,
     /// Refuse any reading priced above this.
     pub max_price: Option<u128>,
+    /// Pay with ticks where a topic offers tick streams (a voucher every K readings).
+    pub ticks: bool,
 }
 
 impl Default for MqttBuyerOptions {
@@ -45,6 +49,7 @@ impl Default for MqttBuyerOptions {
             clean_start: true,
             answer_timeout: Duration::from_secs(20),
             max_price: None,
+            ticks: false,
         }
     }
 }
@@ -98,12 +103,15 @@ pub enum MqttBuyError {
 pub struct PaidReading {
     /// The whole reading.
     pub reading: Reading,
-    /// What was paid (atomic units).
+    /// What this purchase paid (atomic units): one reading's price, or a stream's voucher that
+    /// also paid for the readings its ticks bought; for a tick, the reading's price on credit.
     pub price: u128,
     /// The key id bought.
     pub key_id: Vec<u8>,
-    /// The seller's settlement.
+    /// The seller's settlement (none for a reading paid with a tick).
     pub settlement: Option<SettlementResponse>,
+    /// Paid with a tick of a stream (covered by the stream's next voucher).
+    pub by_tick: bool,
 }
 
 #[derive(Default)]
@@ -123,6 +131,7 @@ pub struct MqttBuyer {
     key_topic: String,
     inbox: Arc<Mutex<Inbox>>,
     sheet_arrived: Arc<tokio::sync::Notify>,
+    streams: streams::Streams,
     pump: tokio::task::JoinHandle<()>,
     router: tokio::task::JoinHandle<()>,
 }
@@ -196,6 +205,7 @@ impl MqttBuyer {
             key_topic,
             inbox,
             sheet_arrived,
+            streams: Default::default(),
             pump,
             router,
         })
@@ -280,16 +290,38 @@ impl MqttBuyer {
                 sheet: price,
             });
         }
-        let carrier = MqttCarrier {
-            mqtt: self,
-            topic,
-            key_id: &checked.sealed.key_id,
+        let ticks_per_voucher = offer
+            .extra
+            .as_ref()
+            .and_then(|e| e.get(wire::TICKS_PER_VOUCHER)?.as_u64())
+            .and_then(|k| u32::try_from(k).ok())
+            .filter(|k| self.options.ticks && *k > 0);
+        let key_id = &checked.sealed.key_id;
+        let fetched = match ticks_per_voucher {
+            Some(k) => {
+                self.pay_in_stream(topic, &sheet, key_id, max_price, (k, price))
+                    .await?
+            }
+            None => {
+                let carrier = MqttCarrier {
+                    mqtt: self,
+                    topic,
+                    key_id,
+                    extra: Vec::new(),
+                };
+                let fetched = self
+                    .buyer
+                    .pay_over(&carrier, &sheet, max_price)
+                    .await
+                    .map_err(MqttBuyError::Pay)?;
+                streams::StreamPaid {
+                    paid: fetched.paid.map_or(price, |(_, paid)| paid),
+                    body: fetched.body,
+                    settlement: fetched.settlement,
+                    by_tick: false,
+                }
+            }
         };
-        let fetched = self
-            .buyer
-            .pay_over(&carrier, &sheet, max_price)
-            .await
-            .map_err(MqttBuyError::Pay)?;
         let shared = self.signer.evm_key_agreement(&checked.seller_key);
         let parties = WrapParties {
             seller: seller.0.0,
@@ -303,9 +335,10 @@ impl MqttBuyer {
         let reading = checked.sealed.open(&key).map_err(MqttBuyError::Key)?;
         Ok(PaidReading {
             reading,
-            price: fetched.paid.map_or(price, |(_, paid)| paid),
+            price: fetched.paid,
             key_id,
             settlement: fetched.settlement,
+            by_tick: fetched.by_tick,
         })
     }
 
@@ -376,58 +409,73 @@ async fn route(
     }
 }
 
-/// One payment for one key, published on the topic's payment topic with this buyer's answer
-/// topic; its answer comes back by correlation data.
-struct MqttCarrier<'a> {
-    mqtt: &'a MqttBuyer,
-    topic: &'a str,
-    key_id: &'a [u8],
-}
-
-impl PaymentCarrier for MqttCarrier<'_> {
-    async fn carry(&self, message: PaymentPayload) -> Result<PaidAnswer, BuyerError> {
+impl MqttBuyer {
+    /// Publishes a payment message for `key_id` on `topic`'s payment topic (this buyer's answer
+    /// topic and key added to `properties`) and waits for the answer.
+    async fn exchange(
+        &self,
+        topic: &str,
+        key_id: &[u8],
+        mut properties: Vec<(String, String)>,
+    ) -> Result<Publish, BuyerError> {
         let carrier = |what: &'static str| BuyerError::Protocol(format!("MQTT: {what}"));
         let mut correlation = [0u8; 16];
         getrandom::getrandom(&mut correlation).map_err(m2m_wallet::SignerError::Entropy)?;
         let (answer, answered) = oneshot::channel();
-        lock(&self.mqtt.inbox)
+        lock(&self.inbox)
             .pending
             .insert(correlation.to_vec(), answer);
-        let buyer_key = self.mqtt.signer.evm_public_key().serialize();
+        let buyer_key = self.signer.evm_public_key().serialize();
+        properties.push((
+            wire::BUYER_KEY.to_owned(),
+            alloy::primitives::hex::encode(buyer_key),
+        ));
         let properties = PublishProperties {
-            response_topic: Some(self.mqtt.key_topic.clone()),
+            response_topic: Some(self.key_topic.clone()),
             correlation_data: Some(bytes::Bytes::copy_from_slice(&correlation)),
-            user_properties: vec![
-                (PAYMENT_SIGNATURE.to_owned(), headers::encode(&message)),
-                (
-                    wire::BUYER_KEY.to_owned(),
-                    alloy::primitives::hex::encode(buyer_key),
-                ),
-            ],
+            user_properties: properties,
             ..PublishProperties::default()
         };
         let sent = self
-            .mqtt
             .client
             .publish_with_properties(
-                wire::pay_topic(self.topic),
+                wire::pay_topic(topic),
                 QoS::AtLeastOnce,
                 false,
-                self.key_id.to_vec(),
+                key_id.to_vec(),
                 properties,
             )
             .await;
         let outcome = match sent {
             Err(_) => Err(carrier("the client stopped")),
-            Ok(()) => {
-                match tokio::time::timeout(self.mqtt.options.answer_timeout, answered).await {
-                    Ok(Ok(publish)) => read_answer(&publish),
-                    _ => Err(carrier("no answer from the seller in time")),
-                }
-            }
+            Ok(()) => match tokio::time::timeout(self.options.answer_timeout, answered).await {
+                Ok(Ok(publish)) => Ok(publish),
+                _ => Err(carrier("no answer from the seller in time")),
+            },
         };
-        lock(&self.mqtt.inbox).pending.remove(&correlation[..]);
+        lock(&self.inbox).pending.remove(&correlation[..]);
         outcome
+    }
+}
+
+/// One payment for one key, published on the topic's payment topic with this buyer's answer
+/// topic (and, for a tick stream, its anchor); its answer comes back by correlation data.
+struct MqttCarrier<'a> {
+    mqtt: &'a MqttBuyer,
+    topic: &'a str,
+    key_id: &'a [u8],
+    extra: Vec<(String, String)>,
+}
+
+impl PaymentCarrier for MqttCarrier<'_> {
+    async fn carry(&self, message: PaymentPayload) -> Result<PaidAnswer, BuyerError> {
+        let mut properties = vec![(PAYMENT_SIGNATURE.to_owned(), headers::encode(&message))];
+        properties.extend(self.extra.iter().cloned());
+        let answer = self
+            .mqtt
+            .exchange(self.topic, self.key_id, properties)
+            .await?;
+        read_answer(&answer)
     }
 }
 
