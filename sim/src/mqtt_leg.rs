@@ -6,9 +6,13 @@
 //! reads every topic and must open nothing; the broker is restarted `broker_restarts` times
 //! during the paying phase (persistent sessions on both sides).
 //!
+//! With `ticks_per_voucher` = K, sellers offer tick streams and every other subscriber pays K
+//! readings in K + 1 with one hash-chain tick each.
+//!
 //! At the end the sellers claim on chain and the check runs from the chain: each seller holds
-//! exactly the keys it sold × the price; subscribers, sellers and the escrow hold every unit the
-//! subscribers were topped up with.
+//! exactly what its vouchers added; every key sold is paid for but at most K per stream still
+//! on credit; subscribers, sellers and the escrow hold every unit the subscribers were topped up
+//! with.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -48,6 +52,9 @@ pub struct MqttLeg {
     pub broker_restarts: u32,
     /// What each subscriber's owner tops it up with.
     pub top_up: u128,
+    /// Sellers offer tick streams of K readings per voucher, and every other subscriber pays
+    /// with ticks (0: vouchers only).
+    pub ticks_per_voucher: u32,
 }
 
 impl Default for MqttLeg {
@@ -59,6 +66,7 @@ impl Default for MqttLeg {
             publish_every_ms: 500,
             broker_restarts: 1,
             top_up: 10_000_000,
+            ticks_per_voucher: 0,
         }
     }
 }
@@ -83,8 +91,10 @@ pub struct MqttFigures {
     pub broker_restarts: u32,
     /// Readings the unpaid subscriber saw, and how many it could open (must be 0).
     pub unpaid_seen: (u64, u64),
-    /// Keys the sellers sold (payments taken), and redeliveries answered free.
-    pub sold: (u64, u64),
+    /// Keys the sellers sold for vouchers, for ticks, and redeliveries answered free.
+    pub sold: (u64, u64, u64),
+    /// Readings paid by ticks and not yet by a voucher at the end (each stream ≤ K).
+    pub on_credit: u64,
     /// Conservation violations (empty: every unit accounted for).
     pub violations: Vec<String>,
     /// Where every unit topped up ended.
@@ -281,6 +291,7 @@ pub(crate) async fn run_leg(
             .map_err(|e| failed("seller")(&e))?;
         let options = MqttSellerOptions {
             publish_every: Some(Duration::from_millis(leg.publish_every_ms.max(10))),
+            ticks_per_voucher: (leg.ticks_per_voucher > 0).then_some(leg.ticks_per_voucher),
             ..MqttSellerOptions::default()
         };
         let handle = MqttSeller::start(
@@ -311,6 +322,7 @@ pub(crate) async fn run_leg(
         let options = MqttBuyerOptions {
             client_id: format!("sub{index}"),
             clean_start: false,
+            ticks: index % 2 == 1,
             ..MqttBuyerOptions::default()
         };
         let user = format!("sub{index}");
@@ -376,7 +388,8 @@ pub(crate) async fn run_leg(
     let elapsed = started.elapsed();
 
     // Settle and check from the chain.
-    let (mut published, mut sold, mut redelivered) = (0, 0, 0);
+    let (mut published, mut sold, mut ticks, mut redelivered) = (0, 0, 0, 0);
+    let mut charged = 0u128;
     let mut violations = Vec::new();
     let balance = |who: Address| {
         let token = token.clone();
@@ -393,16 +406,17 @@ pub(crate) async fn run_leg(
     for (index, (seller, handle)) in sellers.into_iter().enumerate() {
         let stats = &handle.seller.stats;
         published += stats.readings.load(Ordering::Relaxed);
-        let keys_sold = stats.keys_sold.load(Ordering::Relaxed);
-        sold += keys_sold;
+        sold += stats.keys_sold.load(Ordering::Relaxed);
+        ticks += stats.ticks.load(Ordering::Relaxed);
+        let seller_charged = u128::from(stats.charged_units.load(Ordering::Relaxed));
+        charged += seller_charged;
         redelivered += stats.redelivered.load(Ordering::Relaxed);
         handle.stop().await;
         seller.claim_all().await.map_err(|e| failed("claim")(&e))?;
         let held = balance(seller.receiver()).await?;
-        if held != u128::from(keys_sold) * leg.price {
+        if held != seller_charged {
             violations.push(format!(
-                "seller {index} holds {held}, sold {keys_sold} keys at {}",
-                leg.price
+                "seller {index} holds {held}, its vouchers added {seller_charged}"
             ));
         }
         sellers_held += held;
@@ -425,8 +439,19 @@ pub(crate) async fn run_leg(
         ));
     }
     let paid = latencies.len() as u64;
-    if sold < paid {
-        violations.push(format!("{paid} keys bought but only {sold} sold"));
+    if sold + ticks < paid {
+        violations.push(format!("{paid} keys bought but only {} sold", sold + ticks));
+    }
+    // Every key sold is paid by a voucher, but the last ticks of each stream (at most K).
+    let covered = u64::try_from(charged / leg.price.max(1)).unwrap_or(u64::MAX);
+    let on_credit = (sold + ticks).saturating_sub(covered);
+    let streams = (leg.subscribers / 2) as u64;
+    if on_credit > u64::from(leg.ticks_per_voucher) * streams || covered > sold + ticks {
+        violations.push(format!(
+            "{} keys sold, {covered} paid for: {on_credit} on credit (at most {} × {streams})",
+            sold + ticks,
+            leg.ticks_per_voucher
+        ));
     }
     latencies.sort_by(f64::total_cmp);
     let at = |p: f64| {
@@ -444,7 +469,8 @@ pub(crate) async fn run_leg(
         latency_ms: (at(0.5), at(0.99)),
         broker_restarts: restarts,
         unpaid_seen,
-        sold: (sold, redelivered),
+        sold: (sold, ticks, redelivered),
+        on_credit,
         violations,
         ledger: Ledger {
             asset: "test token (MQTT leg)",

@@ -209,7 +209,7 @@ impl RunReport {
                 .map(|v| format!("VIOLATION (mqtt): {v}"))
                 .collect();
             if notes.is_empty() {
-                notes.push("Every unit accounted for (sellers = keys sold × price; subscribers + sellers + escrow = top-ups); the unpaid subscriber opened nothing.".into());
+                notes.push("Every unit accounted for (sellers = what their vouchers added; subscribers + sellers + escrow = top-ups; at most K readings on credit per stream); the unpaid subscriber opened nothing.".into());
             }
             sections.push(Section {
                 title: format!("MQTT leg (mosquitto, priced topics; {} devices)", m.devices),
@@ -220,8 +220,12 @@ impl RunReport {
                         format!("{} ({:.1}/s; {} failed)", m.paid, m.paid_per_sec, m.failed),
                     ),
                     row(
-                        "keys sold (redeliveries answered free)",
-                        format!("{} ({})", m.sold.0, m.sold.1),
+                        "keys sold for vouchers / for ticks (redeliveries answered free)",
+                        format!("{} / {} ({})", m.sold.0, m.sold.1, m.sold.2),
+                    ),
+                    row(
+                        "readings on credit at the end (ticks)",
+                        m.on_credit.to_string(),
                     ),
                     row(
                         "reading → key p50 / p99",

@@ -54,6 +54,7 @@ price = 1000
 publish_every_ms = 400
 broker_restarts = 1
 top_up = 10000000
+ticks_per_voucher = 3
 "#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

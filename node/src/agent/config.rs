@@ -301,6 +301,10 @@ pub struct BuyConfig {
     /// seller is checked against the system's roots.
     #[serde(default)]
     pub pin: Option<crate::tls::Pin>,
+    /// On an `mqtt:` topic that offers tick streams: pay K readings in K with one hash-chain
+    /// tick each, a voucher between (at most K readings on credit).
+    #[serde(default)]
+    pub ticks: bool,
 }
 
 fn default_btc_listen() -> SocketAddr {
@@ -478,10 +482,13 @@ impl AgentConfig {
             if self.mqtt.is_none() {
                 return Err(invalid("sell.mqtt", "needs an [mqtt] section (the broker)"));
             }
-            if mqtt.publish_every_secs == 0 || mqtt.keys_on_sale == 0 {
+            if mqtt.publish_every_secs == 0
+                || mqtt.keys_on_sale == 0
+                || mqtt.ticks_per_voucher == Some(0)
+            {
                 return Err(invalid(
                     "sell.mqtt",
-                    "publish_every_secs and keys_on_sale must be positive",
+                    "publish_every_secs, keys_on_sale and ticks_per_voucher must be positive",
                 ));
             }
         }
@@ -503,6 +510,8 @@ impl AgentConfig {
                 if topic.is_empty() || topic.contains(['+', '#']) || topic.starts_with('/') {
                     return Err(invalid(field("url"), "mqtt: needs one topic, no wildcards"));
                 }
+            } else if buy.ticks {
+                return Err(invalid(field("ticks"), "ticks are for mqtt: topics"));
             } else if !(buy.url.starts_with("http://") || buy.url.starts_with("https://")) {
                 return Err(invalid(
                     field("url"),
@@ -624,5 +633,7 @@ mod tests {
         assert!(
             error_of(&format!("{broker}[sell.mqtt]\nencrypt = [\"price\"]\n")).contains("price")
         );
+        let http_ticks = format!("{}ticks = true\n", buy("http://x/t", "evm"));
+        assert!(error_of(&http_ticks).contains("ticks are for mqtt"));
     }
 }

@@ -235,6 +235,7 @@ pub(super) async fn handle(
                 max_deposit: None,
                 capacity_sat: 0,
                 pin: None,
+                ticks: false,
             };
             let (payment, body) =
                 buying::buy_and_report(&buy, &target.buyers, &target.events).await?;

@@ -42,6 +42,7 @@ pub(super) async fn start_seller(
         mask: sell.mask(),
         keys_on_sale: sell.keys_on_sale,
         publish_every: Some(Duration::from_secs(sell.publish_every_secs)),
+        ticks_per_voucher: sell.ticks_per_voucher,
         ..MqttSellerOptions::default()
     };
     let handle = MqttSeller::start(
@@ -128,10 +129,15 @@ async fn run(
         }
         let outcome = tokio::time::timeout(
             BUY_TIMEOUT,
-            mqtt.buy_within(&topic, signed, Some(buy.max_price)),
+            mqtt.buy_with(&topic, signed, Some(buy.max_price), buy.ticks),
         )
         .await;
         events.publish(match outcome {
+            // A tick pays nothing yet: the stream's next voucher pays for it (and is the event).
+            Ok(Ok(paid)) if paid.by_tick => {
+                bought_key = Some(paid.key_id.clone());
+                continue;
+            }
             Ok(Ok(paid)) => {
                 bought_key = Some(paid.key_id.clone());
                 AgentEvent::PaymentSent(Payment {

@@ -14,7 +14,11 @@
 //! publish_every_secs = 10          # one sealed reading per topic this often
 //! encrypt = ["value"]              # any of name, unit, time, value
 //! keys_on_sale = 256               # readings whose keys can still be bought
+//! ticks_per_voucher = 10           # optional: tick streams, K readings by tick between vouchers
 //! ```
+//!
+//! A `[[buy]]` entry on a topic pays with ticks where the topic offers them when it says
+//! `ticks = true`.
 
 use std::path::{Path, PathBuf};
 
@@ -106,6 +110,9 @@ pub struct MqttSellConfig {
     /// How many recent readings' keys stay on sale.
     #[serde(default = "default_keys")]
     pub keys_on_sale: usize,
+    /// Offer tick streams: K readings paid by one hash-chain tick each between vouchers.
+    #[serde(default)]
+    pub ticks_per_voucher: Option<u32>,
 }
 
 fn default_every() -> u64 {

@@ -264,6 +264,18 @@ impl MqttBuyer {
         signed: &[u8],
         max_price: Option<u128>,
     ) -> Result<PaidReading, MqttBuyError> {
+        self.buy_with(topic, signed, max_price, self.options.ticks)
+            .await
+    }
+
+    /// [`Self::buy_within`], paying with ticks where the topic offers them if `ticks`.
+    pub async fn buy_with(
+        &self,
+        topic: &str,
+        signed: &[u8],
+        max_price: Option<u128>,
+        ticks: bool,
+    ) -> Result<PaidReading, MqttBuyError> {
         let sheet = self.sheet(topic).await?;
         let bad = |why| MqttBuyError::BadPriceSheet {
             topic: topic.to_owned(),
@@ -295,7 +307,7 @@ impl MqttBuyer {
             .as_ref()
             .and_then(|e| e.get(wire::TICKS_PER_VOUCHER)?.as_u64())
             .and_then(|k| u32::try_from(k).ok())
-            .filter(|k| self.options.ticks && *k > 0);
+            .filter(|k| ticks && *k > 0);
         let key_id = &checked.sealed.key_id;
         let fetched = match ticks_per_voucher {
             Some(k) => {

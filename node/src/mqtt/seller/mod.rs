@@ -110,6 +110,8 @@ pub struct MqttSellerStats {
     pub refused: AtomicU64,
     /// Keys sold for a tick.
     pub ticks: AtomicU64,
+    /// Units the vouchers taken added (what the seller can claim for its topics).
+    pub charged_units: AtomicU64,
 }
 
 /// Keys of recent readings, oldest first.
@@ -509,6 +511,8 @@ impl MqttSeller {
             .seller
             .accept_payment_of(route, &payload, price)
             .await?;
+        let units = u64::try_from(price).unwrap_or(u64::MAX);
+        self.stats.charged_units.fetch_add(units, Ordering::Relaxed);
         self.after_voucher(stream_request.as_ref(), stream, route, &channel, payer);
         let settlement = headers::encode(&settlement);
         self.stats.keys_sold.fetch_add(1, Ordering::Relaxed);
