@@ -32,6 +32,7 @@ mod ln_restore;
 mod metrics;
 mod mqtt;
 mod mqtt_hostile;
+mod mqtt_late;
 mod mqtt_paid;
 mod mqtt_ticks;
 mod paid_http;

@@ -117,6 +117,10 @@ pub struct PaidReading {
 #[derive(Default)]
 struct Inbox {
     pending: HashMap<Vec<u8>, oneshot::Sender<Publish>>,
+    /// Payments whose answer did not come in time: correlation → key id.
+    timed_out: HashMap<Vec<u8>, Vec<u8>>,
+    /// Their answers, when they came after all: key id → answer (used instead of paying again).
+    late: HashMap<Vec<u8>, Publish>,
     sheets: HashMap<String, PaymentRequired>,
     offline: HashMap<String, bool>,
     readings: HashMap<String, mpsc::UnboundedSender<Vec<u8>>>,
@@ -302,6 +306,9 @@ impl MqttBuyer {
                 sheet: price,
             });
         }
+        if let Some(late) = self.late_answer(&checked, seller) {
+            return Ok(late);
+        }
         let ticks_per_voucher = offer
             .extra
             .as_ref()
@@ -354,6 +361,28 @@ impl MqttBuyer {
         })
     }
 
+    /// The reading of `checked`, from the answer to an earlier payment for its key that came
+    /// after that purchase had given up (nothing is paid again).
+    fn late_answer(&self, checked: &pack::SignedReading, seller: Address) -> Option<PaidReading> {
+        let answer = lock(&self.inbox).late.remove(&checked.sealed.key_id)?;
+        let shared = self.signer.evm_key_agreement(&checked.seller_key);
+        let parties = WrapParties {
+            seller: seller.0.0,
+            buyer: self.signer.evm_address().0.0,
+        };
+        let (key_id, key) = key_wrap::unwrap(&shared, &parties, &answer.payload).ok()?;
+        let reading = checked.sealed.open(&key).ok()?;
+        let settlement = wire::user_property(&answer, PAYMENT_RESPONSE)
+            .and_then(|text| headers::decode::<SettlementResponse>(text).ok());
+        Some(PaidReading {
+            reading,
+            price: checked.sealed.price,
+            key_id,
+            settlement,
+            by_tick: wire::user_property(&answer, wire::TICKS_UNCOVERED).is_some(),
+        })
+    }
+
     /// Disconnects (the pump ends once the DISCONNECT is out).
     pub async fn disconnect(&self) {
         let _ = self.client.disconnect().await;
@@ -364,6 +393,18 @@ impl MqttBuyer {
         self.pump.abort();
         self.router.abort();
     }
+}
+
+/// Most late payments remembered (a buyer that never asks again must not grow without bound).
+const MAX_LATE: usize = 1024;
+
+fn bounded_insert<V>(map: &mut HashMap<Vec<u8>, V>, key: Vec<u8>, value: V) {
+    if map.len() >= MAX_LATE
+        && let Some(old) = map.keys().next().cloned()
+    {
+        map.remove(&old);
+    }
+    map.insert(key, value);
 }
 
 /// Files one delivery: an answer to its waiting payment, a price sheet, a status, a reading.
@@ -381,8 +422,13 @@ async fn route(
             .as_ref()
             .and_then(|p| p.correlation_data.clone())
             .unwrap_or_default();
-        if let Some(waiting) = lock(inbox).pending.remove(correlation.as_ref()) {
+        let mut inbox = lock(inbox);
+        if let Some(waiting) = inbox.pending.remove(correlation.as_ref()) {
             let _ = waiting.send(publish);
+        } else if let Some(key_id) = inbox.timed_out.remove(correlation.as_ref())
+            && !publish.payload.is_empty()
+        {
+            bounded_insert(&mut inbox.late, key_id, publish);
         }
         return;
     }
@@ -462,7 +508,13 @@ impl MqttBuyer {
             Err(_) => Err(carrier("the client stopped")),
             Ok(()) => match tokio::time::timeout(self.options.answer_timeout, answered).await {
                 Ok(Ok(publish)) => Ok(publish),
-                _ => Err(carrier("no answer from the seller in time")),
+                _ => {
+                    // The seller may have taken it: an answer that comes later is kept, and a
+                    // purchase of the same key uses it instead of paying again.
+                    let mut inbox = lock(&self.inbox);
+                    bounded_insert(&mut inbox.timed_out, correlation.to_vec(), key_id.to_vec());
+                    Err(carrier("no answer from the seller in time"))
+                }
             },
         };
         lock(&self.inbox).pending.remove(&correlation[..]);
