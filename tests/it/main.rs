@@ -33,6 +33,8 @@ mod metrics;
 mod mqtt;
 mod mqtt_hostile;
 mod mqtt_late;
+#[cfg(feature = "lightning")]
+mod mqtt_lightning;
 mod mqtt_paid;
 mod mqtt_ticks;
 mod paid_http;

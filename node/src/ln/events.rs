@@ -1,5 +1,6 @@
 //! The node's background tasks: the event pump (acknowledges ldk-node's events, records why
-//! payments failed, fans received payments out, wakes waiters) and the redial watchdog.
+//! payments failed, fans received payments out, has held payments decided, wakes waiters) and
+//! the redial watchdog.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,6 +8,7 @@ use std::time::Duration;
 use ldk_node::{Event, Node};
 use tokio::sync::Notify;
 
+use super::hold::{ClaimerSlot, Held, settle_held};
 use super::{Received, ReceivedHook};
 
 /// How long a held payment waits before its receiver is asked again.
@@ -57,15 +59,32 @@ impl FailureReasons {
     }
 }
 
+/// Who the event pump tells about what.
+pub(super) struct Waiters {
+    /// Woken after every event.
+    pub events: Arc<Notify>,
+    /// Received payments, fanned out.
+    pub received: tokio::sync::broadcast::Sender<Received>,
+    /// Why payments failed.
+    pub failures: Arc<FailureReasons>,
+    /// The durable receiver of payments with custom records.
+    pub hook: Arc<std::sync::OnceLock<ReceivedHook>>,
+    /// Hold such payments until the durable receiver is set.
+    pub hold: bool,
+    /// Who decides held payments (hold invoices).
+    pub claimer: ClaimerSlot,
+}
+
 /// Drains ldk-node's event queue, logging and acknowledging each event, and wakes waiters.
-pub(super) async fn pump_events(
-    node: Arc<Node>,
-    events: Arc<Notify>,
-    received: tokio::sync::broadcast::Sender<Received>,
-    failures: Arc<FailureReasons>,
-    hook: Arc<std::sync::OnceLock<ReceivedHook>>,
-    hold: bool,
-) {
+pub(super) async fn pump_events(node: Arc<Node>, waiters: Waiters) {
+    let Waiters {
+        events,
+        received,
+        failures,
+        hook,
+        hold,
+        claimer,
+    } = waiters;
     loop {
         let event = node.next_event_async().await;
         match &event {
@@ -106,6 +125,17 @@ pub(super) async fn pump_events(
                     let reason = reason.map_or("no reason given".into(), |r| format!("{r:?}"));
                     failures.record(id.0, reason);
                 }
+            }
+            Event::PaymentClaimable {
+                payment_hash,
+                claimable_amount_msat,
+                ..
+            } => {
+                let held = Held {
+                    payment_hash: payment_hash.0,
+                    amount_msat: *claimable_amount_msat,
+                };
+                settle_held(&node, &claimer, held).await;
             }
             Event::ChannelReady { channel_id, .. } => {
                 tracing::info!(%channel_id, "lightning channel ready");

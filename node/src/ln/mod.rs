@@ -11,6 +11,7 @@
 //! the node's payment store — so any number of payments can be in flight at once.
 
 mod events;
+pub mod hold;
 pub mod l402;
 pub mod ops;
 pub mod stream;
@@ -127,6 +128,8 @@ pub struct LnNode {
     failures: Arc<FailureReasons>,
     /// The durable receiver, once one is set.
     hook: Arc<std::sync::OnceLock<ReceivedHook>>,
+    /// Who decides held payments (hold invoices).
+    claimer: hold::ClaimerSlot,
     rpc: BitcoinRpc,
     listen: SocketAddr,
     pump: tokio::task::JoinHandle<()>,
@@ -216,13 +219,17 @@ impl LnNode {
         let (received, _) = tokio::sync::broadcast::channel(RECEIVED_BACKLOG);
         let failures = Arc::new(FailureReasons::default());
         let hook = Arc::new(std::sync::OnceLock::new());
+        let claimer = hold::ClaimerSlot::default();
         let pump = tokio::spawn(pump_events(
             node.clone(),
-            events.clone(),
-            received.clone(),
-            failures.clone(),
-            hook.clone(),
-            config.durable_receiver,
+            events::Waiters {
+                events: events.clone(),
+                received: received.clone(),
+                failures: failures.clone(),
+                hook: hook.clone(),
+                hold: config.durable_receiver,
+                claimer: claimer.clone(),
+            },
         ));
         let redial = tokio::spawn(redial_peers(node.clone()));
         Ok(Self {
@@ -231,6 +238,7 @@ impl LnNode {
             received,
             failures,
             hook,
+            claimer,
             rpc: rpc.clone(),
             listen: config.listen,
             pump,
@@ -443,22 +451,28 @@ impl LnNode {
         self.outcome(id, timeout).await
     }
 
-    /// Total received in succeeded inbound payments, msat.
+    /// Total received in succeeded inbound Lightning payments, msat (on-chain receipts, which
+    /// the node's payment store also lists, are not counted).
     pub fn received_msat(&self) -> u64 {
         self.node
             .list_payments_with_filter(|p| {
-                p.direction == PaymentDirection::Inbound && p.status == PaymentStatus::Succeeded
+                p.direction == PaymentDirection::Inbound
+                    && p.status == PaymentStatus::Succeeded
+                    && !matches!(p.kind, ldk_node::payment::PaymentKind::Onchain { .. })
             })
             .iter()
             .filter_map(|p| p.amount_msat)
             .sum()
     }
 
-    /// Succeeded outbound payments: (amount delivered, routing fees), msat.
+    /// Succeeded outbound Lightning payments: (amount delivered, routing fees), msat (channel
+    /// fundings and other on-chain spends are not counted).
     pub fn sent_msat(&self) -> (u64, u64) {
         self.node
             .list_payments_with_filter(|p| {
-                p.direction == PaymentDirection::Outbound && p.status == PaymentStatus::Succeeded
+                p.direction == PaymentDirection::Outbound
+                    && p.status == PaymentStatus::Succeeded
+                    && !matches!(p.kind, ldk_node::payment::PaymentKind::Onchain { .. })
             })
             .iter()
             .fold((0, 0), |(amount, fees), p| {

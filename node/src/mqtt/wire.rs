@@ -20,6 +20,11 @@
 //! readings may each be paid with one [`TICK`] (a SHA-256 preimage, checked with one hash) and
 //! [`TICK_ANCHOR`], up to K of them; the next voucher (with [`TICK_ANCHOR`]) pays for the
 //! readings the ticks bought and its own. At most K readings are ever on credit.
+//!
+//! Over Lightning (where the sheet has an [`LN_SCHEME`] offer): a message with [`LN_HOLD`] and
+//! [`BUYER_KEY`] asks for a hold invoice; the answer carries it as [`LN_INVOICE`], with the key
+//! wrapped under the ECDH secret bound to the invoice's preimage as payload
+//! ([`m2m_core::hold`]). Paying the invoice is the purchase; its preimage opens the wrap.
 
 use alloy::primitives::Address;
 use rumqttc::v5::mqttbytes::v5::{Publish, PublishProperties};
@@ -44,6 +49,15 @@ pub const TICK_LENGTH: &str = "m2m-tick-length";
 pub const TICK: &str = "m2m-tick";
 /// Answer property to a tick: how many readings paid by ticks the next voucher must cover.
 pub const TICKS_UNCOVERED: &str = "m2m-ticks-uncovered";
+/// User property of a payment message asking for a hold invoice for the key it names (value
+/// `1`) instead of paying with a voucher.
+pub const LN_HOLD: &str = "m2m-ln-hold";
+/// Answer property: the BOLT11 hold invoice that pays for the wrapped key in the payload.
+pub const LN_INVOICE: &str = "m2m-ln-invoice";
+/// The sheet's offer of keys over Lightning: amount in msat, `payTo` the node id.
+pub const LN_SCHEME: &str = "m2m-ln-hold";
+/// The network of [`LN_SCHEME`] offers (the invoice names the chain).
+pub const LN_NETWORK: &str = "lightning";
 /// `extra` key of the sheet's batch-settlement offer: K, the readings a stream may pay by ticks
 /// between vouchers (absent: no ticks on this topic).
 pub const TICKS_PER_VOUCHER: &str = "m2mTicksPerVoucher";

@@ -47,7 +47,7 @@ impl Refusal {
         }
     }
 
-    fn internal(message: impl Into<String>) -> Self {
+    pub(crate) fn internal(message: impl Into<String>) -> Self {
         Self {
             internal: true,
             ..Self::new(codes::UNEXPECTED, message)

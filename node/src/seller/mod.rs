@@ -299,6 +299,11 @@ impl Seller {
         self.receiver
     }
 
+    /// The channel store its payments go to.
+    pub fn store(&self) -> &ChannelStore {
+        &self.store
+    }
+
     /// The chain client.
     pub fn chain(&self) -> &SettlementClient {
         &self.chain

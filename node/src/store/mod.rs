@@ -90,6 +90,8 @@ pub enum RecordWrite {
     Budget(ChannelId, Vec<u8>),
     /// A Lightning stream credit, keyed by the payment hash.
     LnCredit(ChannelId, ln::LnCredit),
+    /// A hold invoice of a priced topic, keyed by its payment hash.
+    LnHold(ChannelId, ln::HoldRecord),
 }
 
 impl RecordWrite {
@@ -100,7 +102,8 @@ impl RecordWrite {
             | RecordWrite::BtcPayer(id, _)
             | RecordWrite::BtcPayee(id, _)
             | RecordWrite::Budget(id, _)
-            | RecordWrite::LnCredit(id, _) => *id,
+            | RecordWrite::LnCredit(id, _)
+            | RecordWrite::LnHold(id, _) => *id,
         }
     }
 
@@ -113,6 +116,7 @@ impl RecordWrite {
             RecordWrite::BtcPayee(..) => 3,
             RecordWrite::Budget(..) => 4,
             RecordWrite::LnCredit(..) => 5,
+            RecordWrite::LnHold(..) => 6,
         }
     }
 
@@ -124,6 +128,7 @@ impl RecordWrite {
             RecordWrite::BtcPayee(..) => btc::BTC_PAYEE_TABLE,
             RecordWrite::Budget(..) => BUDGET_TABLE,
             RecordWrite::LnCredit(..) => ln::LN_CREDITS_TABLE,
+            RecordWrite::LnHold(..) => ln::LN_HOLDS_TABLE,
         }
     }
 
@@ -135,6 +140,7 @@ impl RecordWrite {
             RecordWrite::BtcPayee(_, voucher) => encode_voucher(voucher).to_vec(),
             RecordWrite::Budget(_, row) => row.clone(),
             RecordWrite::LnCredit(_, credit) => credit.encode().to_vec(),
+            RecordWrite::LnHold(_, hold) => hold.encode().to_vec(),
         }
     }
 }
@@ -162,6 +168,8 @@ impl ChannelStore {
         txn.open_table(PAYEE_TABLE).map_err(StoreError::from_redb)?;
         txn.open_table(TERMS_TABLE).map_err(StoreError::from_redb)?;
         txn.open_table(ln::LN_CREDITS_TABLE)
+            .map_err(StoreError::from_redb)?;
+        txn.open_table(ln::LN_HOLDS_TABLE)
             .map_err(StoreError::from_redb)?;
         txn.open_table(BUDGET_TABLE)
             .map_err(StoreError::from_redb)?;
@@ -237,6 +245,26 @@ impl ChannelStore {
             all.push((*key.value(), value.value().to_vec()));
         }
         Ok(all)
+    }
+
+    /// Removes the rows of `keys` from `table` in one durable transaction (missing ones are
+    /// fine).
+    pub(crate) fn remove_all(
+        &self,
+        table: TableDefinition<'_, &[u8; 32], &[u8]>,
+        keys: &[[u8; 32]],
+    ) -> Result<(), StoreError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let txn = self.db.begin_write().map_err(StoreError::from_redb)?;
+        {
+            let mut table = txn.open_table(table).map_err(StoreError::from_redb)?;
+            for key in keys {
+                table.remove(key).map_err(StoreError::from_redb)?;
+            }
+        }
+        txn.commit().map_err(StoreError::from_redb)
     }
 
     /// Every budget row as (name, data); rows that do not parse are skipped with a warning.

@@ -1,7 +1,8 @@
 //! The buyer's end of priced topics: subscribe to a reading topic and its retained price sheet,
 //! check each reading's signature against the seller named in the sheet, pay for its key with
 //! the device's [`Buyer`] (same budget, same channels, voucher durable before it is published),
-//! unwrap the key from the answer on this buyer's own topic and decrypt.
+//! unwrap the key from the answer on this buyer's own topic and decrypt — or pay for it over
+//! Lightning ([`MqttBuyer::buy_by_lightning`], a hold invoice whose preimage opens the key).
 //!
 //! Nothing is paid for a reading whose signature, price or seller status does not check out; a
 //! seller whose status topic says `offline` (its will) is not paid at all.
@@ -18,13 +19,20 @@ use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{Publish, PublishProperties};
 use tokio::sync::{mpsc, oneshot};
 
+#[cfg(feature = "lightning")]
+mod lightning;
 mod streams;
+
+#[cfg(feature = "lightning")]
+pub use lightning::InvoiceRefusal;
 
 use super::{Delivery, MqttEndpoint, MqttError, connect, pack, spawn_pump, wire};
 use crate::buyer::{Buyer, BuyerError, PaidAnswer, PaymentCarrier};
 use crate::evm::SharedSigner;
 use crate::x402::headers::{self, PAYMENT_REQUIRED, PAYMENT_RESPONSE, PAYMENT_SIGNATURE};
-use crate::x402::types::{PaymentPayload, PaymentRequired, SettlementResponse};
+use crate::x402::types::{
+    PaymentPayload, PaymentRequired, PaymentRequirements, SettlementResponse,
+};
 
 /// How the buyer meets sellers on the broker.
 #[derive(Debug, Clone)]
@@ -40,6 +48,8 @@ pub struct MqttBuyerOptions {
     pub max_price: Option<u128>,
     /// Pay with ticks where a topic offers tick streams (a voucher every K readings).
     pub ticks: bool,
+    /// How long a Lightning payment may take.
+    pub lightning_timeout: Duration,
 }
 
 impl Default for MqttBuyerOptions {
@@ -50,6 +60,7 @@ impl Default for MqttBuyerOptions {
             answer_timeout: Duration::from_secs(20),
             max_price: None,
             ticks: false,
+            lightning_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -96,6 +107,20 @@ pub enum MqttBuyError {
     /// the seller is at fault.
     #[error("paid, but the key does not open the reading")]
     Key(#[source] PackError),
+    /// The seller refused (its code).
+    #[error("the seller refused: {0}")]
+    Refused(String),
+    /// The budget refused the payment (or could not record it): nothing was paid.
+    #[error("budget")]
+    Budget(#[source] crate::budget::BudgetsError),
+    /// The seller's invoice is not what its sheet offers: nothing was paid.
+    #[cfg(feature = "lightning")]
+    #[error("the seller's invoice")]
+    Invoice(#[source] InvoiceRefusal),
+    /// The Lightning payment failed (or did not finish in time: it may still settle).
+    #[cfg(feature = "lightning")]
+    #[error("the Lightning payment")]
+    Lightning(#[source] crate::ln::LnError),
 }
 
 /// A bought reading.
@@ -112,6 +137,8 @@ pub struct PaidReading {
     pub settlement: Option<SettlementResponse>,
     /// Paid with a tick of a stream (covered by the stream's next voucher).
     pub by_tick: bool,
+    /// Paid over Lightning: [`Self::price`] is in msat.
+    pub by_lightning: bool,
 }
 
 #[derive(Default)]
@@ -280,32 +307,10 @@ impl MqttBuyer {
         max_price: Option<u128>,
         ticks: bool,
     ) -> Result<PaidReading, MqttBuyError> {
-        let sheet = self.sheet(topic).await?;
-        let bad = |why| MqttBuyError::BadPriceSheet {
-            topic: topic.to_owned(),
-            why,
-        };
-        let offer = sheet
-            .accepts
-            .iter()
-            .find(|offer| offer.scheme == crate::x402::batch::SCHEME)
-            .ok_or_else(|| bad("no batch-settlement offer"))?;
-        let seller: Address = offer
-            .extra
-            .as_ref()
-            .and_then(|e| e.get("receiverAuthorizer")?.as_str()?.parse().ok())
-            .ok_or_else(|| bad("no receiverAuthorizer"))?;
-        let price: u128 = offer.amount.parse().map_err(|_| bad("amount"))?;
-        if self.seller_offline(seller) {
-            return Err(MqttBuyError::SellerOffline(seller));
-        }
-        let checked = pack::verify(signed, seller).map_err(MqttBuyError::Reading)?;
-        if checked.sealed.price != price {
-            return Err(MqttBuyError::PriceMismatch {
-                pack: checked.sealed.price,
-                sheet: price,
-            });
-        }
+        let (sheet, seller, checked) = self.checked_reading(topic, signed).await?;
+        let offer =
+            batch_offer(&sheet).ok_or_else(|| bad_sheet(topic, "no batch-settlement offer"))?;
+        let price = checked.sealed.price;
         if let Some(late) = self.late_answer(&checked, seller) {
             return Ok(late);
         }
@@ -341,37 +346,86 @@ impl MqttBuyer {
                 }
             }
         };
-        let shared = self.signer.evm_key_agreement(&checked.seller_key);
-        let parties = WrapParties {
-            seller: seller.0.0,
-            buyer: self.signer.evm_address().0.0,
-        };
-        let (key_id, key) =
-            key_wrap::unwrap(&shared, &parties, &fetched.body).map_err(MqttBuyError::Key)?;
-        if key_id != checked.sealed.key_id {
-            return Err(MqttBuyError::Key(PackError::Decrypt));
-        }
-        let reading = checked.sealed.open(&key).map_err(MqttBuyError::Key)?;
+        let (shared, parties) = self.wrap_secret(&checked, seller);
+        let (key_id, reading) = Self::open_wrapped(&checked, &shared, &parties, &fetched.body)
+            .map_err(MqttBuyError::Key)?;
         Ok(PaidReading {
             reading,
             price: fetched.paid,
             key_id,
             settlement: fetched.settlement,
             by_tick: fetched.by_tick,
+            by_lightning: false,
         })
+    }
+
+    /// The sheet of `topic`, its seller, and the reading `signed` checked against both: signed
+    /// by that seller, priced as the sheet's batch-settlement offer, the seller not offline.
+    async fn checked_reading(
+        &self,
+        topic: &str,
+        signed: &[u8],
+    ) -> Result<(PaymentRequired, Address, pack::SignedReading), MqttBuyError> {
+        let sheet = self.sheet(topic).await?;
+        let offer =
+            batch_offer(&sheet).ok_or_else(|| bad_sheet(topic, "no batch-settlement offer"))?;
+        let seller: Address = offer
+            .extra
+            .as_ref()
+            .and_then(|e| e.get("receiverAuthorizer")?.as_str()?.parse().ok())
+            .ok_or_else(|| bad_sheet(topic, "no receiverAuthorizer"))?;
+        let price: u128 = offer
+            .amount
+            .parse()
+            .map_err(|_| bad_sheet(topic, "amount"))?;
+        if self.seller_offline(seller) {
+            return Err(MqttBuyError::SellerOffline(seller));
+        }
+        let checked = pack::verify(signed, seller).map_err(MqttBuyError::Reading)?;
+        if checked.sealed.price != price {
+            return Err(MqttBuyError::PriceMismatch {
+                pack: checked.sealed.price,
+                sheet: price,
+            });
+        }
+        Ok((sheet, seller, checked))
+    }
+
+    /// The ECDH secret with the seller of `checked` and the parties of its wraps.
+    fn wrap_secret(
+        &self,
+        checked: &pack::SignedReading,
+        seller: Address,
+    ) -> ([u8; 32], WrapParties) {
+        let shared = self.signer.evm_key_agreement(&checked.seller_key);
+        let parties = WrapParties {
+            seller: seller.0.0,
+            buyer: self.signer.evm_address().0.0,
+        };
+        (shared, parties)
+    }
+
+    /// The reading of `checked`, opened with the key in `wrapped` (under `secret`).
+    fn open_wrapped(
+        checked: &pack::SignedReading,
+        secret: &[u8; 32],
+        parties: &WrapParties,
+        wrapped: &[u8],
+    ) -> Result<(Vec<u8>, Reading), PackError> {
+        let (key_id, key) = key_wrap::unwrap(secret, parties, wrapped)?;
+        if key_id != checked.sealed.key_id {
+            return Err(PackError::Decrypt);
+        }
+        Ok((key_id, checked.sealed.open(&key)?))
     }
 
     /// The reading of `checked`, from the answer to an earlier payment for its key that came
     /// after that purchase had given up (nothing is paid again).
     fn late_answer(&self, checked: &pack::SignedReading, seller: Address) -> Option<PaidReading> {
         let answer = lock(&self.inbox).late.remove(&checked.sealed.key_id)?;
-        let shared = self.signer.evm_key_agreement(&checked.seller_key);
-        let parties = WrapParties {
-            seller: seller.0.0,
-            buyer: self.signer.evm_address().0.0,
-        };
-        let (key_id, key) = key_wrap::unwrap(&shared, &parties, &answer.payload).ok()?;
-        let reading = checked.sealed.open(&key).ok()?;
+        let (shared, parties) = self.wrap_secret(checked, seller);
+        let (key_id, reading) =
+            Self::open_wrapped(checked, &shared, &parties, &answer.payload).ok()?;
         let settlement = wire::user_property(&answer, PAYMENT_RESPONSE)
             .and_then(|text| headers::decode::<SettlementResponse>(text).ok());
         Some(PaidReading {
@@ -380,6 +434,7 @@ impl MqttBuyer {
             key_id,
             settlement,
             by_tick: wire::user_property(&answer, wire::TICKS_UNCOVERED).is_some(),
+            by_lightning: false,
         })
     }
 
@@ -392,6 +447,21 @@ impl MqttBuyer {
         }
         self.pump.abort();
         self.router.abort();
+    }
+}
+
+/// The sheet's batch-settlement offer.
+fn batch_offer(sheet: &PaymentRequired) -> Option<&PaymentRequirements> {
+    sheet
+        .accepts
+        .iter()
+        .find(|offer| offer.scheme == crate::x402::batch::SCHEME)
+}
+
+fn bad_sheet(topic: &str, why: &'static str) -> MqttBuyError {
+    MqttBuyError::BadPriceSheet {
+        topic: topic.to_owned(),
+        why,
     }
 }
 

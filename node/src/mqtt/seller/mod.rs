@@ -10,7 +10,7 @@
 //! one channel take their turn one at a time (a buyer waits for each answer before it signs its
 //! next voucher, so only copies of one payment meet there); payments on different channels run
 //! side by side (up to [`PAYMENTS_IN_FLIGHT`]), so their vouchers share the store's group
-//! commit.
+//! commit. Keys may also be sold over Lightning with hold invoices ([`LightningSales`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,7 +23,12 @@ use rumqttc::v5::AsyncClient;
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{LastWill, Publish};
 
+#[cfg(feature = "lightning")]
+mod lightning;
 mod streams;
+
+#[cfg(feature = "lightning")]
+pub use lightning::LightningSales;
 
 use super::{Delivery, MqttEndpoint, MqttError, connect_with_will, pack, spawn_pump, wire};
 use crate::evm::SharedSigner;
@@ -54,6 +59,9 @@ pub struct MqttSellerOptions {
     /// Offer tick streams: K readings paid by one SHA-256 tick each between vouchers (at most
     /// K readings on credit). `None`: every reading by voucher.
     pub ticks_per_voucher: Option<u32>,
+    /// Also sell keys over Lightning (hold invoices).
+    #[cfg(feature = "lightning")]
+    pub lightning: Option<LightningSales>,
 }
 
 impl Default for MqttSellerOptions {
@@ -64,6 +72,8 @@ impl Default for MqttSellerOptions {
             keys_on_sale: 256,
             publish_every: None,
             ticks_per_voucher: None,
+            #[cfg(feature = "lightning")]
+            lightning: None,
         }
     }
 }
@@ -112,6 +122,10 @@ pub struct MqttSellerStats {
     pub ticks: AtomicU64,
     /// Units the vouchers taken added (what the seller can claim for its topics).
     pub charged_units: AtomicU64,
+    /// Hold invoices handed out.
+    pub invoices: AtomicU64,
+    /// What keys sold over Lightning brought, msat.
+    pub lightning_msat: AtomicU64,
 }
 
 /// Keys of recent readings, oldest first.
@@ -172,6 +186,8 @@ pub struct MqttSellerHandle {
 impl MqttSellerHandle {
     /// Publishes `offline` on the status topic, disconnects, and stops the tasks.
     pub async fn stop(self) {
+        #[cfg(feature = "lightning")]
+        self.seller.stop_lightning();
         let client = &self.seller.client;
         let status = wire::status_topic(self.seller.signer.evm_address());
         let _ = client
@@ -245,6 +261,8 @@ impl MqttSeller {
             stats: MqttSellerStats::default(),
             options,
         });
+        #[cfg(feature = "lightning")]
+        mqtt.start_lightning();
         mqtt.announce().await?;
         let (sink, mut deliveries) = tokio::sync::mpsc::unbounded_channel();
         let pump = spawn_pump(events, sink);
@@ -320,6 +338,10 @@ impl MqttSeller {
         sheet
             .accepts
             .retain(|offer| offer.scheme == Scheme::BatchSettlement.as_str());
+        #[cfg(feature = "lightning")]
+        if let Some(lightning) = &self.options.lightning {
+            sheet.accepts.push(lightning.offer());
+        }
         if let Some(k) = self.options.ticks_per_voucher {
             for offer in &mut sheet.accepts {
                 if let Some(extra) = offer.extra.as_mut().and_then(|e| e.as_object_mut()) {
@@ -463,6 +485,10 @@ impl MqttSeller {
             .properties
             .as_ref()
             .map_or(&no_properties, |p| &p.user_properties);
+        #[cfg(feature = "lightning")]
+        if wire::property(properties, wire::LN_HOLD).is_some() {
+            return self.offer_hold(topic, request, properties).await;
+        }
         if wire::property(properties, wire::TICK).is_some() {
             let reading_key = self.key_on_sale(topic, &request.payload)?;
             return self.take_tick(request, properties, reading_key).await;
