@@ -203,6 +203,11 @@ impl Buyer {
         }
     }
 
+    /// The channel store its payments are kept in.
+    pub fn store(&self) -> &ChannelStore {
+        &self.store
+    }
+
     /// The sellers' pinned TLS keys this buyer checks.
     pub fn trust(&self) -> &crate::tls::Trust {
         &self.options.trust

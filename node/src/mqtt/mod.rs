@@ -113,7 +113,29 @@ pub async fn connect_with_will(
     clean_start: bool,
     will: Option<LastWill>,
 ) -> Result<(AsyncClient, EventLoop), MqttError> {
+    open(endpoint, client_id, clean_start, will, false).await
+}
+
+/// [`connect`] where the caller acknowledges each incoming QoS 1 message itself
+/// (`AsyncClient::ack`), once it has kept what it needs: until then the broker holds it for the
+/// session, across a crash of this process too.
+pub(crate) async fn connect_acking(
+    endpoint: &MqttEndpoint,
+    client_id: &str,
+    clean_start: bool,
+) -> Result<(AsyncClient, EventLoop), MqttError> {
+    open(endpoint, client_id, clean_start, None, true).await
+}
+
+async fn open(
+    endpoint: &MqttEndpoint,
+    client_id: &str,
+    clean_start: bool,
+    will: Option<LastWill>,
+    manual_acks: bool,
+) -> Result<(AsyncClient, EventLoop), MqttError> {
     let mut options = MqttOptions::new(client_id, endpoint.host.clone(), endpoint.port);
+    options.set_manual_acks(manual_acks);
     options
         .set_credentials(endpoint.user.clone(), endpoint.password.clone())
         .set_clean_start(clean_start)

@@ -10,6 +10,7 @@
 pub mod btc;
 mod group_commit;
 pub mod ln;
+pub mod mqtt;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -171,6 +172,8 @@ impl ChannelStore {
             .map_err(StoreError::from_redb)?;
         txn.open_table(ln::LN_HOLDS_TABLE)
             .map_err(StoreError::from_redb)?;
+        txn.open_table(mqtt::MQTT_ANSWERS_TABLE)
+            .map_err(StoreError::from_redb)?;
         txn.open_table(BUDGET_TABLE)
             .map_err(StoreError::from_redb)?;
         btc::create_tables(&txn)?;
@@ -215,12 +218,7 @@ impl ChannelStore {
     /// Durably records a channel's terms (idempotent: the same id always has the same terms).
     /// Call before the channel's first record is acknowledged.
     pub fn save_terms(&self, id: &ChannelId, terms: &[u8]) -> Result<(), StoreError> {
-        let txn = self.db.begin_write().map_err(StoreError::from_redb)?;
-        txn.open_table(TERMS_TABLE)
-            .map_err(StoreError::from_redb)?
-            .insert(&id.0, terms)
-            .map_err(StoreError::from_redb)?;
-        txn.commit().map_err(StoreError::from_redb)
+        self.write_row(TERMS_TABLE, &id.0, terms)
     }
 
     /// Every channel's saved terms.
@@ -245,6 +243,22 @@ impl ChannelStore {
             all.push((*key.value(), value.value().to_vec()));
         }
         Ok(all)
+    }
+
+    /// Writes one row of `table` in its own durable transaction (for rare writes that need not
+    /// share the group commit).
+    pub(crate) fn write_row(
+        &self,
+        table: TableDefinition<'_, &[u8; 32], &[u8]>,
+        key: &[u8; 32],
+        value: &[u8],
+    ) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(StoreError::from_redb)?;
+        txn.open_table(table)
+            .map_err(StoreError::from_redb)?
+            .insert(key, value)
+            .map_err(StoreError::from_redb)?;
+        txn.commit().map_err(StoreError::from_redb)
     }
 
     /// Removes the rows of `keys` from `table` in one durable transaction (missing ones are

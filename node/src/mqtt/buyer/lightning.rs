@@ -78,7 +78,7 @@ impl MqttBuyer {
             .await
             .map_err(MqttBuyError::Pay)?;
         if let PaidAnswer::PaymentRequired(refusal) =
-            super::read_answer(&answer).map_err(MqttBuyError::Pay)?
+            super::inbox::read_answer(&answer).map_err(MqttBuyError::Pay)?
         {
             return Err(MqttBuyError::Refused(refusal.error.unwrap_or_default()));
         }

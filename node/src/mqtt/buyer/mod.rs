@@ -7,7 +7,6 @@
 //! Nothing is paid for a reading whose signature, price or seller status does not check out; a
 //! seller whose status topic says `offline` (its will) is not paid at all.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,9 +15,9 @@ use m2m_core::key_wrap::{self, WrapParties};
 use m2m_core::senml::{PackError, Reading};
 use rumqttc::v5::AsyncClient;
 use rumqttc::v5::mqttbytes::QoS;
-use rumqttc::v5::mqttbytes::v5::{Publish, PublishProperties};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
+mod inbox;
 #[cfg(feature = "lightning")]
 mod lightning;
 mod streams;
@@ -26,13 +25,13 @@ mod streams;
 #[cfg(feature = "lightning")]
 pub use lightning::InvoiceRefusal;
 
-use super::{Delivery, MqttEndpoint, MqttError, connect, pack, spawn_pump, wire};
-use crate::buyer::{Buyer, BuyerError, PaidAnswer, PaymentCarrier};
+use inbox::{Inbox, MqttCarrier, Router, lock};
+
+use super::{Delivery, MqttEndpoint, MqttError, connect_acking, pack, spawn_pump, wire};
+use crate::buyer::{Buyer, BuyerError};
 use crate::evm::SharedSigner;
-use crate::x402::headers::{self, PAYMENT_REQUIRED, PAYMENT_RESPONSE, PAYMENT_SIGNATURE};
-use crate::x402::types::{
-    PaymentPayload, PaymentRequired, PaymentRequirements, SettlementResponse,
-};
+use crate::x402::headers;
+use crate::x402::types::{PaymentRequired, PaymentRequirements, SettlementResponse};
 
 /// How the buyer meets sellers on the broker.
 #[derive(Debug, Clone)]
@@ -141,18 +140,6 @@ pub struct PaidReading {
     pub by_lightning: bool,
 }
 
-#[derive(Default)]
-struct Inbox {
-    pending: HashMap<Vec<u8>, oneshot::Sender<Publish>>,
-    /// Payments whose answer did not come in time: correlation → key id.
-    timed_out: HashMap<Vec<u8>, Vec<u8>>,
-    /// Their answers, when they came after all: key id → answer (used instead of paying again).
-    late: HashMap<Vec<u8>, Publish>,
-    sheets: HashMap<String, PaymentRequired>,
-    offline: HashMap<String, bool>,
-    readings: HashMap<String, mpsc::UnboundedSender<Vec<u8>>>,
-}
-
 /// A buyer on a broker.
 pub struct MqttBuyer {
     buyer: Arc<Buyer>,
@@ -175,12 +162,6 @@ impl std::fmt::Debug for MqttBuyer {
     }
 }
 
-fn lock(inbox: &Mutex<Inbox>) -> std::sync::MutexGuard<'_, Inbox> {
-    inbox
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 impl MqttBuyer {
     /// Connects as `endpoint.user` and subscribes to its answer topic (`m2m/keys/<user>`).
     pub async fn connect(
@@ -193,16 +174,25 @@ impl MqttBuyer {
             "" => format!("m2m-buyer-{:x}", signer.evm_address()),
             id => id.to_owned(),
         };
-        let (client, events) = connect(endpoint, &client_id, options.clean_start).await?;
+        // Answers kept from before (a restart, or a purchase that gave up waiting).
+        let mut kept = Inbox::default();
+        match buyer.store().mqtt_answers() {
+            Ok(answers) => {
+                kept.late = answers.into_iter().map(|a| (a.key_id.clone(), a)).collect();
+            }
+            Err(error) => tracing::warn!(%error, "reading kept MQTT answers"),
+        }
+        let (client, events) = connect_acking(endpoint, &client_id, options.clean_start).await?;
         let key_topic = wire::key_topic(&endpoint.user);
         client.subscribe(&key_topic, QoS::AtLeastOnce).await?;
-        let inbox = Arc::new(Mutex::new(Inbox::default()));
+        let inbox = Arc::new(Mutex::new(kept));
         let sheet_arrived = Arc::new(tokio::sync::Notify::new());
         let (sink, mut deliveries) = mpsc::unbounded_channel();
         let pump = spawn_pump(events, sink);
         let router = tokio::spawn({
             let (inbox, sheet_arrived) = (inbox.clone(), sheet_arrived.clone());
             let (client, key_topic) = (client.clone(), key_topic.clone());
+            let store = buyer.store().clone();
             async move {
                 while let Some(delivery) = deliveries.recv().await {
                     match delivery {
@@ -222,7 +212,14 @@ impl MqttBuyer {
                         }
                         Delivery::Connected { .. } => {}
                         Delivery::Message(publish) => {
-                            route(&inbox, &sheet_arrived, &client, &key_topic, *publish).await;
+                            let router = Router {
+                                inbox: &inbox,
+                                sheet_arrived: &sheet_arrived,
+                                client: &client,
+                                key_topic: &key_topic,
+                                store: &store,
+                            };
+                            router.file(*publish).await;
                         }
                     }
                 }
@@ -423,17 +420,22 @@ impl MqttBuyer {
     /// after that purchase had given up (nothing is paid again).
     fn late_answer(&self, checked: &pack::SignedReading, seller: Address) -> Option<PaidReading> {
         let answer = lock(&self.inbox).late.remove(&checked.sealed.key_id)?;
+        if let Err(error) = self.buyer.store().forget_mqtt_answer(&answer.key_id) {
+            tracing::warn!(%error, "forgetting a used MQTT answer");
+        }
         let (shared, parties) = self.wrap_secret(checked, seller);
         let (key_id, reading) =
-            Self::open_wrapped(checked, &shared, &parties, &answer.payload).ok()?;
-        let settlement = wire::user_property(&answer, PAYMENT_RESPONSE)
+            Self::open_wrapped(checked, &shared, &parties, &answer.wrapped).ok()?;
+        let settlement = answer
+            .settlement
+            .as_deref()
             .and_then(|text| headers::decode::<SettlementResponse>(text).ok());
         Some(PaidReading {
             reading,
             price: checked.sealed.price,
             key_id,
             settlement,
-            by_tick: wire::user_property(&answer, wire::TICKS_UNCOVERED).is_some(),
+            by_tick: answer.by_tick,
             by_lightning: false,
         })
     }
@@ -463,170 +465,4 @@ fn bad_sheet(topic: &str, why: &'static str) -> MqttBuyError {
         topic: topic.to_owned(),
         why,
     }
-}
-
-/// Most late payments remembered (a buyer that never asks again must not grow without bound).
-const MAX_LATE: usize = 1024;
-
-fn bounded_insert<V>(map: &mut HashMap<Vec<u8>, V>, key: Vec<u8>, value: V) {
-    if map.len() >= MAX_LATE
-        && let Some(old) = map.keys().next().cloned()
-    {
-        map.remove(&old);
-    }
-    map.insert(key, value);
-}
-
-/// Files one delivery: an answer to its waiting payment, a price sheet, a status, a reading.
-async fn route(
-    inbox: &Mutex<Inbox>,
-    sheet_arrived: &tokio::sync::Notify,
-    client: &AsyncClient,
-    key_topic: &str,
-    publish: Publish,
-) {
-    let topic = String::from_utf8_lossy(&publish.topic).into_owned();
-    if topic == key_topic {
-        let correlation = publish
-            .properties
-            .as_ref()
-            .and_then(|p| p.correlation_data.clone())
-            .unwrap_or_default();
-        let mut inbox = lock(inbox);
-        if let Some(waiting) = inbox.pending.remove(correlation.as_ref()) {
-            let _ = waiting.send(publish);
-        } else if let Some(key_id) = inbox.timed_out.remove(correlation.as_ref())
-            && !publish.payload.is_empty()
-        {
-            bounded_insert(&mut inbox.late, key_id, publish);
-        }
-        return;
-    }
-    if let Some(reading_topic) = topic.strip_suffix(wire::PRICE_SUFFIX) {
-        let Ok(sheet) = serde_json::from_slice::<PaymentRequired>(&publish.payload) else {
-            tracing::debug!(%topic, "a price sheet that is not x402");
-            return;
-        };
-        let status = sheet
-            .accepts
-            .iter()
-            .find_map(|offer| {
-                offer
-                    .extra
-                    .as_ref()?
-                    .get("receiverAuthorizer")?
-                    .as_str()?
-                    .parse::<Address>()
-                    .ok()
-            })
-            .map(wire::status_topic);
-        lock(inbox).sheets.insert(reading_topic.to_owned(), sheet);
-        sheet_arrived.notify_waiters();
-        if let Some(status) = status {
-            let _ = client.subscribe(status, QoS::AtLeastOnce).await;
-        }
-        return;
-    }
-    if topic.starts_with("m2m/status/") {
-        let offline = publish.payload.as_ref() == wire::OFFLINE;
-        lock(inbox).offline.insert(topic, offline);
-        return;
-    }
-    if let Some(readings) = lock(inbox).readings.get(&topic) {
-        let _ = readings.send(publish.payload.to_vec());
-    }
-}
-
-impl MqttBuyer {
-    /// Publishes a payment message for `key_id` on `topic`'s payment topic (this buyer's answer
-    /// topic and key added to `properties`) and waits for the answer.
-    async fn exchange(
-        &self,
-        topic: &str,
-        key_id: &[u8],
-        mut properties: Vec<(String, String)>,
-    ) -> Result<Publish, BuyerError> {
-        let carrier = |what: &'static str| BuyerError::Protocol(format!("MQTT: {what}"));
-        let mut correlation = [0u8; 16];
-        getrandom::getrandom(&mut correlation).map_err(m2m_wallet::SignerError::Entropy)?;
-        let (answer, answered) = oneshot::channel();
-        lock(&self.inbox)
-            .pending
-            .insert(correlation.to_vec(), answer);
-        let buyer_key = self.signer.evm_public_key().serialize();
-        properties.push((
-            wire::BUYER_KEY.to_owned(),
-            alloy::primitives::hex::encode(buyer_key),
-        ));
-        let properties = PublishProperties {
-            response_topic: Some(self.key_topic.clone()),
-            correlation_data: Some(bytes::Bytes::copy_from_slice(&correlation)),
-            user_properties: properties,
-            ..PublishProperties::default()
-        };
-        let sent = self
-            .client
-            .publish_with_properties(
-                wire::pay_topic(topic),
-                QoS::AtLeastOnce,
-                false,
-                key_id.to_vec(),
-                properties,
-            )
-            .await;
-        let outcome = match sent {
-            Err(_) => Err(carrier("the client stopped")),
-            Ok(()) => match tokio::time::timeout(self.options.answer_timeout, answered).await {
-                Ok(Ok(publish)) => Ok(publish),
-                _ => {
-                    // The seller may have taken it: an answer that comes later is kept, and a
-                    // purchase of the same key uses it instead of paying again.
-                    let mut inbox = lock(&self.inbox);
-                    bounded_insert(&mut inbox.timed_out, correlation.to_vec(), key_id.to_vec());
-                    Err(carrier("no answer from the seller in time"))
-                }
-            },
-        };
-        lock(&self.inbox).pending.remove(&correlation[..]);
-        outcome
-    }
-}
-
-/// One payment for one key, published on the topic's payment topic with this buyer's answer
-/// topic (and, for a tick stream, its anchor); its answer comes back by correlation data.
-struct MqttCarrier<'a> {
-    mqtt: &'a MqttBuyer,
-    topic: &'a str,
-    key_id: &'a [u8],
-    extra: Vec<(String, String)>,
-}
-
-impl PaymentCarrier for MqttCarrier<'_> {
-    async fn carry(&self, message: PaymentPayload) -> Result<PaidAnswer, BuyerError> {
-        let mut properties = vec![(PAYMENT_SIGNATURE.to_owned(), headers::encode(&message))];
-        properties.extend(self.extra.iter().cloned());
-        let answer = self
-            .mqtt
-            .exchange(self.topic, self.key_id, properties)
-            .await?;
-        read_answer(&answer)
-    }
-}
-
-/// The seller's answer as the buyer's payment logic reads it.
-fn read_answer(publish: &Publish) -> Result<PaidAnswer, BuyerError> {
-    if let Some(required) = wire::user_property(publish, PAYMENT_REQUIRED) {
-        return headers::decode(required)
-            .map(PaidAnswer::PaymentRequired)
-            .map_err(|e| BuyerError::Protocol(e.to_string()));
-    }
-    let settlement = wire::user_property(publish, PAYMENT_RESPONSE)
-        .map(headers::decode)
-        .transpose()
-        .map_err(|e| BuyerError::Protocol(e.to_string()))?;
-    Ok(PaidAnswer::Served {
-        status: 200,
-        body: publish.payload.to_vec(),
-        settlement,
-    })
 }
