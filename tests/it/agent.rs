@@ -110,6 +110,13 @@ impl RunningAgent {
         let log = std::fs::read_to_string(self.log.path()).unwrap_or_default();
         (status, std::mem::take(&mut self.seen), log)
     }
+
+    /// [`Self::stop`], asserting a clean exit (the log if not); the events.
+    pub(super) fn stop_cleanly(self) -> Vec<Value> {
+        let (status, events, log) = self.stop();
+        assert!(status.success(), "{log}");
+        events
+    }
 }
 
 /// The buyer restarts (no periodic buys): what its budgets spent before is still counted, so a

@@ -15,6 +15,58 @@ use super::cli::{Device, stdout_json};
 
 const PRICE_SAT: u64 = 30;
 
+/// The `[bitcoind]` section of an agent on `node`.
+pub(super) fn bitcoind_section(node: &m2m::node::tools::BitcoindHandle) -> String {
+    format!(
+        "[bitcoind]\nurl = \"{}\"\ncookie = \"{}\"\n",
+        node.rpc_url(),
+        node.cookie_path().display()
+    )
+}
+
+/// A `[lightning]` node and one `[[buy]]` of `url` every second with `pay = "l402"`, at most
+/// `max_sat` a reading, inside a Lightning budget of that much per request.
+pub(super) fn l402_buyer_section(url: &str, max_sat: u64) -> String {
+    format!(
+        r#"[lightning]
+listen = "{}"
+[[buy]]
+url = "{url}"
+pay = "l402"
+every_secs = 1
+max_price = {max_sat}
+[budget.lightning]
+per_request = {max_sat}
+per_payee_per_hour = 1000000
+per_day = 1000000
+"#,
+        free_listen()
+    )
+}
+
+/// Funds the running buyer agent's node and opens a 500,000 sat channel to the running seller
+/// agent's, all through `m2m ln` on their control sockets; returns the miner that confirms it
+/// (and keeps mining).
+pub(super) async fn open_channel_through_agents(
+    rpc: &m2m::node::btc::BitcoinRpc,
+    buyer: &Device,
+    seller: &Device,
+) -> tokio::task::JoinHandle<()> {
+    let address = buyer.run_ok(&["ln", "address"]);
+    let address = String::from_utf8(address.stdout).unwrap();
+    rpc.mine_to(1, address.trim()).await.unwrap();
+    mine(rpc, 100).await;
+    let info = stdout_json(&seller.run_ok(&["--json", "ln", "info"]));
+    let peer = format!(
+        "{}@{}",
+        info["nodeId"].as_str().unwrap(),
+        info["listen"].as_str().unwrap()
+    );
+    let opened = stdout_json(&buyer.run_ok(&["--json", "ln", "open", &peer, "500000"]));
+    assert_eq!(opened["capacitySats"], 500_000, "{opened}");
+    start_miner(rpc, Duration::from_millis(500))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agents_pay_over_lightning_through_their_control_sockets() {
     let node = start_bitcoind().await.expect("bitcoind");
@@ -22,11 +74,7 @@ async fn agents_pay_over_lightning_through_their_control_sockets() {
     let (seller, buyer) = (Device::new(), Device::new());
     seller.run_ok(&["--json", "init"]);
     buyer.run_ok(&["--json", "init"]);
-    let bitcoind = format!(
-        "[bitcoind]\nurl = \"{}\"\ncookie = \"{}\"\n",
-        node.rpc_url(),
-        node.cookie_path().display()
-    );
+    let bitcoind = bitcoind_section(&node);
     let sensor_file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(sensor_file.path(), "7.5\n").unwrap();
     let seller_listen = free_listen();
@@ -51,41 +99,14 @@ path = "{}"
     let btc_url = ready["btc"].as_str().unwrap().to_owned();
 
     let buyer_config = format!(
-        r#"{bitcoind}
-[lightning]
-listen = "{}"
-[[buy]]
-url = "{btc_url}/temperature"
-pay = "l402"
-every_secs = 1
-max_price = {PRICE_SAT}
-[budget.lightning]
-per_request = {PRICE_SAT}
-per_payee_per_hour = 1000000
-per_day = 1000000
-[metrics]
-listen = "127.0.0.1:0"
-"#,
-        free_listen()
+        "{bitcoind}{}[metrics]\nlisten = \"127.0.0.1:0\"\n",
+        l402_buyer_section(&format!("{btc_url}/temperature"), PRICE_SAT)
     );
     let mut buying = RunningAgent::start(&buyer, &buyer_config);
     let ready = buying.wait_for(Duration::from_secs(90), |seen| !seen.is_empty())[0].clone();
     let metrics_url = ready["metrics"].as_str().unwrap().to_owned();
 
-    // Fund the buyer agent's node and open a channel to the seller's, all through `m2m ln`.
-    let address = buyer.run_ok(&["ln", "address"]);
-    let address = String::from_utf8(address.stdout).unwrap();
-    rpc.mine_to(1, address.trim()).await.unwrap();
-    mine(&rpc, 100).await;
-    let info = stdout_json(&seller.run_ok(&["--json", "ln", "info"]));
-    let peer = format!(
-        "{}@{}",
-        info["nodeId"].as_str().unwrap(),
-        info["listen"].as_str().unwrap()
-    );
-    let opened = stdout_json(&buyer.run_ok(&["--json", "ln", "open", &peer, "500000"]));
-    assert_eq!(opened["capacitySats"], 500_000, "{opened}");
-    let miner = start_miner(&rpc, Duration::from_millis(500));
+    let miner = open_channel_through_agents(&rpc, &buyer, &seller).await;
     buying.wait_for(Duration::from_secs(120), |seen| {
         count(seen, "payment_sent", "lightning") >= 3
     });
@@ -171,10 +192,7 @@ listen = "127.0.0.1:0"
     );
     let sent_metric = value("m2m_payments_sent_total{leg=\"lightning\",scheme=\"l402\"}");
 
-    let (status, bought, log) = buying.stop();
-    assert!(status.success(), "{log}");
-    let (status, sold, log) = selling.stop();
-    assert!(status.success(), "{log}");
+    let (bought, sold) = (buying.stop_cleanly(), selling.stop_cleanly());
     miner.abort();
     let paid = total(&bought, "payment_sent", "lightning");
     assert_eq!(

@@ -26,7 +26,7 @@ const MINTED: u128 = 1_000_000;
 const READINGS: usize = 4;
 
 /// `[mqtt]` for `user`, its CA and password in files under `dir`.
-fn broker_section(port: u16, ca_pem: &str, user: &str, dir: &std::path::Path) -> String {
+pub(super) fn broker_section(port: u16, ca_pem: &str, user: &str, dir: &std::path::Path) -> String {
     let (ca, password) = (dir.join(format!("{user}-ca.pem")), dir.join(user));
     std::fs::write(&ca, ca_pem).unwrap();
     std::fs::write(&password, format!("{user}-secret-password\n")).unwrap();
@@ -34,6 +34,33 @@ fn broker_section(port: u16, ca_pem: &str, user: &str, dir: &std::path::Path) ->
         "[mqtt]\nhost = \"127.0.0.1\"\nport = {port}\nca_file = \"{}\"\nuser = \"{user}\"\npassword_file = \"{}\"\n",
         ca.display(),
         password.display()
+    )
+}
+
+/// Initialises `device` and returns its Ethereum address.
+pub(super) fn init_address(device: &Device) -> Address {
+    stdout_json(&device.run_ok(&["--json", "init"]))["ethereum"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// `[sell.evm]` with [`TOPIC`]'s route at [`PRICE`] on `chain`.
+pub(super) fn evm_seller_section(chain: &LocalChain) -> String {
+    format!(
+        r#"[sell.evm]
+listen = "{listen}"
+rpc_url = "{rpc}"
+network = "eip155:31337"
+[[sell.evm.route]]
+path = "/{TOPIC}"
+price = "{PRICE}"
+asset = "{token}"
+"#,
+        listen = free_listen(),
+        rpc = chain.anvil.endpoint(),
+        token = chain.token,
     )
 }
 
@@ -68,14 +95,7 @@ async fn status(port: u16, ca_pem: &str, seller: Address) -> Option<Vec<u8>> {
 async fn two_agents_sell_and_buy_readings_on_a_priced_mqtt_topic() {
     let chain = LocalChain::start(31337).await;
     let (seller, buyer) = (Device::new(), Device::new());
-    let address = |device: &Device| -> Address {
-        stdout_json(&device.run_ok(&["--json", "init"]))["ethereum"]
-            .as_str()
-            .unwrap()
-            .parse()
-            .unwrap()
-    };
-    let (seller_address, buyer_address) = (address(&seller), address(&buyer));
+    let (seller_address, buyer_address) = (init_address(&seller), init_address(&buyer));
     give_eth(&chain, seller_address, 10u128.pow(20)).await;
     let token = TestToken::new(chain.token, &chain.facilitator);
     send(token.mint(buyer_address, U256::from(MINTED)), "mint").await;
@@ -89,22 +109,9 @@ async fn two_agents_sell_and_buy_readings_on_a_priced_mqtt_topic() {
     .expect("mosquitto");
     let files = tempfile::tempdir().unwrap();
     let seller_config = format!(
-        r#"
-[sell.evm]
-listen = "{listen}"
-rpc_url = "{rpc}"
-network = "eip155:31337"
-[[sell.evm.route]]
-path = "/{TOPIC}"
-price = "{PRICE}"
-asset = "{token}"
-[sell.mqtt]
-publish_every_secs = 1
-{broker}"#,
-        listen = free_listen(),
-        rpc = chain.anvil.endpoint(),
-        token = chain.token,
-        broker = broker_section(broker.port(), broker.ca_pem(), "seller", files.path()),
+        "{}\n[sell.mqtt]\npublish_every_secs = 1\n{}",
+        evm_seller_section(&chain),
+        broker_section(broker.port(), broker.ca_pem(), "seller", files.path()),
     );
     let buyer_config = format!(
         r#"

@@ -5,6 +5,8 @@ mod agent;
 #[cfg(feature = "lightning")]
 mod agent_lightning;
 mod agent_mqtt;
+#[cfg(feature = "lightning")]
+mod agent_mqtt_lightning;
 mod anvil;
 mod bitcoind;
 mod browser;

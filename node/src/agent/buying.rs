@@ -114,7 +114,14 @@ pub(super) async fn start(
         .filter(|buy| !buy.url.starts_with(crate::mqtt::config::TOPIC_URL_PREFIX))
         .map(|buy| tokio::spawn(run(buy.clone(), buyers.clone(), shared.events.clone())))
         .collect();
-    let mqtt = match super::priced_topics::start_buys(config, shared, buyers.evm.clone()).await? {
+    let topics = super::priced_topics::start_buys(
+        config,
+        shared,
+        buyers.evm.clone(),
+        #[cfg(feature = "lightning")]
+        legs.ln.clone(),
+    );
+    let mqtt = match topics.await? {
         Some((mqtt, entries)) => {
             tasks.extend(entries);
             Some(mqtt)

@@ -36,9 +36,10 @@
 //! user = "device-17"
 //! password_file = "/etc/m2m/mqtt-password"
 //! [sell.mqtt]                 # sell.evm's routes as topics too, one sealed reading each 10 s
+//! lightning_msat = 25000      # also sell each key for this over [lightning] (hold invoices)
 //!
 //! [[buy]]                     # a paid fetch every `every_secs` (url = "mqtt:<topic>": the
-//!                             # newest reading on a priced topic)
+//!                             # newest reading on a priced topic, pay = evm or l402)
 //! url = "http://seller.local:8402/temperature"
 //! pay = "evm"                 # evm | btc | l402
 //! every_secs = 10
@@ -485,10 +486,17 @@ impl AgentConfig {
             if mqtt.publish_every_secs == 0
                 || mqtt.keys_on_sale == 0
                 || mqtt.ticks_per_voucher == Some(0)
+                || mqtt.lightning_msat == Some(0)
             {
                 return Err(invalid(
                     "sell.mqtt",
-                    "publish_every_secs, keys_on_sale and ticks_per_voucher must be positive",
+                    "publish_every_secs, keys_on_sale, ticks_per_voucher and lightning_msat must be positive",
+                ));
+            }
+            if mqtt.lightning_msat.is_some() && self.lightning.is_none() {
+                return Err(invalid(
+                    "sell.mqtt.lightning_msat",
+                    "needs a [lightning] node",
                 ));
             }
         }
@@ -501,10 +509,16 @@ impl AgentConfig {
                         "an mqtt: topic needs an [mqtt] section",
                     ));
                 }
-                if buy.pay != BuyLeg::Evm {
+                if buy.pay == BuyLeg::Btc {
                     return Err(invalid(
                         field("pay"),
-                        "priced topics are paid on the evm leg",
+                        "priced topics are paid on the evm leg or over lightning (l402)",
+                    ));
+                }
+                if buy.pay == BuyLeg::L402 && (buy.ticks || self.lightning.is_none()) {
+                    return Err(invalid(
+                        field("pay"),
+                        "l402 on a topic needs a [lightning] node, and pays no ticks",
                     ));
                 }
                 if topic.is_empty() || topic.contains(['+', '#']) || topic.starts_with('/') {
@@ -628,6 +642,9 @@ mod tests {
         assert!(error_of(&buy("mqtt:a/b", "evm")).contains("needs an [mqtt] section"));
         assert!(error_of(&format!("{broker}{}", buy("mqtt:a/#", "evm"))).contains("no wildcards"));
         assert!(error_of(&format!("{broker}{}", buy("mqtt:a/b", "btc"))).contains("evm leg"));
+        assert!(
+            error_of(&format!("{broker}{}", buy("mqtt:a/b", "l402"))).contains("[lightning] node")
+        );
         let config = AgentConfig::parse(&format!("{broker}{}", buy("mqtt:a/b", "evm"))).unwrap();
         assert_eq!(config.mqtt.unwrap().port, 8883);
         assert!(

@@ -226,7 +226,14 @@ pub(super) async fn start(config: &AgentConfig, shared: &Shared<'_>) -> Result<L
         }
         _ => None,
     };
-    let mqtt = super::priced_topics::start_seller(config, shared, evm.as_ref()).await?;
+    let mqtt = super::priced_topics::start_seller(
+        config,
+        shared,
+        evm.as_ref(),
+        #[cfg(feature = "lightning")]
+        ln.as_ref(),
+    )
+    .await?;
     Ok(Legs {
         evm,
         mqtt,

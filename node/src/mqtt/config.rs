@@ -113,6 +113,9 @@ pub struct MqttSellConfig {
     /// Offer tick streams: K readings paid by one hash-chain tick each between vouchers.
     #[serde(default)]
     pub ticks_per_voucher: Option<u32>,
+    /// Also sell each key over the agent's Lightning node for this many msat (hold invoices).
+    #[serde(default)]
+    pub lightning_msat: Option<u64>,
 }
 
 fn default_every() -> u64 {

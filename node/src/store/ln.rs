@@ -24,10 +24,11 @@ pub(crate) const LN_HOLDS_TABLE: TableDefinition<'_, &[u8; 32], &[u8]> =
     TableDefinition::new("ln_holds");
 
 const HOLD_VERSION: u8 = 1;
+/// The fixed part; the topic follows.
 const HOLD_LEN: usize = 1 + 16 + 8 + 8 + 1;
 
 /// A hold invoice handed out for a reading key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HoldRecord {
     /// The nonce its preimage is derived from.
     pub nonce: [u8; 16],
@@ -37,24 +38,30 @@ pub struct HoldRecord {
     pub expires_at_secs: u64,
     /// Whether the payment was claimed (the key sold).
     pub claimed: bool,
+    /// The priced topic it sells a key of.
+    pub topic: String,
 }
 
 impl HoldRecord {
-    pub(crate) fn encode(&self) -> [u8; HOLD_LEN] {
-        let mut out = [0u8; HOLD_LEN];
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut out = vec![0u8; HOLD_LEN];
         out[0] = HOLD_VERSION;
         out[1..17].copy_from_slice(&self.nonce);
         out[17..25].copy_from_slice(&self.amount_msat.to_be_bytes());
         out[25..33].copy_from_slice(&self.expires_at_secs.to_be_bytes());
         out[33] = u8::from(self.claimed);
+        out.extend_from_slice(self.topic.as_bytes());
         out
     }
 
     fn decode(bytes: &[u8]) -> Result<Self, StoreError> {
-        let bytes: &[u8; HOLD_LEN] = bytes
-            .try_into()
-            .map_err(|_| RecordError::Corrupt("ln hold length"))?;
+        let (bytes, topic) = bytes
+            .split_at_checked(HOLD_LEN)
+            .ok_or(RecordError::Corrupt("ln hold length"))?;
         check_version(bytes[0], HOLD_VERSION)?;
+        let topic = std::str::from_utf8(topic)
+            .map_err(|_| RecordError::Corrupt("ln hold topic"))?
+            .to_owned();
         let mut nonce = [0u8; 16];
         nonce.copy_from_slice(&bytes[1..17]);
         Ok(Self {
@@ -66,6 +73,7 @@ impl HoldRecord {
                 1 => true,
                 _ => return Err(RecordError::Corrupt("ln hold flag").into()),
             },
+            topic,
         })
     }
 }
@@ -184,8 +192,12 @@ mod tests {
             amount_msat: 30_000,
             expires_at_secs: 1_800_000_000,
             claimed: true,
+            topic: "a/b".into(),
         };
         assert_eq!(HoldRecord::decode(&hold.encode()).unwrap(), hold);
+        let mut topic = hold.encode();
+        topic.push(0xff);
+        assert!(HoldRecord::decode(&topic).is_err(), "not UTF-8");
         let mut flag = hold.encode();
         flag[33] = 2;
         assert!(HoldRecord::decode(&flag).is_err());

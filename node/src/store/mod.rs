@@ -141,7 +141,7 @@ impl RecordWrite {
             RecordWrite::BtcPayee(_, voucher) => encode_voucher(voucher).to_vec(),
             RecordWrite::Budget(_, row) => row.clone(),
             RecordWrite::LnCredit(_, credit) => credit.encode().to_vec(),
-            RecordWrite::LnHold(_, hold) => hold.encode().to_vec(),
+            RecordWrite::LnHold(_, hold) => hold.encode(),
         }
     }
 }

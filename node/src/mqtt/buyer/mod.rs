@@ -116,6 +116,9 @@ pub enum MqttBuyError {
     #[cfg(feature = "lightning")]
     #[error("the seller's invoice")]
     Invoice(#[source] InvoiceRefusal),
+    /// Asked to pay over Lightning with no Lightning node.
+    #[error("no Lightning node to pay with")]
+    NoLightning,
     /// The Lightning payment failed (or did not finish in time: it may still settle).
     #[cfg(feature = "lightning")]
     #[error("the Lightning payment")]

@@ -19,6 +19,7 @@ use m2m_core::key_wrap::{self, WrapParties};
 use rumqttc::v5::mqttbytes::v5::Publish;
 
 use super::{MqttSeller, random};
+use crate::events::{AgentEvent, Leg, Payment};
 use crate::ln::hold::{Held, HoldClaimer, HoldDecision};
 use crate::ln::{LnError, LnNode};
 use crate::mqtt::wire;
@@ -150,6 +151,7 @@ impl MqttSeller {
             return HoldDecision::Fail; // another secret's invoice: not ours to claim
         }
         if !record.claimed {
+            let resource = self.topics.get(&record.topic).cloned().unwrap_or_default();
             let sold = HoldRecord {
                 claimed: true,
                 ..record
@@ -163,6 +165,14 @@ impl MqttSeller {
             self.stats
                 .lightning_msat
                 .fetch_add(held.amount_msat, Ordering::Relaxed);
+            self.seller.events.publish(|| {
+                AgentEvent::PaymentReceived(Payment {
+                    leg: Leg::Lightning,
+                    scheme: wire::LN_SCHEME.into(),
+                    amount: u128::from(held.amount_msat),
+                    resource,
+                })
+            });
         }
         HoldDecision::Claim(preimage)
     }
@@ -207,6 +217,7 @@ impl MqttSeller {
             amount_msat: sales.price_msat,
             expires_at_secs: now_secs() + u64::from(sales.invoice_expiry_secs),
             claimed: false,
+            topic: topic.to_owned(),
         };
         // Durable before the invoice exists, so any payment of it finds its record.
         self.seller
