@@ -20,6 +20,7 @@
 //! - [`ledger`]: every channel of the device (each leg, either side), read from the store.
 //! - [`metrics`]: the agent's Prometheus metrics (OpenMetrics text, `GET /metrics`).
 //! - [`mqtt`]: the device as an MQTT 5 client over TLS (priced topics, issue 17).
+//! - [`xmpp`]: the device and its owner as XMPP clients over TLS (owner mode, issue 18).
 //! - [`l402_wire`]: L402 macaroons and headers (pure; the issuer and client are in `ln`).
 //! - `ln` (feature `lightning`): the embedded ldk-node.
 //! - [`shutdown`]: SIGINT and SIGTERM, handled alike by every long-running command.
@@ -54,6 +55,7 @@ pub mod store;
 pub mod tls;
 pub mod tools;
 pub mod x402;
+pub mod xmpp;
 
 /// Seconds since the Unix epoch (0 if the clock is before it).
 pub(crate) fn now_secs() -> u64 {

@@ -52,3 +52,4 @@ mod support;
 mod tls;
 mod x402_client;
 mod x402_http_interop;
+mod xmpp;

@@ -23,8 +23,6 @@ use std::time::Duration;
 use rumqttc::v5::mqttbytes::v5::{ConnectReturnCode, LastWill, Packet, Publish};
 use rumqttc::v5::{AsyncClient, ConnectionError, Event, EventLoop, MqttOptions};
 use rumqttc::{TlsConfiguration, Transport};
-use rustls::pki_types::CertificateDer;
-use rustls::pki_types::pem::PemObject;
 
 /// How long a connection attempt may take before it is given up.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
@@ -57,12 +55,9 @@ impl std::fmt::Debug for MqttEndpoint {
 /// A connection could not be made.
 #[derive(Debug, thiserror::Error)]
 pub enum MqttError {
-    /// The CA file holds no usable certificate.
-    #[error("the broker's CA certificates (PEM) hold no usable certificate")]
-    BadCa(#[source] Option<rustls::pki_types::pem::Error>),
-    /// The CA was not accepted as a trust root.
-    #[error("the broker's CA certificate")]
-    Trust(#[source] rustls::Error),
+    /// The broker's CA certificates are unusable.
+    #[error("the broker's CA")]
+    Ca(#[from] crate::tls::ca::CaError),
     /// The broker refused the session (`BadUserNamePassword`, `NotAuthorized`, …).
     #[error("the broker refused the connection: {0:?}")]
     Refused(ConnectReturnCode),
@@ -72,26 +67,6 @@ pub enum MqttError {
     /// No answer in time.
     #[error("the broker did not answer within {0:?}")]
     Timeout(Duration),
-}
-
-/// A rustls client configuration that trusts exactly the CAs in `ca_pem` (ring, TLS 1.2/1.3).
-fn tls_config(ca_pem: &str) -> Result<rustls::ClientConfig, MqttError> {
-    let mut roots = rustls::RootCertStore::empty();
-    let mut any = false;
-    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-        let cert = cert.map_err(|e| MqttError::BadCa(Some(e)))?;
-        roots.add(cert).map_err(MqttError::Trust)?;
-        any = true;
-    }
-    if !any {
-        return Err(MqttError::BadCa(None));
-    }
-    let config = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
-        .with_safe_default_protocol_versions()
-        .map_err(MqttError::Trust)?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(config)
 }
 
 /// Connects as `client_id`; `clean_start = false` resumes the broker's session for that id
@@ -141,7 +116,7 @@ async fn open(
         .set_clean_start(clean_start)
         .set_keep_alive(Duration::from_secs(30))
         .set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
-            Arc::new(tls_config(&endpoint.ca_pem)?),
+            Arc::new(crate::tls::ca::client_config_trusting(&endpoint.ca_pem)?),
         )));
     if let Some(will) = will {
         options.set_last_will(will);

@@ -11,6 +11,7 @@
 //! - **Clients** ([`client`]): a host with a pin is checked against it; any other https host
 //!   against the system's roots.
 
+pub mod ca;
 pub mod client;
 
 use std::net::SocketAddr;

@@ -13,7 +13,10 @@ mod debian;
 mod foundry;
 mod mosquitto;
 mod npm;
+mod prosody;
 mod reaper;
+mod served;
+mod test_ca;
 
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
@@ -26,6 +29,7 @@ pub use debian::{ensure_packages, promtool};
 pub use foundry::{FOUNDRY_VERSION, Foundry, SOLC_VERSION};
 pub use mosquitto::{MosquittoHandle, MqttAccount, mosquitto_sub, start_mosquitto};
 pub use npm::{BundleFile, NpmBundle};
+pub use prosody::{ProsodyHandle, XmppAccount, start_prosody};
 pub use reaper::{GuardedChild, ReapOnExit};
 
 /// A tool could not be located, provisioned or started.

@@ -8,10 +8,9 @@
 //! and state, for tests of a broker restart mid-stream.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
-use super::{ReapOnExit, ToolError, free_port};
+use super::{ToolError, free_port};
 
 const PURPOSE: &str = "the MQTT broker (mosquitto)";
 
@@ -29,17 +28,8 @@ pub struct MqttAccount {
 /// A running broker. Dropping it stops the broker and removes its files.
 #[derive(Debug)]
 pub struct MosquittoHandle {
-    child: Option<(Child, ReapOnExit)>,
-    exe: PathBuf,
-    port: u16,
+    server: super::served::Server,
     ca_pem: String,
-    dir: tempfile::TempDir,
-}
-
-impl Drop for MosquittoHandle {
-    fn drop(&mut self) {
-        self.stop();
-    }
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ToolError + '_ {
@@ -80,30 +70,6 @@ pub fn mosquitto_sub() -> Result<PathBuf, ToolError> {
     })
 }
 
-fn tls_failed(error: rcgen::Error) -> ToolError {
-    ToolError::Start {
-        tool: "mosquitto",
-        detail: format!("making its test certificates: {error}"),
-    }
-}
-
-/// A CA and a certificate for `localhost` / 127.0.0.1 signed by it: (CA PEM, cert PEM, key PEM).
-fn certificates() -> Result<(String, String, String), ToolError> {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
-    let ca_key = KeyPair::generate().map_err(tls_failed)?;
-    let mut ca = CertificateParams::new(Vec::<String>::new()).map_err(tls_failed)?;
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name
-        .push(DnType::CommonName, "m2m throwaway broker CA");
-    let ca_pem = ca.self_signed(&ca_key).map_err(tls_failed)?.pem();
-    let issuer = Issuer::new(ca, &ca_key);
-    let key = KeyPair::generate().map_err(tls_failed)?;
-    let server = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
-        .map_err(tls_failed)?;
-    let cert_pem = server.signed_by(&key, &issuer).map_err(tls_failed)?.pem();
-    Ok((ca_pem, cert_pem, key.serialize_pem()))
-}
-
 /// Starts a broker with `accounts` on a free loopback port and waits until it accepts
 /// connections.
 pub async fn start_mosquitto(accounts: &[MqttAccount]) -> Result<MosquittoHandle, ToolError> {
@@ -116,7 +82,8 @@ pub async fn start_mosquitto(accounts: &[MqttAccount]) -> Result<MosquittoHandle
             })??;
     let dir = tempfile::tempdir().map_err(io(&std::env::temp_dir()))?;
     let path = |name: &str| dir.path().join(name);
-    let (ca_pem, cert_pem, key_pem) = certificates()?;
+    let (ca_pem, cert_pem, key_pem) =
+        super::test_ca::certificates("mosquitto", &["localhost", "127.0.0.1"])?;
     for (name, text) in [
         ("ca.pem", &ca_pem),
         ("server.pem", &cert_pem),
@@ -179,21 +146,17 @@ pub async fn start_mosquitto(accounts: &[MqttAccount]) -> Result<MosquittoHandle
         key = path("server.key").display(),
     );
     std::fs::write(path("mosquitto.conf"), config).map_err(io(&path("mosquitto.conf")))?;
-    let mut handle = MosquittoHandle {
-        child: None,
-        exe,
-        port,
-        ca_pem,
-        dir,
-    };
-    handle.launch().await?;
+    let args = vec!["-c".into(), path("mosquitto.conf").into_os_string()];
+    let server = super::served::Server::new("mosquitto", exe, args, port, dir, "mosquitto.log");
+    let mut handle = MosquittoHandle { server, ca_pem };
+    handle.server.launch().await?;
     Ok(handle)
 }
 
 impl MosquittoHandle {
     /// The broker's port on 127.0.0.1 (TLS).
     pub fn port(&self) -> u16 {
-        self.port
+        self.server.port()
     }
 
     /// The throwaway CA's certificate (PEM), which clients trust for this broker.
@@ -203,74 +166,17 @@ impl MosquittoHandle {
 
     /// The CA's certificate as a file (for command-line clients' `--cafile`).
     pub fn ca_file(&self) -> PathBuf {
-        self.dir.path().join("ca.pem")
+        self.server.path("ca.pem")
     }
 
     /// The broker's log so far.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("mosquitto.log")).unwrap_or_default()
+        self.server.log()
     }
 
     /// Stops the broker (SIGTERM: it saves its state) and starts it again on the same port.
     pub async fn restart(&mut self) -> Result<(), ToolError> {
-        self.stop();
-        self.launch().await
-    }
-
-    fn stop(&mut self) {
-        if let Some((mut child, _reaper)) = self.child.take() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status();
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    async fn launch(&mut self) -> Result<(), ToolError> {
-        let child = Command::new(&self.exe)
-            .arg("-c")
-            .arg(self.dir.path().join("mosquitto.conf"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| ToolError::Start {
-                tool: "mosquitto",
-                detail: format!("{}: {e}", self.exe.display()),
-            })?;
-        let reaper = ReapOnExit::register(child.id());
-        self.child = Some((child, reaper));
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some((child, _)) = self.child.as_mut()
-                && let Ok(Some(status)) = child.try_wait()
-            {
-                return Err(ToolError::Start {
-                    tool: "mosquitto",
-                    detail: format!(
-                        "exited with {status}: {}",
-                        super::last_lines(&self.log(), 15)
-                    ),
-                });
-            }
-            if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
-                .await
-                .is_ok()
-            {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                return Err(ToolError::Start {
-                    tool: "mosquitto",
-                    detail: "not listening within 20 s".into(),
-                });
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        self.server.stop();
+        self.server.launch().await
     }
 }

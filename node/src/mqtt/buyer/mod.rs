@@ -41,8 +41,10 @@ pub struct MqttBuyerOptions {
     /// `false` resumes the broker's session for this id: answers that arrived while the buyer
     /// was away are delivered when it returns.
     pub clean_start: bool,
-    /// How long to wait for a price sheet or a seller's answer.
+    /// How long to wait for a seller's answer to a payment.
     pub answer_timeout: Duration,
+    /// How long to wait for a topic's retained price sheet.
+    pub sheet_timeout: Duration,
     /// Refuse any reading priced above this.
     pub max_price: Option<u128>,
     /// Pay with ticks where a topic offers tick streams (a voucher every K readings).
@@ -57,6 +59,7 @@ impl Default for MqttBuyerOptions {
             client_id: String::new(),
             clean_start: true,
             answer_timeout: Duration::from_secs(20),
+            sheet_timeout: Duration::from_secs(20),
             max_price: None,
             ticks: false,
             lightning_timeout: Duration::from_secs(60),
@@ -277,7 +280,7 @@ impl MqttBuyer {
                 arrived.await;
             }
         };
-        tokio::time::timeout(self.options.answer_timeout, wait)
+        tokio::time::timeout(self.options.sheet_timeout, wait)
             .await
             .map_err(|_| MqttBuyError::NoPriceSheet(topic.to_owned()))
     }
