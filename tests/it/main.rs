@@ -53,3 +53,4 @@ mod tls;
 mod x402_client;
 mod x402_http_interop;
 mod xmpp;
+mod xmpp_registry;

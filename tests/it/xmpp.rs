@@ -10,13 +10,13 @@ use futures::StreamExt;
 use m2m::node::tools::{ProsodyHandle, XmppAccount, start_prosody};
 use m2m::node::xmpp::{XmppEndpoint, XmppError, XmppSession, connect};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio_xmpp::jid::BareJid;
+use tokio_xmpp::jid::Jid;
 use tokio_xmpp::parsers::message::{Lang, Message, MessageType};
 use tokio_xmpp::{Event, Stanza};
 
-const DOMAIN: &str = "m2m.test";
+pub(super) const DOMAIN: &str = "m2m.test";
 
-fn account(user: &str) -> XmppAccount {
+pub(super) fn account(user: &str) -> XmppAccount {
     XmppAccount {
         user: user.into(),
         password: format!("{user}-secret-password"),
@@ -26,14 +26,23 @@ fn account(user: &str) -> XmppAccount {
 fn endpoint(server: &ProsodyHandle, user: &str, password: &str) -> XmppEndpoint {
     XmppEndpoint {
         address: SocketAddr::from(([127, 0, 0, 1], server.port())),
-        jid: BareJid::new(&format!("{user}@{DOMAIN}")).unwrap(),
+        jid: Jid::new(&format!("{user}@{DOMAIN}")).unwrap(),
         password: password.into(),
         ca_pem: server.ca_pem().to_owned(),
     }
 }
 
-async fn login(server: &ProsodyHandle, user: &str) -> XmppSession {
+pub(super) async fn login(server: &ProsodyHandle, user: &str) -> XmppSession {
     connect(&endpoint(server, user, &format!("{user}-secret-password")))
+        .await
+        .unwrap_or_else(|e| panic!("{user} logs in: {e:?}\n{}", server.log()))
+}
+
+/// [`login`] asking for `resource` (`user@domain/resource`).
+pub(super) async fn login_as(server: &ProsodyHandle, user: &str, resource: &str) -> XmppSession {
+    let mut endpoint = endpoint(server, user, &format!("{user}-secret-password"));
+    endpoint.jid = Jid::new(&format!("{user}@{DOMAIN}/{resource}")).unwrap();
+    connect(&endpoint)
         .await
         .unwrap_or_else(|e| panic!("{user} logs in: {e:?}\n{}", server.log()))
 }

@@ -2,11 +2,13 @@
 //! registry, provisioning, paid readouts). No server of our own: deployments run prosody (or
 //! any XMPP server) with SASL accounts; tests start one with `tools::start_prosody`.
 //!
-//! Here: the connection. `tokio-xmpp` speaks the protocol (stream, SASL, resource binding,
+//! [`discovery`]: the thing registry and claims (XEP-0347). Here: the connection. `tokio-xmpp` speaks the protocol (stream, SASL, resource binding,
 //! reconnection); the socket is ours ([`DirectTls`]): TCP to the configured address, then TLS at
 //! once (XEP-0368) trusting only the server's CA, on the process's ring provider — written here
 //! because tokio-xmpp's own connectors trust the system or webpki roots and resolve the domain
 //! through DNS, where a device's server is configured by address and its own CA.
+
+pub mod discovery;
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -18,7 +20,7 @@ use tokio::io::BufStream;
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_xmpp::connect::ServerConnector;
-use tokio_xmpp::jid::{BareJid, Jid};
+use tokio_xmpp::jid::Jid;
 use tokio_xmpp::parsers::stream_features::StreamFeatures;
 use tokio_xmpp::xmlstream::{PendingFeaturesRecv, StreamHeader, Timeouts, initiate_stream};
 use tokio_xmpp::{Client, Event};
@@ -31,8 +33,9 @@ const LOGIN_TIMEOUT: Duration = Duration::from_secs(20);
 pub struct XmppEndpoint {
     /// The server's client port (direct TLS).
     pub address: SocketAddr,
-    /// The account (`user@domain`); the domain is also the name its certificate must carry.
-    pub jid: BareJid,
+    /// The account (`user@domain`, or `user@domain/resource` to ask for that resource); the
+    /// domain is also the name the server's certificate must carry.
+    pub jid: Jid,
     /// The account's password.
     pub password: String,
     /// The server's CA certificates (PEM).
@@ -164,10 +167,10 @@ fn channel_binding(tls: &TlsStream<TcpStream>) -> sasl::common::ChannelBinding {
 /// answers. Returns the SASL mechanisms offered.
 async fn check_login(
     connector: &DirectTls,
-    jid: &BareJid,
+    jid: &Jid,
     password: &str,
 ) -> Result<BTreeSet<String>, tokio_xmpp::Error> {
-    let jid = Jid::from(jid.clone());
+    let jid = Jid::from(jid.to_bare());
     let user = jid
         .node()
         .map(|n| n.as_str())

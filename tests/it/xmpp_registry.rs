@@ -1,0 +1,111 @@
+//! Claiming a device through a thing registry (XEP-0347) on prosody: the device registers its
+//! meta tags with a random KEY and shows them as an `IoTDisco` string (its QR code); an
+//! eavesdropper without the KEY guesses, is refused, and is locked out — the right string then
+//! fails for it too; the owner claims with the string and the device learns its owner; a second
+//! claim finds nothing, a new registration of the device says who owns it, and only the owner
+//! removes it.
+
+use base64::Engine;
+use m2m::core::discovery::{self, MetaTag, TagValue};
+use m2m::node::tools::start_prosody;
+use m2m::node::xmpp::discovery::{RegistryService, claim, register, remove, wait_claimed};
+use tokio_xmpp::jid::Jid;
+
+use super::xmpp::{DOMAIN, account, login, login_as};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owner_claims_a_device_with_its_qr_string_and_a_guesser_is_locked_out() {
+    let server = start_prosody(
+        DOMAIN,
+        &[
+            account("registry"),
+            account("device"),
+            account("owner"),
+            account("eve"),
+        ],
+    )
+    .await
+    .expect("prosody");
+    let registry_jid = Jid::new(&format!("registry@{DOMAIN}/registry")).unwrap();
+    let registry = RegistryService::new(
+        login_as(&server, "registry", "registry").await,
+        Default::default(),
+    );
+    let serving = tokio::spawn(registry.run());
+
+    // The device's tags and a KEY of 128 random bits.
+    let mut secret = [0u8; 16];
+    getrandom::getrandom(&mut secret).unwrap();
+    let key = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret);
+    let tags = vec![
+        MetaTag::str("MAN", "m2m.example").unwrap(),
+        MetaTag::str("MODEL", "room-sensor").unwrap(),
+        MetaTag::str("SN", "RS-0017").unwrap(),
+        MetaTag::new("V", TagValue::Num("1.0".into())).unwrap(),
+        MetaTag::str("KEY", &key).unwrap(),
+    ];
+    let mut device = login(&server, "device").await;
+    let owner_now = register(&mut device, &registry_jid, &tags)
+        .await
+        .expect("registered");
+    assert_eq!(owner_now, None, "unclaimed");
+    let qr = discovery::encode_claim(&tags);
+    assert!(qr.starts_with("IoTDisco;MAN:m2m.example;MODEL:room-sensor;SN:RS-0017;#V:1.0;KEY:"));
+
+    // Eve knows the public tags, not the KEY: refused, then locked out, even with the QR.
+    let mut eve = login(&server, "eve").await;
+    let mut guess = tags.clone();
+    guess[4] = MetaTag::str("KEY", "AAAAAAAAAAAAAAAAAAAAAA").unwrap();
+    for _ in 0..discovery::LOCKOUT_AFTER {
+        let refused = claim(&mut eve, &registry_jid, &guess).await.unwrap_err();
+        assert!(refused.is_not_found(), "{refused:?}");
+    }
+    let locked = claim(
+        &mut eve,
+        &registry_jid,
+        &discovery::decode_claim(&qr).unwrap(),
+    )
+    .await
+    .unwrap_err();
+    assert!(locked.is_locked_out(), "{locked:?}");
+
+    // The owner scans the QR and claims; the device is told.
+    let mut owner = login(&server, "owner").await;
+    let waiting = tokio::spawn({
+        let registry_jid = registry_jid.clone();
+        async move {
+            let owner = wait_claimed(&mut device, &registry_jid).await;
+            (owner, device)
+        }
+    });
+    let thing = claim(
+        &mut owner,
+        &registry_jid,
+        &discovery::decode_claim(&qr).unwrap(),
+    )
+    .await
+    .expect("claimed");
+    assert_eq!(thing.to_string(), format!("device@{DOMAIN}"));
+    let (told, mut device) = tokio::time::timeout(std::time::Duration::from_secs(10), waiting)
+        .await
+        .expect("the device is told in time")
+        .unwrap();
+    assert_eq!(told.unwrap().to_string(), format!("owner@{DOMAIN}"));
+
+    // Claimed once: the QR claims nothing more; the device's next registration names its owner.
+    let again = claim(&mut owner, &registry_jid, &tags).await.unwrap_err();
+    assert!(again.is_not_found(), "{again:?}");
+    let known = register(&mut device, &registry_jid, &tags).await.unwrap();
+    assert_eq!(known.unwrap().to_string(), format!("owner@{DOMAIN}"));
+    // Only its owner removes it.
+    let not_eves = remove(&mut eve, &registry_jid, &thing).await.unwrap_err();
+    assert!(not_eves.is_not_found(), "{not_eves:?}");
+    remove(&mut owner, &registry_jid, &thing)
+        .await
+        .expect("the owner removes it");
+    serving.abort();
+    println!(
+        "registry: {thing} claimed by owner@{DOMAIN}; QR {} chars",
+        qr.len()
+    );
+}
