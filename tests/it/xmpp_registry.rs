@@ -1,14 +1,16 @@
 //! Claiming a device through a thing registry (XEP-0347) on prosody: the device registers its
 //! meta tags with a random KEY and shows them as an `IoTDisco` string (its QR code); an
 //! eavesdropper without the KEY guesses, is refused, and is locked out — the right string then
-//! fails for it too; the owner claims with the string and the device learns its owner; a second
-//! claim finds nothing, a new registration of the device says who owns it, and only the owner
-//! removes it.
+//! fails for it too, also after the registry restarts from its state file; the owner claims
+//! with the string and the device learns its owner; a second claim finds nothing, a new
+//! registration of the device says who owns it, and only the owner removes it.
 
 use base64::Engine;
 use m2m::core::discovery::{self, MetaTag, TagValue};
 use m2m::node::tools::start_prosody;
-use m2m::node::xmpp::discovery::{RegistryService, claim, register, remove, wait_claimed};
+use m2m::node::xmpp::discovery::{
+    RegistryFile, RegistryService, claim, register, remove, wait_claimed,
+};
 use tokio_xmpp::jid::Jid;
 
 use super::xmpp::{DOMAIN, account, login, login_as};
@@ -27,11 +29,18 @@ async fn an_owner_claims_a_device_with_its_qr_string_and_a_guesser_is_locked_out
     .await
     .expect("prosody");
     let registry_jid = Jid::new(&format!("registry@{DOMAIN}/registry")).unwrap();
-    let registry = RegistryService::new(
-        login_as(&server, "registry", "registry").await,
-        Default::default(),
-    );
-    let serving = tokio::spawn(registry.run());
+    let state = tempfile::tempdir().unwrap();
+    let file = RegistryFile::new(state.path().join("registry.state"));
+    let start_registry = || async {
+        let session = login_as(&server, "registry", "registry").await;
+        let service = RegistryService::open(session, file.clone()).unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(service.run_until(async move {
+            let _ = stopped.await;
+        }));
+        (stop, task)
+    };
+    let mut serving = start_registry().await;
 
     // The device's tags and a KEY of 128 random bits.
     let mut secret = [0u8; 16];
@@ -60,14 +69,16 @@ async fn an_owner_claims_a_device_with_its_qr_string_and_a_guesser_is_locked_out
         let refused = claim(&mut eve, &registry_jid, &guess).await.unwrap_err();
         assert!(refused.is_not_found(), "{refused:?}");
     }
-    let locked = claim(
-        &mut eve,
-        &registry_jid,
-        &discovery::decode_claim(&qr).unwrap(),
-    )
-    .await
-    .unwrap_err();
+    let scanned = discovery::decode_claim(&qr).unwrap();
+    let locked = claim(&mut eve, &registry_jid, &scanned).await.unwrap_err();
     assert!(locked.is_locked_out(), "{locked:?}");
+    // The registry restarts: the registration and the lock-out were on disk.
+    let (stop, task) = serving;
+    let _ = stop.send(());
+    task.await.unwrap();
+    serving = start_registry().await;
+    let still = claim(&mut eve, &registry_jid, &scanned).await.unwrap_err();
+    assert!(still.is_locked_out(), "{still:?}");
 
     // The owner scans the QR and claims; the device is told.
     let mut owner = login(&server, "owner").await;
@@ -103,7 +114,9 @@ async fn an_owner_claims_a_device_with_its_qr_string_and_a_guesser_is_locked_out
     remove(&mut owner, &registry_jid, &thing)
         .await
         .expect("the owner removes it");
-    serving.abort();
+    let (stop, task) = serving;
+    let _ = stop.send(());
+    task.await.unwrap();
     println!(
         "registry: {thing} claimed by owner@{DOMAIN}; QR {} chars",
         qr.len()

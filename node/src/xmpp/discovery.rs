@@ -15,7 +15,7 @@
 //! When a claim succeeds, the registry tells the thing with an IQ set `<claimed jid=owner/>`
 //! (to the full JID it registered from); a removal, with `<removed/>`.
 
-use std::collections::HashMap;
+use std::path::PathBuf;
 
 use futures::StreamExt;
 use m2m_core::discovery::{MetaTag, Registered, Registry, RegistryEffect, RegistryError, TagValue};
@@ -122,12 +122,84 @@ fn refusal(error: &RegistryError) -> StanzaError {
     self::error(condition, &error.to_string())
 }
 
+/// The registry's state file could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryFileError {
+    /// Reading or writing it.
+    #[error("registry state {path}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Its bytes do not decode.
+    #[error("registry state {path}")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: m2m_core::records::RecordError,
+    },
+}
+
+/// Where a registry keeps its state: one file, replaced atomically (written beside it, synced,
+/// renamed, the directory synced) on every change, before the answer that follows from it.
+#[derive(Debug, Clone)]
+pub struct RegistryFile {
+    path: PathBuf,
+}
+
+impl RegistryFile {
+    /// The state kept at `path` (the file need not exist yet).
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self { path: path.into() }
+    }
+
+    /// The state, empty if the file does not exist.
+    pub fn load(&self) -> Result<Registry, RegistryFileError> {
+        let io = |source| RegistryFileError::Io {
+            path: self.path.clone(),
+            source,
+        };
+        match std::fs::read(&self.path) {
+            Ok(bytes) => Registry::decode(&bytes).map_err(|source| RegistryFileError::Corrupt {
+                path: self.path.clone(),
+                source,
+            }),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(Registry::default()),
+            Err(error) => Err(io(error)),
+        }
+    }
+
+    /// Replaces the state durably.
+    pub fn save(&self, registry: &Registry) -> Result<(), RegistryFileError> {
+        use std::io::Write;
+        let io = |source| RegistryFileError::Io {
+            path: self.path.clone(),
+            source,
+        };
+        let staging = self.path.with_extension("new");
+        let mut file = std::fs::File::create(&staging).map_err(io)?;
+        file.write_all(&registry.encode()).map_err(io)?;
+        file.sync_all().map_err(io)?;
+        std::fs::rename(&staging, &self.path).map_err(io)?;
+        if let Some(dir) = self.path.parent() {
+            std::fs::File::open(dir)
+                .and_then(|dir| dir.sync_all())
+                .map_err(io)?;
+        }
+        Ok(())
+    }
+}
+
 /// A thing registry on its own XMPP account: answers discovery requests until the session ends.
 pub struct RegistryService {
     session: XmppSession,
     registry: Registry,
-    /// Where each thing registered from (claims are announced to that full JID).
-    resources: HashMap<String, Jid>,
+    file: RegistryFile,
 }
 
 impl std::fmt::Debug for RegistryService {
@@ -139,19 +211,47 @@ impl std::fmt::Debug for RegistryService {
 }
 
 impl RegistryService {
-    /// A registry with `registry`'s state on `session`.
-    pub fn new(session: XmppSession, registry: Registry) -> Self {
-        Self {
+    /// A registry on `session` whose state lives in `file` (loaded now).
+    pub fn open(session: XmppSession, file: RegistryFile) -> Result<Self, RegistryFileError> {
+        Ok(Self {
             session,
-            registry,
-            resources: HashMap::new(),
-        }
+            registry: file.load()?,
+            file,
+        })
     }
 
     /// Serves until the session ends.
-    pub async fn run(mut self) {
-        while let Some((from, id, payload)) = next_request(&mut self.session).await {
-            let (answer, effects) = self.answer(&from, &payload);
+    pub async fn run(self) {
+        self.run_until(std::future::pending()).await;
+    }
+
+    /// Serves until the session ends or `stop` completes; then ends the session cleanly (a
+    /// dropped tokio-xmpp client would keep its connection, and its reconnections, alive).
+    pub async fn run_until(mut self, stop: impl std::future::Future<Output = ()>) {
+        let mut stop = std::pin::pin!(stop);
+        loop {
+            let request = tokio::select! {
+                request = next_request(&mut self.session) => request,
+                () = &mut stop => break,
+            };
+            let Some((from, id, payload)) = request else {
+                break;
+            };
+            let before = self.registry.clone();
+            let (mut answer, effects) = self.answer(&from, &payload);
+            // Any change (a failed claim's count too) is durable before the answer leaves; if
+            // it cannot be, nothing changed.
+            if self.registry != before
+                && let Err(error) = self.file.save(&self.registry)
+            {
+                tracing::error!(error = %crate::events::error_line(&error), "registry state not saved");
+                self.registry = before;
+                answer = Err(self::error(
+                    DefinedCondition::InternalServerError,
+                    "the registry could not record this",
+                ));
+            }
+            let answer_was_ok = answer.is_ok();
             let reply = match answer {
                 Ok(payload) => Iq::Result {
                     from: None,
@@ -170,10 +270,13 @@ impl RegistryService {
             if let Err(error) = self.session.client.send_stanza(reply.into()).await {
                 tracing::warn!(%error, "answering a discovery request");
             }
-            for effect in effects {
-                self.carry_out(effect).await;
+            if answer_was_ok {
+                for effect in effects {
+                    self.carry_out(effect).await;
+                }
             }
         }
+        self.session.close().await;
     }
 
     fn answer(
@@ -188,11 +291,8 @@ impl RegistryService {
                 let Some(tags) = parse_tags(payload) else {
                     return (Err(bad()), Vec::new());
                 };
-                match self.registry.register(&sender, &tags) {
-                    Ok((Registered::Waiting, effects)) => {
-                        self.resources.insert(sender, from.clone());
-                        (Ok(None), effects)
-                    }
+                match self.registry.register(&sender, &from.to_string(), &tags) {
+                    Ok((Registered::Waiting, effects)) => (Ok(None), effects),
                     Ok((Registered::Claimed { owner }, effects)) => {
                         (Ok(Some(claimed_element(&owner))), effects)
                     }
@@ -239,11 +339,9 @@ impl RegistryService {
             RegistryEffect::NotifyRemoved { thing } => {
                 (thing, Element::builder("removed", NS).build())
             }
-            // The state is in memory for now (it is rebuilt from the things' next
-            // registrations after a restart).
-            RegistryEffect::Persist => return,
+            RegistryEffect::Persist => return, // (done before the answer)
         };
-        let Some(to) = self.resources.get(&thing).cloned() else {
+        let Ok(to) = Jid::new(&thing) else {
             return;
         };
         // The answer is not awaited: the thing acknowledges, or learns it at its next

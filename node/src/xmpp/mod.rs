@@ -77,6 +77,16 @@ pub struct XmppSession {
     pub mechanisms: BTreeSet<String>,
 }
 
+impl XmppSession {
+    /// Ends the stream cleanly and stops the client's tasks (dropping the session would leave
+    /// them running, reconnecting).
+    pub async fn close(self) {
+        if let Err(error) = self.client.send_end().await {
+            tracing::debug!(%error, "closing the XMPP stream");
+        }
+    }
+}
+
 impl std::fmt::Debug for XmppSession {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("XmppSession")

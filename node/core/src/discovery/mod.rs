@@ -14,7 +14,10 @@
 //!   ([`LOCKOUT_AFTER`], [`LOCKOUT_FIRST_SECS`] up to [`LOCKOUT_MAX_SECS`]).
 //!
 //! Time comes in as `now_secs`; what the shell must do (tell a thing it was claimed, …) comes
-//! out as [`RegistryEffect`]s.
+//! out as [`RegistryEffect`]s; the state's bytes for the shell to keep are
+//! [`Registry::encode`] / [`Registry::decode`].
+
+mod records;
 
 use alloc::collections::BTreeMap;
 use alloc::string::{String, ToString};
@@ -206,6 +209,8 @@ pub fn decode_claim(text: &str) -> Result<Vec<MetaTag>, TagError> {
 pub struct Thing {
     /// Its bare JID.
     pub jid: String,
+    /// Where to tell it things (the full JID it registered from).
+    pub contact: String,
     /// Its tags, `KEY` excluded.
     pub tags: Vec<MetaTag>,
     /// The hash of its `KEY` while it is unclaimed.
@@ -221,14 +226,14 @@ pub struct Thing {
 pub enum RegistryEffect {
     /// Tell `thing` that `owner` claimed it (`<claimed jid='owner'/>`).
     NotifyClaimed {
-        /// The thing.
+        /// The thing's contact address.
         thing: String,
         /// Its new owner.
         owner: String,
     },
     /// Tell `thing` that its owner removed it from the registry.
     NotifyRemoved {
-        /// The thing.
+        /// The thing's contact address.
         thing: String,
     },
     /// Persist the registry's state (every operation that changed it).
@@ -309,10 +314,12 @@ impl Registry {
         self.things.get(jid)
     }
 
-    /// `thing` registers (or updates) its tags, which must hold a strong `KEY`.
+    /// `thing` registers (or updates) its tags, which must hold a strong `KEY`, from `contact`
+    /// (where it is told when claimed).
     pub fn register(
         &mut self,
         thing: &str,
+        contact: &str,
         tags: &[MetaTag],
     ) -> Result<(Registered, Vec<RegistryEffect>), RegistryError> {
         check_tags(tags).map_err(RegistryError::Tags)?;
@@ -327,6 +334,7 @@ impl Registry {
             thing.to_string(),
             Thing {
                 jid: thing.to_string(),
+                contact: contact.to_string(),
                 tags: rest,
                 key_hash: Some(key_hash(key)),
                 owner: None,
@@ -383,15 +391,17 @@ impl Registry {
             return Err(RegistryError::NotFound);
         };
         self.attempts.remove(claimant);
+        let mut contact = String::new();
         if let Some(thing) = self.things.get_mut(&jid) {
             thing.owner = Some(claimant.to_string());
             thing.key_hash = None; // claimed: the key has done its work
             thing.public = public;
+            contact.clone_from(&thing.contact);
         }
         let effects = alloc::vec![
             RegistryEffect::Persist,
             RegistryEffect::NotifyClaimed {
-                thing: jid.clone(),
+                thing: contact,
                 owner: claimant.to_string(),
             },
         ];
@@ -406,12 +416,11 @@ impl Registry {
     ) -> Result<Vec<RegistryEffect>, RegistryError> {
         match self.things.get(thing) {
             Some(found) if found.owner.as_deref() == Some(owner) => {
+                let contact = found.contact.clone();
                 self.things.remove(thing);
                 Ok(alloc::vec![
                     RegistryEffect::Persist,
-                    RegistryEffect::NotifyRemoved {
-                        thing: thing.to_string()
-                    },
+                    RegistryEffect::NotifyRemoved { thing: contact },
                 ])
             }
             _ => Err(RegistryError::NotFound),
@@ -431,13 +440,13 @@ impl Registry {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use alloc::vec;
 
-    const STRONG_KEY: &str = "q3Jd9f0LkPz8sVb2mN4xWA";
+    pub(crate) const STRONG_KEY: &str = "q3Jd9f0LkPz8sVb2mN4xWA";
 
-    fn tags(key: &str) -> Vec<MetaTag> {
+    pub(crate) fn tags(key: &str) -> Vec<MetaTag> {
         vec![
             MetaTag::str("SN", "394872348732948723").unwrap(),
             MetaTag::str("MAN", "www.ktc.se").unwrap(),
@@ -491,10 +500,12 @@ mod tests {
     fn a_thing_is_claimed_once_with_its_key_and_learns_its_owner() {
         let mut registry = Registry::default();
         assert_eq!(
-            registry.register("t@x", &tags("short")),
+            registry.register("t@x", "t@x/r", &tags("short")),
             Err(RegistryError::WeakKey)
         );
-        let (registered, effects) = registry.register("t@x", &tags(STRONG_KEY)).unwrap();
+        let (registered, effects) = registry
+            .register("t@x", "t@x/r", &tags(STRONG_KEY))
+            .unwrap();
         assert_eq!(registered, Registered::Waiting);
         assert_eq!(effects, vec![RegistryEffect::Persist]);
         // Tags without the key, or with another key, claim nothing.
@@ -508,7 +519,7 @@ mod tests {
             .unwrap();
         assert_eq!(jid, "t@x");
         assert!(effects.contains(&RegistryEffect::NotifyClaimed {
-            thing: "t@x".into(),
+            thing: "t@x/r".into(),
             owner: "o@x".into()
         }));
         let thing = registry.thing("t@x").unwrap();
@@ -521,7 +532,10 @@ mod tests {
             Err(RegistryError::NotFound)
         );
         assert_eq!(
-            registry.register("t@x", &tags(STRONG_KEY)).unwrap().0,
+            registry
+                .register("t@x", "t@x/r", &tags(STRONG_KEY))
+                .unwrap()
+                .0,
             Registered::Claimed {
                 owner: "o@x".into()
             }
@@ -538,7 +552,9 @@ mod tests {
     #[test]
     fn repeated_wrong_claims_lock_the_claimant_out_with_a_doubling_wait() {
         let mut registry = Registry::default();
-        registry.register("t@x", &tags(STRONG_KEY)).unwrap();
+        registry
+            .register("t@x", "t@x/r", &tags(STRONG_KEY))
+            .unwrap();
         let wrong = tags("wrong-key-but-long-enough-1");
         for _ in 0..LOCKOUT_AFTER {
             assert_eq!(
