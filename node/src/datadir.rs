@@ -112,6 +112,20 @@ pub fn default_data_dir() -> PathBuf {
     }
 }
 
+/// Replaces `path` with `bytes` durably: written beside it, synced, renamed over it, and the
+/// directory synced, so a crash leaves the old content or the new, never a torn file.
+pub fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let staging = path.with_extension("new");
+    let mut file = File::create(&staging)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    fs::rename(&staging, path)?;
+    if let Some(dir) = path.parent() {
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

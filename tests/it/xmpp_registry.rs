@@ -122,3 +122,101 @@ async fn an_owner_claims_a_device_with_its_qr_string_and_a_guesser_is_locked_out
         qr.len()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_owner_claims_from_the_command_line_with_the_string_the_device_prints() {
+    let server = start_prosody(
+        DOMAIN,
+        &[account("registry"), account("device"), account("owner")],
+    )
+    .await
+    .expect("prosody");
+    let state = tempfile::tempdir().unwrap();
+    let file = RegistryFile::new(state.path().join("registry.state"));
+    let session = login_as(&server, "registry", "registry").await;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(RegistryService::open(session, file).unwrap().run_until(
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    let registry_jid = format!("registry@{DOMAIN}/registry");
+
+    // The device prints its claim string; its KEY comes from its seed, the same every time.
+    let device_cli = super::cli::Device::new();
+    device_cli.run_ok(&["--json", "init"]);
+    let printed = super::cli::stdout_json(&device_cli.run_ok(&["--json", "owner", "qr"]));
+    let text = printed["claim"].as_str().unwrap().to_owned();
+    let again = super::cli::stdout_json(&device_cli.run_ok(&["--json", "owner", "qr"]));
+    assert_eq!(again["claim"], printed["claim"], "derived, not drawn");
+    let tags = discovery::decode_claim(&text).unwrap();
+    let key = tags.iter().find(|t| t.name == "KEY").unwrap();
+    assert_eq!(key.value.text().len(), 22, "128 bits, base64url");
+    let mut device = login(&server, "device").await;
+    let registry = Jid::new(&registry_jid).unwrap();
+    assert_eq!(register(&mut device, &registry, &tags).await.unwrap(), None);
+
+    // The owner's command line: a damaged string and a wrong key are refused, the real one
+    // claims.
+    let files = tempfile::tempdir().unwrap();
+    let (password, ca) = (files.path().join("password"), files.path().join("ca.pem"));
+    std::fs::write(&password, "owner-secret-password\n").unwrap();
+    std::fs::write(&ca, server.ca_pem()).unwrap();
+    let port = format!("127.0.0.1:{}", server.port());
+    let owner_cli = super::cli::Device::new();
+    let claim_with = |claim: &str| {
+        owner_cli.run(&[
+            "--json",
+            "owner",
+            "claim",
+            claim,
+            "--registry",
+            &registry_jid,
+            "--server",
+            &port,
+            "--jid",
+            &format!("owner@{DOMAIN}"),
+            "--password-file",
+            password.to_str().unwrap(),
+            "--ca-file",
+            ca.to_str().unwrap(),
+        ])
+    };
+    let damaged = claim_with("IoTDisco;SN");
+    assert!(!damaged.status.success());
+    assert!(
+        String::from_utf8_lossy(&damaged.stderr).contains("the claim string"),
+        "{}",
+        String::from_utf8_lossy(&damaged.stderr)
+    );
+    let wrong = text.replace(key.value.text(), "BBBBBBBBBBBBBBBBBBBBBB");
+    let refused = claim_with(&wrong);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("registry refused"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    let waiting = tokio::spawn(async move {
+        let owner = wait_claimed(&mut device, &registry).await;
+        (owner, device)
+    });
+    let claimed = claim_with(&text);
+    assert!(
+        claimed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&claimed.stderr)
+    );
+    let thing = super::cli::stdout_json(&claimed)["thing"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(thing, format!("device@{DOMAIN}"));
+    let (told, _device) = tokio::time::timeout(std::time::Duration::from_secs(10), waiting)
+        .await
+        .expect("the device is told in time")
+        .unwrap();
+    assert_eq!(told.unwrap().to_string(), format!("owner@{DOMAIN}"));
+    let _ = stop.send(());
+    serving.await.unwrap();
+}

@@ -13,6 +13,11 @@ use serde::Serialize;
 use crate::error::SeedError;
 use crate::seed::DeviceSeed;
 
+/// Hardened path prefix of the device's thing-registry claim secrets (XEP-0347): generation `g`
+/// is at `m/347'/0'/g'`, so a new owner (after a transfer or a wipe) gets a new KEY while every
+/// KEY is still re-derivable from the seed, with no secret file.
+pub const CLAIM_PATH: &str = "m/347'/0'";
+
 /// BIP-44 path of the Ethereum account key (`m/44'/60'/0'/0/0`), as MetaMask and most wallets use.
 pub const EVM_PATH: &str = "m/44'/60'/0'/0/0";
 
@@ -130,6 +135,16 @@ impl DeviceKeys {
     /// dropped.
     pub fn tls_secret(&self) -> Result<zeroize::Zeroizing<[u8; 32]>, SeedError> {
         let mut child = self.child(TLS_PATH)?;
+        let secret = zeroize::Zeroizing::new(child.private_key.secret_bytes());
+        child.private_key.non_secure_erase();
+        Ok(secret)
+    }
+
+    /// The 32-byte secret behind the thing-registry claim KEY of `generation` (see
+    /// [`CLAIM_PATH`]). Wiped when dropped.
+    pub fn claim_secret(&self, generation: u32) -> Result<zeroize::Zeroizing<[u8; 32]>, SeedError> {
+        let generation = generation & 0x7fff_ffff; // a hardened index
+        let mut child = self.child(&format!("{CLAIM_PATH}/{generation}'"))?;
         let secret = zeroize::Zeroizing::new(child.private_key.secret_bytes());
         child.private_key.non_secure_erase();
         Ok(secret)
@@ -254,6 +269,24 @@ mod tests {
             regtest.taproot_internal_key,
             keys(Network::Bitcoin).addresses().taproot_internal_key
         );
+    }
+
+    #[test]
+    fn claim_secrets_are_deterministic_per_generation_and_apart_from_other_keys() {
+        let keys = keys(Network::Regtest);
+        let first = keys.claim_secret(0).unwrap();
+        assert_eq!(
+            *first,
+            *keys.claim_secret(0).unwrap(),
+            "re-derived from the seed"
+        );
+        assert_ne!(
+            *first,
+            *keys.claim_secret(1).unwrap(),
+            "a new owner, a new key"
+        );
+        assert_ne!(*first, *keys.tls_secret().unwrap());
+        assert_ne!(first[..], keys.lightning_entropy().unwrap()[..32]);
     }
 
     #[test]

@@ -9,6 +9,7 @@ mod control_client;
 #[cfg(feature = "lightning")]
 mod ln_cmd;
 mod output;
+mod owner_cmd;
 mod pay_cmd;
 mod secrets;
 mod tools_cmd;
@@ -78,6 +79,8 @@ enum Command {
     Topup(wallet_cmd::TopupArgs),
     /// Print the seed words for a paper backup (terminal only).
     Backup(wallet_cmd::BackupArgs),
+    /// Ownership through a thing registry (XMPP): the device's claim QR, an owner's claim.
+    Owner(owner_cmd::OwnerArgs),
     /// Sell sensor readings over HTTP 402 (x402 v2) from a price list.
     Serve(pay_cmd::ServeArgs),
     /// Fetch a resource, paying its HTTP 402 from the device wallet within limits.
@@ -135,6 +138,15 @@ pub enum CliError {
     /// Talking to the terminal failed.
     #[error("terminal: {0}")]
     Terminal(#[source] std::io::Error),
+    /// The ownership record or the claim tags.
+    #[error(transparent)]
+    Ownership(#[from] crate::xmpp::ownership::OwnershipError),
+    /// The XMPP login.
+    #[error(transparent)]
+    Xmpp(#[from] crate::xmpp::XmppError),
+    /// The thing registry.
+    #[error(transparent)]
+    Discovery(#[from] crate::xmpp::discovery::DiscoveryError),
 }
 
 /// Entry point of the `m2m` binary.
@@ -165,6 +177,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Dashboard => control_client::dashboard(global),
         Command::Topup(args) => wallet_cmd::topup(global, args),
         Command::Backup(args) => wallet_cmd::backup(global, args),
+        Command::Owner(args) => owner_cmd::owner(global, args),
         Command::Serve(args) => pay_cmd::serve(global, args),
         Command::Get(args) => pay_cmd::get(global, args),
         Command::Devnet(args) => pay_cmd::devnet(global, args),

@@ -176,22 +176,12 @@ impl RegistryFile {
 
     /// Replaces the state durably.
     pub fn save(&self, registry: &Registry) -> Result<(), RegistryFileError> {
-        use std::io::Write;
-        let io = |source| RegistryFileError::Io {
-            path: self.path.clone(),
-            source,
-        };
-        let staging = self.path.with_extension("new");
-        let mut file = std::fs::File::create(&staging).map_err(io)?;
-        file.write_all(&registry.encode()).map_err(io)?;
-        file.sync_all().map_err(io)?;
-        std::fs::rename(&staging, &self.path).map_err(io)?;
-        if let Some(dir) = self.path.parent() {
-            std::fs::File::open(dir)
-                .and_then(|dir| dir.sync_all())
-                .map_err(io)?;
-        }
-        Ok(())
+        crate::datadir::write_durably(&self.path, &registry.encode()).map_err(|source| {
+            RegistryFileError::Io {
+                path: self.path.clone(),
+                source,
+            }
+        })
     }
 }
 

@@ -2,13 +2,15 @@
 //! registry, provisioning, paid readouts). No server of our own: deployments run prosody (or
 //! any XMPP server) with SASL accounts; tests start one with `tools::start_prosody`.
 //!
-//! [`discovery`]: the thing registry and claims (XEP-0347). Here: the connection. `tokio-xmpp` speaks the protocol (stream, SASL, resource binding,
+//! [`discovery`]: the thing registry and claims (XEP-0347); [`ownership`]: the device's claim
+//! tags and ownership record. Here: the connection. `tokio-xmpp` speaks the protocol (stream, SASL, resource binding,
 //! reconnection); the socket is ours ([`DirectTls`]): TCP to the configured address, then TLS at
 //! once (XEP-0368) trusting only the server's CA, on the process's ring provider — written here
 //! because tokio-xmpp's own connectors trust the system or webpki roots and resolve the domain
 //! through DNS, where a device's server is configured by address and its own CA.
 
 pub mod discovery;
+pub mod ownership;
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
