@@ -77,6 +77,8 @@ pub enum TagError {
     BadName,
     /// A string value longer than [`MAX_STR_VALUE`].
     ValueTooLong,
+    /// A value holding a character XML cannot carry (a control character).
+    BadValue,
     /// A numeric value that is not a decimal number.
     NotNumeric,
     /// More than [`MAX_TAGS`] tags, or one name twice.
@@ -90,6 +92,7 @@ impl core::fmt::Display for TagError {
         f.write_str(match self {
             TagError::BadName => "a tag name must be 1-32 characters without ':', '#' or spaces",
             TagError::ValueTooLong => "a tag value must be at most 128 characters",
+            TagError::BadValue => "a tag value must hold no control characters",
             TagError::NotNumeric => "a numeric tag's value must be a decimal number",
             TagError::BadTagSet => "at most 32 tags, each name once",
             TagError::BadClaimString => "not an IoTDisco string (IoTDisco;NAME:value;…)",
@@ -98,6 +101,11 @@ impl core::fmt::Display for TagError {
 }
 
 impl core::error::Error for TagError {}
+
+/// A character XML 1.0 can carry (attribute values are XML).
+fn is_xml_char(c: char) -> bool {
+    matches!(c, '\t' | '\n' | '\r') || (c >= ' ' && !matches!(c, '\u{fffe}' | '\u{ffff}'))
+}
 
 fn is_decimal(text: &str) -> bool {
     let digits = text.strip_prefix('-').unwrap_or(text);
@@ -112,9 +120,16 @@ fn is_decimal(text: &str) -> bool {
 impl MetaTag {
     /// A checked tag (the name upper-cased).
     pub fn new(name: &str, value: TagValue) -> Result<Self, TagError> {
-        let bad_char = |c: char| c == ':' || c == '#' || c.is_whitespace() || c == ';';
+        // The XEP forbids `:`, `#` and white space in names; `;` and `\\` would need escapes
+        // that names do not get in the claim string, and what XML cannot carry is no tag.
+        let bad_char = |c: char| {
+            c == ':' || c == '#' || c == ';' || c == '\\' || c.is_whitespace() || !is_xml_char(c)
+        };
         if name.is_empty() || name.chars().count() > MAX_TAG_NAME || name.chars().any(bad_char) {
             return Err(TagError::BadName);
+        }
+        if !value.text().chars().all(is_xml_char) {
+            return Err(TagError::BadValue);
         }
         match &value {
             TagValue::Str(text) if text.chars().count() > MAX_STR_VALUE => {
@@ -486,6 +501,12 @@ pub(crate) mod tests {
             MetaTag::new("V", TagValue::Num("1.2.3".into())),
             Err(TagError::NotNumeric)
         );
+        assert_eq!(MetaTag::str(r"A\B", "x"), Err(TagError::BadName));
+        assert_eq!(MetaTag::str("A\0B", "x"), Err(TagError::BadName));
+        assert_eq!(MetaTag::str("A", "x\0"), Err(TagError::BadValue));
+        // Found by the claim_strings fuzz target: a name with an escaped character decoded,
+        // but its claim string (names are not escaped) decoded to another name.
+        assert!(decode_claim(r"IoTDisco;\\I:x").is_err());
         for bad in [
             "SN:1",
             "IoTDisco;SN",
