@@ -17,8 +17,9 @@
 //! Pure functions: no randomness drawn here (the nonce comes in), no ECDH (the shell's signer
 //! does it).
 
-use hkdf::Hkdf;
 use sha2::{Digest, Sha256};
+
+use crate::key_wrap::hkdf32;
 
 /// Purpose labels, versioned: a change of this scheme changes every derived value.
 const PREIMAGE_PURPOSE: &[u8] = b"m2m/priced-topic/ln-hold-preimage/v1";
@@ -29,10 +30,7 @@ pub const NONCE_LEN: usize = 16;
 
 /// The preimage of the invoice drawn with `nonce`, from the seller's `secret`.
 pub fn preimage(secret: &[u8; 32], nonce: &[u8; NONCE_LEN]) -> [u8; 32] {
-    let mut out = [0u8; 32];
-    // 32 bytes is far below HKDF-SHA256's limit: expand cannot fail.
-    let _ = Hkdf::<Sha256>::new(Some(nonce), secret).expand(PREIMAGE_PURPOSE, &mut out);
-    out
+    hkdf32(Some(nonce), secret, PREIMAGE_PURPOSE)
 }
 
 /// The payment hash of `preimage` (what the invoice commits to).
@@ -43,9 +41,7 @@ pub fn payment_hash(preimage: &[u8; 32]) -> [u8; 32] {
 /// The secret a reading key is wrapped under for a hold-invoice sale: the buyer–seller ECDH
 /// secret bound to the invoice's preimage, so neither alone opens the wrap.
 pub fn bind(shared_secret: &[u8; 32], preimage: &[u8; 32]) -> [u8; 32] {
-    let mut out = [0u8; 32];
-    let _ = Hkdf::<Sha256>::new(Some(preimage), shared_secret).expand(BIND_PURPOSE, &mut out);
-    out
+    hkdf32(Some(preimage), shared_secret, BIND_PURPOSE)
 }
 
 #[cfg(test)]

@@ -41,11 +41,16 @@ fn info(parties: &WrapParties, key_id: &[u8]) -> Vec<u8> {
     info
 }
 
-fn wrapping_key(shared_secret: &[u8; 32], info: &[u8]) -> [u8; 32] {
+/// 32 bytes of HKDF-SHA256 (RFC 5869) of `ikm` with `salt` and `info`.
+pub(crate) fn hkdf32(salt: Option<&[u8]>, ikm: &[u8], info: &[u8]) -> [u8; 32] {
     let mut key = [0u8; 32];
     // 32 bytes is far below HKDF-SHA256's 8160-byte limit: expand cannot fail.
-    let _ = Hkdf::<Sha256>::new(None, shared_secret).expand(info, &mut key);
+    let _ = Hkdf::<Sha256>::new(salt, ikm).expand(info, &mut key);
     key
+}
+
+fn wrapping_key(shared_secret: &[u8; 32], info: &[u8]) -> [u8; 32] {
+    hkdf32(None, shared_secret, info)
 }
 
 /// Wraps `reading_key` (sold under `key_id`) for the buyer of `parties`; `shared_secret` is the

@@ -105,11 +105,7 @@ impl L402Issuer {
         store: Arc<ChannelStore>,
         keys: &m2m_wallet::DeviceKeys,
     ) -> Result<Self, L402Error> {
-        let entropy = keys.lightning_entropy().map_err(LnError::from)?;
-        let mut tagged = b"m2m/l402/root-key/v1".to_vec();
-        tagged.extend_from_slice(&entropy[..]);
-        let root_key = sha256::Hash::hash(&tagged).to_byte_array();
-        tagged.iter_mut().for_each(|b| *b = 0);
+        let root_key = super::seed_secret(keys, b"m2m/l402/root-key/v1")?;
         Ok(Self {
             ln,
             store,

@@ -615,6 +615,17 @@ impl LnNode {
     }
 }
 
+/// A 32-byte secret for `purpose` (a versioned label) from the device's Lightning entropy:
+/// SHA-256(purpose ‖ entropy), so it survives restarts with no file of its own (the L402 root
+/// key, the hold-invoice preimage secret).
+pub fn seed_secret(keys: &DeviceKeys, purpose: &[u8]) -> Result<[u8; 32], LnError> {
+    use bitcoin::hashes::{Hash, sha256};
+    let entropy = keys.lightning_entropy()?;
+    let mut tagged = zeroize::Zeroizing::new(purpose.to_vec());
+    tagged.extend_from_slice(&entropy[..]);
+    Ok(sha256::Hash::hash(&tagged).to_byte_array())
+}
+
 /// A log level name (`error`, `warn`, `info`, `debug`, `trace`, `gossip`).
 fn log_level(name: &str) -> Option<ldk_node::logger::LogLevel> {
     use ldk_node::logger::LogLevel;

@@ -56,7 +56,9 @@ pub(super) struct Router<'a> {
 impl Router<'_> {
     /// Files one delivery, then acknowledges it to the broker.
     pub(super) async fn file(&self, publish: Publish) {
-        let receipt = publish.clone();
+        // An acknowledgement needs only the QoS and the packet id: no copy of the message.
+        let mut receipt = Publish::new("", publish.qos, Vec::new(), None);
+        receipt.pkid = publish.pkid;
         self.route(publish).await;
         if let Err(error) = self.client.ack(&receipt).await {
             tracing::debug!(%error, "acknowledging a message (the broker sends it again)");

@@ -12,7 +12,6 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use bitcoin::hashes::{Hash, sha256};
 use m2m_core::ChannelId;
 use m2m_core::hold;
 use m2m_core::key_wrap::{self, WrapParties};
@@ -63,11 +62,7 @@ impl LightningSales {
         keys: &m2m_wallet::DeviceKeys,
         price_msat: u64,
     ) -> Result<Self, LnError> {
-        let entropy = keys.lightning_entropy()?;
-        let mut tagged = b"m2m/priced-topic/ln-hold-secret/v1".to_vec();
-        tagged.extend_from_slice(&entropy[..]);
-        let secret = sha256::Hash::hash(&tagged).to_byte_array();
-        tagged.iter_mut().for_each(|b| *b = 0);
+        let secret = crate::ln::seed_secret(keys, b"m2m/priced-topic/ln-hold-secret/v1")?;
         Ok(Self {
             node,
             secret,
